@@ -1,0 +1,160 @@
+//! A user's billing account: credits, the free-tier allowance, today's op counters and
+//! the current subscription, and the rule by which allowances reset.
+//!
+//! Resets are lazy: nothing runs on a timer. Every read and write first calls
+//! [`Account::roll_forward`] with the current time, which starts whatever periods and
+//! days have begun since the account was last written.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration, OffsetDateTime, UtcOffset};
+
+use crate::catalog::{Catalog, ChargeSource, Plan};
+use crate::subscription::Subscription;
+
+/// Ops used from an allowance within its current period.
+///
+/// Periods are anchored: period *k* starts at `anchor + k · period_days`, whenever it is
+/// first looked at, so late reads never shift later boundaries (no drift).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowance {
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub anchor: OffsetDateTime,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub period_start: OffsetDateTime,
+    pub used: u32,
+}
+
+impl Allowance {
+    pub fn starting_at(at: OffsetDateTime) -> Self {
+        Self { anchor: at, period_start: at, used: 0 }
+    }
+
+    /// The start of the anchored period that contains `now`.
+    pub fn period_start_at(&self, now: OffsetDateTime, period_days: u32) -> OffsetDateTime {
+        let period = Duration::days(i64::from(period_days));
+        if now <= self.anchor {
+            return self.anchor;
+        }
+        let elapsed_periods = (now - self.anchor).whole_milliseconds() / period.whole_milliseconds();
+        self.anchor + period * (elapsed_periods as i32)
+    }
+
+    /// Starts the period that contains `now` if it is newer than the stored one. A clock
+    /// that goes back never reopens a finished period.
+    pub fn roll_forward(&mut self, now: OffsetDateTime, period_days: u32) {
+        let start = self.period_start_at(now, period_days);
+        if start > self.period_start {
+            self.period_start = start;
+            self.used = 0;
+        }
+    }
+
+    pub fn resets_at(&self, period_days: u32) -> OffsetDateTime {
+        self.period_start + Duration::days(i64::from(period_days))
+    }
+
+    /// Ops left in this period; `None` when the limit is `None` (unlimited).
+    pub fn remaining(&self, limit: Option<u32>) -> Option<u32> {
+        limit.map(|limit| limit.saturating_sub(self.used))
+    }
+}
+
+/// Ops each allowance gave on one local day (the catalog's `timezone_offset`), for the
+/// plans' daily limits. Credits are paid for, so they are never capped per day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayOps {
+    pub day: Date,
+    pub subscription: u32,
+    pub freemium: u32,
+}
+
+impl DayOps {
+    pub fn new(day: Date) -> Self {
+        Self { day, subscription: 0, freemium: 0 }
+    }
+
+    pub fn roll_forward(&mut self, today: Date) {
+        if today > self.day {
+            *self = Self::new(today);
+        }
+    }
+
+    pub fn used(&self, source: ChargeSource) -> u32 {
+        match source {
+            ChargeSource::Subscription => self.subscription,
+            ChargeSource::Freemium => self.freemium,
+            ChargeSource::Credits => 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, source: ChargeSource, delta: i32) {
+        let counter = match source {
+            ChargeSource::Subscription => &mut self.subscription,
+            ChargeSource::Freemium => &mut self.freemium,
+            ChargeSource::Credits => return,
+        };
+        *counter = counter.saturating_add_signed(delta);
+    }
+}
+
+/// The local calendar day of `now` where daily limits are counted.
+pub fn local_day(now: OffsetDateTime, offset: UtcOffset) -> Date {
+    now.to_offset(offset).date()
+}
+
+/// The instant the local day of `now` ends.
+pub fn next_local_midnight(now: OffsetDateTime, offset: UtcOffset) -> OffsetDateTime {
+    let tomorrow = local_day(now, offset).next_day().unwrap_or(Date::MAX);
+    tomorrow.midnight().assume_offset(offset).to_offset(UtcOffset::UTC)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub user_id: String,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub created_at: OffsetDateTime,
+    pub credits: Decimal,
+    pub free_trial_awarded: bool,
+    pub freemium: Allowance,
+    pub today: DayOps,
+    /// The current or last subscription; it pays only while [`Subscription::is_active`].
+    pub subscription: Option<Subscription>,
+}
+
+impl Account {
+    pub fn new(user_id: &str, now: OffsetDateTime, catalog: &Catalog) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            created_at: now,
+            credits: Decimal::ZERO,
+            free_trial_awarded: false,
+            freemium: Allowance::starting_at(now),
+            today: DayOps::new(local_day(now, catalog.timezone_offset)),
+            subscription: None,
+        }
+    }
+
+    /// Applies every reset due by `now`; see the module docs.
+    pub fn roll_forward(&mut self, catalog: &Catalog, now: OffsetDateTime) {
+        self.freemium.roll_forward(now, catalog.free_plan().period_days);
+        if let Some(sub) = self.subscription.as_mut() {
+            // A plan dropped from the catalog keeps its last period: it can no longer pay.
+            if let Some(plan) = catalog.plan(&sub.plan_code) {
+                sub.ops.roll_forward(now.min(sub.expires_at), plan.period_days);
+            }
+        }
+        self.today.roll_forward(local_day(now, catalog.timezone_offset));
+    }
+
+    pub fn active_subscription(&self, now: OffsetDateTime) -> Option<&Subscription> {
+        self.subscription.as_ref().filter(|sub| sub.is_active(now))
+    }
+
+    /// The plan whose terms apply now: the active subscription's, else the free tier.
+    pub fn current_plan<'c>(&self, catalog: &'c Catalog, now: OffsetDateTime) -> &'c Plan {
+        self.active_subscription(now)
+            .and_then(|sub| catalog.plan(&sub.plan_code))
+            .unwrap_or_else(|| catalog.free_plan())
+    }
+}

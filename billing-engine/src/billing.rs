@@ -1,0 +1,432 @@
+//! [`Billing`]: the engine's public handle. Each call checks its input, then runs one
+//! store transaction in which it loads the account, rolls it forward to now, applies one
+//! rule from the domain modules and appends the ledger entry that records it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::account::Account;
+use crate::catalog::{Catalog, ChargeSource};
+use crate::charge::{self, Charge, Quote, Refund};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{BillingError, Result};
+use crate::input;
+use crate::ledger::{audit_account, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER};
+use crate::store::{SqliteOptions, SqliteStore, Store, Transaction};
+use crate::subscription::Subscription;
+use crate::time_util;
+use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
+
+/// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
+/// from every thread.
+pub struct Billing<S: Store = SqliteStore> {
+    store: S,
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A subscription carried over by [`Billing::import_user`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedSubscription {
+    pub plan_code: String,
+    /// When the paid period ends; `None` gives one full `duration_days` from now.
+    #[serde(with = "crate::time_util::serde_iso::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Billing<SqliteStore> {
+    /// Opens the SQLite file at `path` (`":memory:"` for a private in-memory database)
+    /// with the system clock.
+    pub fn open(path: impl AsRef<Path>, catalog: Catalog) -> Result<Self> {
+        Self::open_with_clock(path, catalog, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(path: impl AsRef<Path>, catalog: Catalog, clock: Arc<dyn Clock>) -> Result<Self> {
+        let options = SqliteOptions { lock_timeout: catalog.lock_timeout, ..SqliteOptions::default() };
+        Ok(Self::new(SqliteStore::open(path, options)?, catalog, clock))
+    }
+}
+
+impl<S: Store> Billing<S> {
+    pub fn new(store: S, catalog: Catalog, clock: Arc<dyn Clock>) -> Self {
+        Self { store, catalog: Arc::new(catalog), clock }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        time_util::truncate(self.clock.now())
+    }
+
+    // ---- users ----
+
+    /// Creates the user's account if it has none and awards the free trial if asked and
+    /// never awarded before. Safe to call on every login.
+    pub fn register_user(&self, user_id: &str, free_trial: bool) -> Result<BillingState> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let mut account = match self.existing_account(tx, user_id, now)? {
+                Some(account) => account,
+                None => {
+                    let account = Account::new(user_id, now, &self.catalog);
+                    tx.insert_account(&account)?;
+                    account
+                }
+            };
+            if free_trial && !account.free_trial_awarded {
+                account.free_trial_awarded = true;
+                let credits = self.catalog.free_trial_credits;
+                if !credits.is_zero() {
+                    account.credits += credits;
+                    tx.append_entry(&credits_entry(&account, EntryKind::FreeTrial, credits, now))?;
+                }
+                tx.update_account(&account)?;
+            }
+            Ok(BillingState::new(&account, &self.catalog, now))
+        })
+    }
+
+    /// Carries over a user of an earlier system (seed 000): keeps the credits, clamps the
+    /// free-tier use to its limit, optionally keeps a paid subscription, and awards no
+    /// free trial. A user who already has an account is left as is.
+    pub fn import_user(
+        &self,
+        user_id: &str,
+        credits: Decimal,
+        freemium_used: u32,
+        subscription: Option<ImportedSubscription>,
+    ) -> Result<BillingState> {
+        input::id("user_id", user_id)?;
+        if credits.is_sign_negative() && !credits.is_zero() {
+            return Err(BillingError::invalid("credits", format!("must not be negative, got {credits}")));
+        }
+        let now = self.now();
+        let subscription = subscription
+            .map(|imported| {
+                let plan = self.catalog.paid_plan(&imported.plan_code)?;
+                match imported.expires_at {
+                    Some(expires_at) if expires_at <= now => Err(BillingError::invalid(
+                        "subscription.expires_at",
+                        format!("{} is not in the future", time_util::iso(expires_at)),
+                    )),
+                    Some(expires_at) => Ok(Subscription::until(plan, now, time_util::truncate(expires_at))),
+                    None => Ok(Subscription::start(plan, now)),
+                }
+            })
+            .transpose()?;
+        self.store.write(|tx| {
+            if let Some(account) = self.existing_account(tx, user_id, now)? {
+                return Ok(BillingState::new(&account, &self.catalog, now));
+            }
+            let mut account = Account::new(user_id, now, &self.catalog);
+            account.free_trial_awarded = true;
+            account.credits = credits;
+            tx.insert_account(&account)?;
+            if !credits.is_zero() {
+                tx.append_entry(&credits_entry(&account, EntryKind::Import, credits, now))?;
+            }
+            let used = self.catalog.free_plan().ops_limit.map_or(freemium_used, |limit| freemium_used.min(limit));
+            if used > 0 {
+                account.freemium.used = used;
+                let mut entry = NewEntry::new(&account, EntryKind::Import, now);
+                entry.entry.source = Some(ChargeSource::Freemium);
+                entry.entry.ops_delta = used as i32;
+                entry.entry.allowance = Some(AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start });
+                tx.append_entry(&entry)?;
+            }
+            if let Some(sub) = subscription {
+                tx.append_entry(&activation_entry(&account, &sub, now))?;
+                account.subscription = Some(sub);
+            }
+            tx.update_account(&account)?;
+            Ok(BillingState::new(&account, &self.catalog, now))
+        })
+    }
+
+    pub fn state(&self, user_id: &str) -> Result<BillingState> {
+        let (account, now) = self.read_account(user_id)?;
+        Ok(BillingState::new(&account, &self.catalog, now))
+    }
+
+    // ---- charging ----
+
+    /// What [`charge`](Self::charge) would do now, writing nothing.
+    pub fn quote(&self, user_id: &str, operation: &str) -> Result<Quote> {
+        input::id("user_id", user_id)?;
+        let op = self.catalog.operation(operation)?;
+        let (account, now) = self.read_account(user_id)?;
+        Ok(charge::quote(&account, &self.catalog, op, now))
+    }
+
+    /// Charges one `operation` from the first source of the charge order that can pay.
+    /// A refused charge writes nothing.
+    pub fn charge(&self, user_id: &str, operation: &str, idempotency_key: &str, metadata: Option<Value>) -> Result<Charge> {
+        input::id("user_id", user_id)?;
+        input::id("idempotency_key", idempotency_key)?;
+        input::metadata(metadata.as_ref())?;
+        let op = self.catalog.operation(operation)?;
+        let request = Request { action: "charge", target: operation, amount: None, metadata: metadata.as_ref() };
+        let now = self.now();
+        self.store.write(|tx| {
+            if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
+                return Ok(Charge::from_entry(&entry, true));
+            }
+            let mut account = self.account_for_write(tx, user_id, now)?;
+            let spend = charge::spend(&mut account, &self.catalog, op, now)?;
+            let mut new = NewEntry::new(&account, EntryKind::Charge, now).keyed(idempotency_key, &request);
+            let e = &mut new.entry;
+            e.source = Some(spend.source);
+            e.operation = Some(op.code.clone());
+            e.credits_delta = -spend.credits;
+            if spend.allowance.is_some() {
+                e.ops_delta = 1;
+                e.op_day = Some(account.today.day);
+            }
+            e.allowance = spend.allowance;
+            e.metadata = metadata.clone();
+            tx.update_account(&account)?;
+            Ok(Charge::from_entry(&tx.append_entry(&new)?, false))
+        })
+    }
+
+    /// Gives a failed operation's charge back to the source it came from. Refunding a
+    /// charge again, under any key, returns the first refund.
+    pub fn refund_charge(&self, charge_id: i64, idempotency_key: &str, reason: Option<&str>) -> Result<Refund> {
+        input::id("idempotency_key", idempotency_key)?;
+        if let Some(reason) = reason {
+            input::text("reason", reason)?;
+        }
+        let target = charge_id.to_string();
+        let request = Request { action: "refund", target: &target, amount: None, metadata: None };
+        let now = self.now();
+        self.store.write(|tx| {
+            let charge = tx
+                .entry(charge_id)?
+                .filter(|entry| entry.kind == EntryKind::Charge)
+                .ok_or(BillingError::ChargeNotFound { charge_id })?;
+            if let Some(entry) = replay(tx, &charge.user_id, idempotency_key, &request)? {
+                return Ok(Refund::from_entry(&entry, &charge, true));
+            }
+            if let Some(entry) = tx.refund_of(charge_id)? {
+                return Ok(Refund::from_entry(&entry, &charge, true));
+            }
+            let mut account = self.account_for_write(tx, &charge.user_id, now)?;
+            let back = charge::give_back(&mut account, &charge);
+            let mut new = NewEntry::new(&account, EntryKind::Refund, now).keyed(idempotency_key, &request);
+            let e = &mut new.entry;
+            e.source = charge.source;
+            e.operation = charge.operation.clone();
+            e.credits_delta = back.credits;
+            if back.op_returned {
+                e.ops_delta = -1;
+                e.allowance = charge.allowance.clone();
+                e.op_day = charge.op_day;
+            }
+            e.reference = Some(target.clone());
+            e.metadata = reason.map(|reason| json!({ "reason": reason }));
+            tx.update_account(&account)?;
+            Ok(Refund::from_entry(&tx.append_entry(&new)?, &charge, false))
+        })
+    }
+
+    /// An admin grant (positive) or correction (negative) of credits. The balance may go
+    /// below zero; charges from credits then wait until it is back above the cost.
+    pub fn grant_credits(&self, user_id: &str, amount: Decimal, idempotency_key: &str, reason: &str) -> Result<LedgerEntry> {
+        input::id("user_id", user_id)?;
+        input::id("idempotency_key", idempotency_key)?;
+        input::text("reason", reason)?;
+        if amount.is_zero() {
+            return Err(BillingError::invalid("amount", "must not be zero"));
+        }
+        let request = Request { action: "grant", target: "", amount: Some(amount), metadata: None };
+        let now = self.now();
+        self.store.write(|tx| {
+            if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
+                return Ok(entry);
+            }
+            let mut account = self.account_for_write(tx, user_id, now)?;
+            account.credits += amount;
+            let mut new = credits_entry(&account, EntryKind::Grant, amount, now).keyed(idempotency_key, &request);
+            new.entry.metadata = Some(json!({ "reason": reason }));
+            tx.update_account(&account)?;
+            tx.append_entry(&new)
+        })
+    }
+
+    // ---- subscriptions ----
+
+    /// Starts a paid subscription for a payment settled outside the engine.
+    pub fn activate_subscription(&self, user_id: &str, plan_code: &str, idempotency_key: &str) -> Result<SubscriptionDetails> {
+        input::id("user_id", user_id)?;
+        input::id("idempotency_key", idempotency_key)?;
+        let plan = self.catalog.paid_plan(plan_code)?;
+        let request = Request { action: "activate_subscription", target: plan_code, amount: None, metadata: None };
+        let now = self.now();
+        self.store.write(|tx| {
+            let replayed = replay(tx, user_id, idempotency_key, &request)?.is_some();
+            let mut account = self.account_for_write(tx, user_id, now)?;
+            if replayed {
+                return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
+            }
+            if let Some(active) = account.active_subscription(now) {
+                return Err(BillingError::ActiveSubscription { plan_code: active.plan_code.clone(), expires_at: active.expires_at });
+            }
+            let sub = Subscription::start(plan, now);
+            tx.append_entry(&activation_entry(&account, &sub, now).keyed(idempotency_key, &request))?;
+            account.subscription = Some(sub);
+            tx.update_account(&account)?;
+            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+        })
+    }
+
+    /// Stops renewal. Not immediate: the subscription stays active to the end of its paid
+    /// period. Immediate: it ends now and the user is back on the free tier.
+    pub fn cancel_subscription(&self, user_id: &str, immediate: bool) -> Result<SubscriptionDetails> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let mut account = self.account_for_write(tx, user_id, now)?;
+            let sub = account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            let already_canceled = sub.canceled_at.is_some();
+            if already_canceled && !immediate {
+                return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
+            }
+            sub.cancel(now, immediate);
+            let mut entry = NewEntry::new(&account, EntryKind::SubscriptionCanceled, now);
+            let sub = account.subscription.as_ref().expect("just canceled");
+            entry.entry.reference = Some(sub.id.clone());
+            entry.entry.metadata = Some(json!({
+                "plan_code": sub.plan_code,
+                "immediate": immediate,
+                "expires_at": time_util::iso(sub.expires_at),
+            }));
+            tx.append_entry(&entry)?;
+            tx.update_account(&account)?;
+            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+        })
+    }
+
+    /// Turns renewal of the active subscription on or off. Turning it on needs a saved
+    /// payment method.
+    pub fn set_autorenew(&self, user_id: &str, enabled: bool) -> Result<SubscriptionDetails> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let mut account = self.account_for_write(tx, user_id, now)?;
+            let sub = account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            if enabled {
+                // Saved cards arrive with the payments module; without one there is nothing to renew with.
+                return Err(BillingError::NoPaymentMethod);
+            }
+            sub.autorenew = false;
+            tx.update_account(&account)?;
+            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+        })
+    }
+
+    // ---- views ----
+
+    pub fn billing_me(&self, user_id: &str) -> Result<BillingMe> {
+        Ok(BillingMe::from(&self.state(user_id)?))
+    }
+
+    pub fn subscription_details(&self, user_id: &str) -> Result<SubscriptionDetails> {
+        let (account, now) = self.read_account(user_id)?;
+        Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+    }
+
+    /// Every plan of the catalog, free tier included, in display order.
+    pub fn plans(&self) -> Vec<SubscriptionPlan> {
+        self.catalog.plans.iter().map(SubscriptionPlan::from).collect()
+    }
+
+    // ---- ledger ----
+
+    /// A page of the user's ledger, newest first; pass the last entry's id as `before`
+    /// for the next page.
+    pub fn ledger(&self, user_id: &str, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>> {
+        input::id("user_id", user_id)?;
+        input::page_size(limit)?;
+        self.store.read(|tx| {
+            if tx.account(user_id)?.is_none() {
+                return Err(BillingError::UnknownUser { user_id: user_id.to_owned() });
+            }
+            tx.entries(user_id, before, limit)
+        })
+    }
+
+    /// Recomputes every user's balance and allowance use from the ledger alone and
+    /// reports each difference from the stored accounts.
+    pub fn verify_integrity(&self) -> Result<IntegrityReport> {
+        self.store.read(|tx| {
+            let mut report = IntegrityReport { ok: true, users_checked: 0, entries_checked: 0, mismatches: Vec::new() };
+            for user_id in tx.user_ids()? {
+                let account = tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
+                let entries = tx.all_entries(&user_id)?;
+                report.mismatches.extend(audit_account(&account, &entries));
+                report.users_checked += 1;
+                report.entries_checked += entries.len() as u64;
+            }
+            report.ok = report.mismatches.is_empty();
+            Ok(report)
+        })
+    }
+
+    // ---- helpers ----
+
+    fn existing_account(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Option<Account>> {
+        Ok(tx.account(user_id)?.map(|mut account| {
+            account.roll_forward(&self.catalog, now);
+            account
+        }))
+    }
+
+    fn account_for_write(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
+        self.existing_account(tx, user_id, now)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })
+    }
+
+    fn read_account(&self, user_id: &str) -> Result<(Account, OffsetDateTime)> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        let account = self.store.read(|tx| self.account_for_write(tx, user_id, now))?;
+        Ok((account, now))
+    }
+}
+
+/// The entry an earlier call with this key wrote, if the request is the same; a
+/// different request under the key is IDEMPOTENCY_CONFLICT.
+fn replay(tx: &mut dyn Transaction, user_id: &str, key: &str, request: &Request) -> Result<Option<LedgerEntry>> {
+    match tx.entry_by_key(user_id, key)? {
+        None => Ok(None),
+        Some((entry, Some(hash))) if hash == request.fingerprint() => Ok(Some(entry)),
+        Some(_) => Err(BillingError::IdempotencyConflict { key: key.to_owned() }),
+    }
+}
+
+/// An entry moving `delta` credits; `account.credits` must already include it.
+fn credits_entry(account: &Account, kind: EntryKind, delta: Decimal, now: OffsetDateTime) -> NewEntry {
+    let mut entry = NewEntry::new(account, kind, now);
+    entry.entry.source = Some(ChargeSource::Credits);
+    entry.entry.credits_delta = delta;
+    entry
+}
+
+fn activation_entry(account: &Account, sub: &Subscription, now: OffsetDateTime) -> NewEntry {
+    let mut entry = NewEntry::new(account, EntryKind::SubscriptionActivated, now);
+    entry.entry.source = Some(ChargeSource::Subscription);
+    entry.entry.reference = Some(sub.id.clone());
+    entry.entry.metadata = Some(json!({ "plan_code": sub.plan_code, "expires_at": time_util::iso(sub.expires_at) }));
+    entry
+}

@@ -1,0 +1,506 @@
+//! Tariffs: plans, credit packages, operation costs and limits, loaded from TOML.
+//!
+//! The file format is `tariffs.example.toml`. Reading happens in two steps: serde
+//! checks the shape (wrong types, unknown fields), then [`validate`] checks the rules
+//! (one free tier, unique codes, non-negative limits, ...). Both report the offending
+//! field as a path such as `plans[2].price`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::UtcOffset;
+
+use crate::error::{BillingError, Result};
+
+/// Where a charge can be paid from; the catalog's `charge_order` lists them in the order tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChargeSource {
+    /// One op of the active paid subscription's allowance.
+    Subscription,
+    /// One op of the free tier's allowance.
+    Freemium,
+    /// The operation's cost in credits.
+    Credits,
+}
+
+impl ChargeSource {
+    pub const ALL: [ChargeSource; 3] = [Self::Subscription, Self::Freemium, Self::Credits];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscription => "subscription",
+            Self::Freemium => "freemium",
+            Self::Credits => "credits",
+        }
+    }
+}
+
+impl fmt::Display for ChargeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChargeSource {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|source| source.as_str() == s).ok_or(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Pro => "pro",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub code: String,
+    /// What one operation costs when paid from credits.
+    pub credits: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub code: String,
+    pub tier: Tier,
+    pub name: String,
+    pub name_ru: Option<String>,
+    pub description: Option<String>,
+    pub description_ru: Option<String>,
+    pub price: Decimal,
+    pub old_price: Option<Decimal>,
+    /// How long one payment keeps the subscription active; `None` for the free tier.
+    pub duration_days: Option<u32>,
+    /// Ops per allowance period; `None` means unlimited.
+    pub ops_limit: Option<u32>,
+    /// Length of one allowance period, anchored at the period's first start.
+    pub period_days: u32,
+    /// Ops this plan's allowance gives per local day; `None` means no daily cap.
+    pub daily_limit: Option<u32>,
+    /// Days of history the plan shows; -1 means unlimited.
+    pub history_days: i32,
+    pub display_order: i32,
+    pub is_popular: bool,
+    pub features: Vec<String>,
+    /// Metric quotas per period (seed 001), such as `tokens_input`.
+    pub quotas: BTreeMap<String, u64>,
+}
+
+impl Plan {
+    pub fn is_free(&self) -> bool {
+        self.tier == Tier::Free
+    }
+
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Package {
+    pub code: String,
+    pub credits: Decimal,
+    pub price: Decimal,
+}
+
+/// The validated tariffs. Build it with [`Catalog::from_toml`] or [`Catalog::from_toml_file`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub currency: String,
+    #[serde(with = "offset_text")]
+    pub timezone_offset: UtcOffset,
+    pub charge_order: Vec<ChargeSource>,
+    pub lock_timeout: Duration,
+    pub free_trial_credits: Decimal,
+    pub operations: BTreeMap<String, Operation>,
+    /// Sorted by `display_order`, then code.
+    pub plans: Vec<Plan>,
+    pub packages: Vec<Package>,
+}
+
+impl Catalog {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let raw: RawCatalog = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            invalid(path, e.into_inner().message().trim_end())
+        })?;
+        validate(raw)
+    }
+
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(String::new(), format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// The plan every user is on when no paid subscription is active.
+    pub fn free_plan(&self) -> &Plan {
+        self.plans.iter().find(|p| p.is_free()).expect("validated: exactly one free plan")
+    }
+
+    pub fn plan(&self, code: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.code == code)
+    }
+
+    pub fn package(&self, code: &str) -> Option<&Package> {
+        self.packages.iter().find(|p| p.code == code)
+    }
+
+    pub fn operation(&self, code: &str) -> Result<&Operation> {
+        self.operations
+            .get(code)
+            .ok_or_else(|| BillingError::UnknownOperation { operation: code.to_owned() })
+    }
+
+    /// A paid plan a user can subscribe to, or INVALID_PLAN.
+    pub fn paid_plan(&self, code: &str) -> Result<&Plan> {
+        match self.plan(code) {
+            Some(plan) if !plan.is_free() => Ok(plan),
+            Some(_) => Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "the free tier is not sold" }),
+            None => Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "no such plan" }),
+        }
+    }
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> BillingError {
+    BillingError::InvalidCatalog { path: path.into(), message: message.into() }
+}
+
+// ---- the file's shape ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    currency: String,
+    timezone_offset: String,
+    #[serde(default)]
+    charge_order: Option<Vec<String>>,
+    #[serde(default)]
+    lock_timeout_ms: Option<i64>,
+    operations: BTreeMap<String, RawOperation>,
+    #[serde(default)]
+    free_trial: Option<RawFreeTrial>,
+    plans: Vec<RawPlan>,
+    #[serde(default)]
+    packages: Vec<RawPackage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperation {
+    credits: Amount,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeTrial {
+    credits: Amount,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    code: String,
+    tier: Tier,
+    name: String,
+    name_ru: Option<String>,
+    description: Option<String>,
+    description_ru: Option<String>,
+    price: Money,
+    old_price: Option<Money>,
+    duration_days: Option<i64>,
+    ops_limit: Option<i64>,
+    period_days: Option<i64>,
+    daily_limit: Option<i64>,
+    history_days: Option<i64>,
+    display_order: Option<i64>,
+    #[serde(default)]
+    is_popular: bool,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    quotas: BTreeMap<String, i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    code: String,
+    credits: Amount,
+    price: Money,
+}
+
+/// A price: only a decimal string is accepted, so a float never becomes money.
+struct Money(Decimal);
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Money;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal string such as \"299.00\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Money, E> {
+                parse_decimal(s).map(Money).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A credit amount: an integer, or a decimal string for fractional credits; never a float.
+struct Amount(Decimal);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer or a decimal string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount(Decimal::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount(Decimal::from(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Amount, E> {
+                parse_decimal(s).map(Amount).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_decimal(s: &str) -> Result<Decimal, String> {
+    Decimal::from_str_exact(s.trim()).map_err(|_| format!("expected a decimal string, got `{s}`"))
+}
+
+// ---- the rules ----
+
+const DEFAULT_LOCK_TIMEOUT_MS: i64 = 5000;
+const DEFAULT_PERIOD_DAYS: u32 = 30;
+
+fn validate(raw: RawCatalog) -> Result<Catalog> {
+    let currency = raw.currency.trim().to_owned();
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(invalid("currency", format!("expected an ISO 4217 code such as \"RUB\", got `{currency}`")));
+    }
+    let timezone_offset = parse_offset(&raw.timezone_offset)
+        .ok_or_else(|| invalid("timezone_offset", format!("expected an offset such as \"+03:00\", got `{}`", raw.timezone_offset)))?;
+    let charge_order = validate_charge_order(raw.charge_order)?;
+    let lock_timeout_ms = raw.lock_timeout_ms.unwrap_or(DEFAULT_LOCK_TIMEOUT_MS);
+    let lock_timeout = Duration::from_millis(non_negative("lock_timeout_ms", lock_timeout_ms)?);
+
+    if raw.operations.is_empty() {
+        return Err(invalid("operations", "at least one operation is needed"));
+    }
+    let mut operations = BTreeMap::new();
+    for (code, op) in raw.operations {
+        let path = format!("operations.{code}.credits");
+        let credits = non_negative_amount(&path, op.credits.0)?;
+        operations.insert(code.clone(), Operation { code, credits });
+    }
+    let free_trial_credits = match raw.free_trial {
+        Some(trial) => non_negative_amount("free_trial.credits", trial.credits.0)?,
+        None => Decimal::ZERO,
+    };
+
+    let mut plans = Vec::with_capacity(raw.plans.len());
+    for (i, plan) in raw.plans.into_iter().enumerate() {
+        let plan = validate_plan(i, plan)?;
+        if let Some(j) = plans.iter().position(|p: &Plan| p.code == plan.code) {
+            return Err(invalid(format!("plans[{i}].code"), format!("duplicate code `{}` (also plans[{j}])", plan.code)));
+        }
+        plans.push(plan);
+    }
+    match plans.iter().filter(|p| p.is_free()).count() {
+        0 => return Err(invalid("plans", "a free tier is needed: one plan with tier = \"free\"")),
+        1 => {}
+        _ => return Err(invalid("plans", "only one plan may have tier = \"free\"")),
+    }
+    plans.sort_by(|a, b| a.display_order.cmp(&b.display_order).then_with(|| a.code.cmp(&b.code)));
+
+    let mut packages: Vec<Package> = Vec::with_capacity(raw.packages.len());
+    for (i, package) in raw.packages.into_iter().enumerate() {
+        let code = non_empty_code(&format!("packages[{i}].code"), package.code)?;
+        if packages.iter().any(|p| p.code == code) {
+            return Err(invalid(format!("packages[{i}].code"), format!("duplicate code `{code}`")));
+        }
+        let credits = positive_amount(&format!("packages[{i}].credits"), package.credits.0)?;
+        let price = price(&format!("packages[{i}].price"), package.price.0)?;
+        packages.push(Package { code, credits, price });
+    }
+
+    Ok(Catalog { currency, timezone_offset, charge_order, lock_timeout, free_trial_credits, operations, plans, packages })
+}
+
+fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
+    let at = |field: &str| format!("plans[{i}].{field}");
+    let code = non_empty_code(&at("code"), raw.code)?;
+    let price = price(&at("price"), raw.price.0)?;
+    let old_price = raw.old_price.map(|p| self::price(&at("old_price"), p.0)).transpose()?;
+    let ops_limit = optional_count(&at("ops_limit"), raw.ops_limit)?;
+    let daily_limit = optional_count(&at("daily_limit"), raw.daily_limit)?;
+    let period_days = match raw.period_days {
+        Some(days) => positive_days(&at("period_days"), days)?,
+        None if ops_limit.is_some() => return Err(invalid(at("period_days"), "required when ops_limit is set")),
+        None => DEFAULT_PERIOD_DAYS,
+    };
+    let duration_days = raw.duration_days.map(|d| positive_days(&at("duration_days"), d)).transpose()?;
+    match raw.tier {
+        Tier::Free if !price.is_zero() => return Err(invalid(at("price"), "the free tier's price must be \"0\"")),
+        Tier::Pro if price.is_zero() => return Err(invalid(at("price"), "a paid plan needs a price above zero")),
+        Tier::Pro if duration_days.is_none() => return Err(invalid(at("duration_days"), "required for a paid plan")),
+        _ => {}
+    }
+    let history_days = match raw.history_days {
+        None | Some(-1) => -1,
+        Some(days) if days >= 0 => i32::try_from(days).map_err(|_| invalid(at("history_days"), "too large"))?,
+        Some(days) => return Err(invalid(at("history_days"), format!("expected -1 (unlimited) or a number of days, got {days}"))),
+    };
+    let display_order = i32::try_from(raw.display_order.unwrap_or(0)).map_err(|_| invalid(at("display_order"), "too large"))?;
+    let mut quotas = BTreeMap::new();
+    for (metric, limit) in raw.quotas {
+        let limit = non_negative(&format!("plans[{i}].quotas.{metric}"), limit)?;
+        quotas.insert(metric, limit);
+    }
+    Ok(Plan {
+        code,
+        tier: raw.tier,
+        name: raw.name,
+        name_ru: raw.name_ru,
+        description: raw.description,
+        description_ru: raw.description_ru,
+        price,
+        old_price,
+        duration_days,
+        ops_limit,
+        period_days,
+        daily_limit,
+        history_days,
+        display_order,
+        is_popular: raw.is_popular,
+        features: raw.features,
+        quotas,
+    })
+}
+
+fn validate_charge_order(raw: Option<Vec<String>>) -> Result<Vec<ChargeSource>> {
+    let Some(raw) = raw else {
+        return Ok(ChargeSource::ALL.to_vec());
+    };
+    if raw.is_empty() {
+        return Err(invalid("charge_order", "at least one source is needed"));
+    }
+    let mut order = Vec::with_capacity(raw.len());
+    for (i, name) in raw.iter().enumerate() {
+        let source = ChargeSource::from_str(name).map_err(|_| {
+            invalid(format!("charge_order[{i}]"), format!("unknown source `{name}`; expected subscription, freemium or credits"))
+        })?;
+        if order.contains(&source) {
+            return Err(invalid(format!("charge_order[{i}]"), format!("`{name}` is listed twice")));
+        }
+        order.push(source);
+    }
+    Ok(order)
+}
+
+fn parse_offset(text: &str) -> Option<UtcOffset> {
+    let text = text.trim();
+    if text == "Z" {
+        return Some(UtcOffset::UTC);
+    }
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    UtcOffset::parse(text, &format).ok()
+}
+
+fn non_empty_code(path: &str, code: String) -> Result<String> {
+    let code = code.trim().to_owned();
+    if code.is_empty() {
+        return Err(invalid(path, "must not be empty"));
+    }
+    Ok(code)
+}
+
+fn non_negative(path: &str, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| invalid(path, format!("must not be negative, got {value}")))
+}
+
+fn optional_count(path: &str, value: Option<i64>) -> Result<Option<u32>> {
+    value
+        .map(|v| {
+            let v = non_negative(path, v)?;
+            u32::try_from(v).map_err(|_| invalid(path, format!("too large: {v}")))
+        })
+        .transpose()
+}
+
+fn positive_days(path: &str, days: i64) -> Result<u32> {
+    match u32::try_from(days) {
+        Ok(days) if days > 0 && days <= 3660 => Ok(days),
+        _ => Err(invalid(path, format!("expected a number of days from 1 to 3660, got {days}"))),
+    }
+}
+
+fn non_negative_amount(path: &str, amount: Decimal) -> Result<Decimal> {
+    if amount.is_sign_negative() && !amount.is_zero() {
+        return Err(invalid(path, format!("must not be negative, got {amount}")));
+    }
+    Ok(amount)
+}
+
+fn positive_amount(path: &str, amount: Decimal) -> Result<Decimal> {
+    if amount <= Decimal::ZERO {
+        return Err(invalid(path, format!("must be above zero, got {amount}")));
+    }
+    Ok(amount)
+}
+
+/// Money has at most two decimal places, as the payment providers take it.
+fn price(path: &str, price: Decimal) -> Result<Decimal> {
+    let price = non_negative_amount(path, price)?;
+    if price.normalize().scale() > 2 {
+        return Err(invalid(path, format!("at most two decimal places, got {price}")));
+    }
+    Ok(price)
+}
+
+mod offset_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::UtcOffset;
+
+    pub fn serialize<S: Serializer>(offset: &UtcOffset, s: S) -> Result<S::Ok, S::Error> {
+        let (h, m, _) = offset.as_hms();
+        let sign = if offset.is_negative() { '-' } else { '+' };
+        s.serialize_str(&format!("{sign}{:02}:{:02}", h.abs(), m.abs()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UtcOffset, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_offset(&text).ok_or_else(|| serde::de::Error::custom("expected an offset such as \"+03:00\""))
+    }
+}

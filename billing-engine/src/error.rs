@@ -1,0 +1,116 @@
+//! The one public error type and its stable codes.
+//!
+//! Internal failures (SQLite, JSON, stored data that no longer parses) are mapped to
+//! [`BillingError::Storage`] in exactly one place, [`StoreError`]'s `From` impl, so no
+//! lower-level message leaks through any other path.
+
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+/// Everything the engine can refuse, each with a stable [`code`](BillingError::code).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BillingError {
+    #[error("not enough credits: {required} required, {available} available")]
+    NotEnoughCredits { required: Decimal, available: Decimal },
+    #[error("the daily limit of {limit} ops is reached; it resets at {resets_at}")]
+    DailyLimitReached { limit: u32, resets_at: OffsetDateTime },
+    #[error("no active subscription")]
+    NoSubscription,
+    #[error("invalid plan `{plan_code}`: {reason}")]
+    InvalidPlan { plan_code: String, reason: &'static str },
+    #[error("no saved payment method")]
+    NoPaymentMethod,
+    #[error("the user already has an active `{plan_code}` subscription")]
+    ActiveSubscription { plan_code: String, expires_at: OffsetDateTime },
+    #[error("idempotency key `{key}` was already used for a different request")]
+    IdempotencyConflict { key: String },
+    #[error("invalid catalog: {path}: {message}")]
+    InvalidCatalog { path: String, message: String },
+    #[error("unknown user `{user_id}`")]
+    UnknownUser { user_id: String },
+    #[error("unknown operation `{operation}`")]
+    UnknownOperation { operation: String },
+    #[error("charge {charge_id} not found")]
+    ChargeNotFound { charge_id: i64 },
+    #[error("invalid argument `{field}`: {message}")]
+    InvalidArgument { field: &'static str, message: String },
+    #[error("storage error: {message}")]
+    Storage { message: String },
+}
+
+impl BillingError {
+    /// The stable string code of the contract (`NOT_ENOUGH_CREDITS`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotEnoughCredits { .. } => "NOT_ENOUGH_CREDITS",
+            Self::DailyLimitReached { .. } => "DAILY_LIMIT_REACHED",
+            Self::NoSubscription => "NO_SUBSCRIPTION",
+            Self::InvalidPlan { .. } => "INVALID_PLAN",
+            Self::NoPaymentMethod => "NO_PAYMENT_METHOD",
+            Self::ActiveSubscription { .. } => "ACTIVE_SUBSCRIPTION",
+            Self::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
+            Self::InvalidCatalog { .. } => "INVALID_CATALOG",
+            Self::UnknownUser { .. } => "UNKNOWN_USER",
+            Self::UnknownOperation { .. } => "UNKNOWN_OPERATION",
+            Self::ChargeNotFound { .. } => "CHARGE_NOT_FOUND",
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::Storage { .. } => "STORAGE_ERROR",
+        }
+    }
+
+    /// Machine-readable details for the bindings (`required`/`available` for
+    /// NOT_ENOUGH_CREDITS, the offending field for INVALID_ARGUMENT, ...). Decimals and
+    /// times are strings, as everywhere in JSON.
+    pub fn details(&self) -> Map<String, Value> {
+        let value = match self {
+            Self::NotEnoughCredits { required, available } => {
+                json!({ "required": required.to_string(), "available": available.to_string() })
+            }
+            Self::DailyLimitReached { limit, resets_at } => {
+                json!({ "limit": limit, "resets_at": crate::time_util::iso(*resets_at) })
+            }
+            Self::InvalidPlan { plan_code, reason } => json!({ "plan_code": plan_code, "reason": reason }),
+            Self::ActiveSubscription { plan_code, expires_at } => {
+                json!({ "plan_code": plan_code, "expires_at": crate::time_util::iso(*expires_at) })
+            }
+            Self::IdempotencyConflict { key } => json!({ "idempotency_key": key }),
+            Self::InvalidCatalog { path, message } => json!({ "path": path, "message": message }),
+            Self::UnknownUser { user_id } => json!({ "user_id": user_id }),
+            Self::UnknownOperation { operation } => json!({ "operation": operation }),
+            Self::ChargeNotFound { charge_id } => json!({ "charge_id": charge_id }),
+            Self::InvalidArgument { field, message } => json!({ "field": field, "message": message }),
+            Self::Storage { message } => json!({ "message": message }),
+            Self::NoSubscription | Self::NoPaymentMethod => json!({}),
+        };
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, message: message.into() }
+    }
+}
+
+/// A failure below the domain: the database, or stored data that no longer parses.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("corrupt stored value in `{column}`: {value}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+impl From<StoreError> for BillingError {
+    fn from(error: StoreError) -> Self {
+        // SQLite's own messages name tables and constraints, never user data or secrets.
+        BillingError::Storage { message: error.to_string() }
+    }
+}
+
+pub type Result<T, E = BillingError> = std::result::Result<T, E>;

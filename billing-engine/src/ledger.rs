@@ -1,0 +1,232 @@
+//! The append-only ledger: every movement of credits and allowance ops, the
+//! idempotency record of every keyed write, and the proof of every balance.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::{Date, OffsetDateTime};
+
+use crate::account::Account;
+use crate::catalog::ChargeSource;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Credits given once per user at registration.
+    FreeTrial,
+    /// An existing user's credits or allowance use carried over by `import_user`.
+    Import,
+    /// An operation paid from an allowance or credits.
+    Charge,
+    /// A failed operation's charge given back.
+    Refund,
+    /// An admin grant or correction of credits (may be negative).
+    Grant,
+    SubscriptionActivated,
+    SubscriptionCanceled,
+}
+
+impl EntryKind {
+    const ALL: [EntryKind; 7] = [
+        Self::FreeTrial,
+        Self::Import,
+        Self::Charge,
+        Self::Refund,
+        Self::Grant,
+        Self::SubscriptionActivated,
+        Self::SubscriptionCanceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FreeTrial => "free_trial",
+            Self::Import => "import",
+            Self::Charge => "charge",
+            Self::Refund => "refund",
+            Self::Grant => "grant",
+            Self::SubscriptionActivated => "subscription_activated",
+            Self::SubscriptionCanceled => "subscription_canceled",
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EntryKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or(())
+    }
+}
+
+/// One ledger row. Never updated or deleted once written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub user_id: String,
+    pub kind: EntryKind,
+    /// Where credits or ops moved from or to, when the entry moves any.
+    pub source: Option<ChargeSource>,
+    pub operation: Option<String>,
+    pub credits_delta: Decimal,
+    pub credits_balance_after: Decimal,
+    /// Allowance ops used (+) or given back (-) by this entry, counted against
+    /// `allowance_period` and `op_day`.
+    pub ops_delta: i32,
+    /// Which allowance period the op belongs to: `(subscription id or "freemium", period start)`.
+    pub allowance: Option<AllowancePeriod>,
+    /// The local day the op counts toward for daily limits.
+    pub op_day: Option<Date>,
+    pub idempotency_key: Option<String>,
+    /// What the entry refers to: the refunded charge's id, the subscription's id, ...
+    pub reference: Option<String>,
+    pub metadata: Option<Value>,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Identifies one period of one allowance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AllowancePeriod {
+    /// The subscription's id, or `"freemium"` for the free tier.
+    pub owner: String,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub start: OffsetDateTime,
+}
+
+pub(crate) const FREEMIUM_OWNER: &str = "freemium";
+
+/// A ledger row before the store gives it an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub entry: LedgerEntry,
+    /// Fingerprint of the request that wrote the entry, compared on key replay.
+    pub request_hash: Option<String>,
+}
+
+impl NewEntry {
+    pub(crate) fn new(account: &Account, kind: EntryKind, now: OffsetDateTime) -> Self {
+        Self {
+            entry: LedgerEntry {
+                id: 0,
+                user_id: account.user_id.clone(),
+                kind,
+                source: None,
+                operation: None,
+                credits_delta: Decimal::ZERO,
+                credits_balance_after: account.credits,
+                ops_delta: 0,
+                allowance: None,
+                op_day: None,
+                idempotency_key: None,
+                reference: None,
+                metadata: None,
+                created_at: now,
+            },
+            request_hash: None,
+        }
+    }
+
+    pub(crate) fn keyed(mut self, key: &str, request: &Request) -> Self {
+        self.entry.idempotency_key = Some(key.to_owned());
+        self.request_hash = Some(request.fingerprint());
+        self
+    }
+}
+
+/// What a keyed write asked for; two requests with one key must be equal to replay.
+#[derive(Debug, Serialize)]
+pub(crate) struct Request<'a> {
+    pub action: &'static str,
+    pub target: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a Value>,
+}
+
+impl Request<'_> {
+    pub fn fingerprint(&self) -> String {
+        // serde_json orders object keys, so equal requests give equal bytes.
+        let bytes = serde_json::to_vec(self).expect("a request always serializes");
+        format!("{:x}", Sha256::digest(bytes))
+    }
+}
+
+/// What [`verify_integrity`](crate::Billing::verify_integrity) found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrityReport {
+    pub ok: bool,
+    pub users_checked: u64,
+    pub entries_checked: u64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub user_id: String,
+    /// What was compared: `credits`, `balance_chain`, `freemium_ops_used`, ...
+    pub check: String,
+    /// What the ledger proves.
+    pub ledger: String,
+    /// What the account holds.
+    pub stored: String,
+}
+
+/// Recomputes an account's balance and allowance use from its entries, oldest first, and
+/// lists every difference from what the account stores.
+pub(crate) fn audit_account(account: &Account, entries: &[LedgerEntry]) -> Vec<Mismatch> {
+    let mut mismatches = Vec::new();
+    let mut found = |check: &str, ledger: String, stored: String| {
+        mismatches.push(Mismatch { user_id: account.user_id.clone(), check: check.to_owned(), ledger, stored });
+    };
+
+    let mut balance = Decimal::ZERO;
+    let mut ops_by_period: BTreeMap<&AllowancePeriod, i64> = BTreeMap::new();
+    let mut ops_by_day: BTreeMap<(ChargeSource, Date), i64> = BTreeMap::new();
+    for entry in entries {
+        balance += entry.credits_delta;
+        if entry.credits_balance_after != balance {
+            found(&format!("balance_chain@{}", entry.id), balance.to_string(), entry.credits_balance_after.to_string());
+        }
+        if let Some(period) = &entry.allowance {
+            *ops_by_period.entry(period).or_default() += i64::from(entry.ops_delta);
+        }
+        if let (Some(source), Some(day)) = (entry.source, entry.op_day) {
+            *ops_by_day.entry((source, day)).or_default() += i64::from(entry.ops_delta);
+        }
+    }
+    if balance != account.credits {
+        found("credits", balance.to_string(), account.credits.to_string());
+    }
+
+    let freemium = AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start };
+    let ledger_freemium = ops_by_period.get(&freemium).copied().unwrap_or(0);
+    if ledger_freemium != i64::from(account.freemium.used) {
+        found("freemium_ops_used", ledger_freemium.to_string(), account.freemium.used.to_string());
+    }
+    if let Some(sub) = &account.subscription {
+        let period = AllowancePeriod { owner: sub.id.clone(), start: sub.ops.period_start };
+        let ledger_sub = ops_by_period.get(&period).copied().unwrap_or(0);
+        if ledger_sub != i64::from(sub.ops.used) {
+            found("subscription_ops_used", ledger_sub.to_string(), sub.ops.used.to_string());
+        }
+    }
+    for source in [ChargeSource::Subscription, ChargeSource::Freemium] {
+        let ledger_today = ops_by_day.get(&(source, account.today.day)).copied().unwrap_or(0);
+        if ledger_today != i64::from(account.today.used(source)) {
+            found(&format!("{source}_ops_today"), ledger_today.to_string(), account.today.used(source).to_string());
+        }
+    }
+    mismatches
+}

@@ -1,0 +1,46 @@
+//! # billing-engine
+//!
+//! An embeddable billing core: tariffs from TOML, charges that take a plan allowance,
+//! then the free tier, then credits, an append-only ledger that proves every balance,
+//! and idempotent writes, over a [`Store`] with SQLite as the default.
+//!
+//! ```no_run
+//! use billing_engine::{Billing, Catalog};
+//!
+//! let catalog = Catalog::from_toml_file("tariffs.toml")?;
+//! let billing = Billing::open("billing.sqlite3", catalog)?;
+//! billing.register_user("user-1", true)?;
+//! let charge = billing.charge("user-1", "generation", "request-42", None)?;
+//! println!("paid from {} ({} credits)", charge.source, charge.credits_spent);
+//! # Ok::<(), billing_engine::BillingError>(())
+//! ```
+//!
+//! Where each rule of the billing model lives:
+//! - [`catalog`]: the tariffs file and its validation;
+//! - [`account`]: anchored, lazy allowance resets and daily counters;
+//! - [`charge`]: which source pays, and what a refund gives back;
+//! - [`subscription`]: activation, cancellation, expiry;
+//! - [`ledger`]: entries, idempotency fingerprints, the integrity audit;
+//! - [`store`]: the persistence trait and the SQLite backend.
+
+pub mod account;
+mod billing;
+pub mod catalog;
+pub mod charge;
+pub mod clock;
+pub mod error;
+mod input;
+pub mod ledger;
+pub mod store;
+pub mod subscription;
+pub mod time_util;
+pub mod views;
+
+pub use billing::{Billing, ImportedSubscription};
+pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
+pub use charge::{Charge, Quote, Refund};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BillingError, Result};
+pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
+pub use store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
+pub use views::{BillingMe, BillingState, PaymentMethodView, SubscriptionDetails, SubscriptionPlan};

@@ -1,0 +1,62 @@
+//! Persistence behind a trait, so a host can bring its own backend.
+//! [`SqliteStore`] is the default.
+//!
+//! The database is the source of truth: the engine keeps no state between calls. Every
+//! write is one [`Store::write`] call that reads, decides and writes inside a single
+//! transaction holding the store's write lock, which is what keeps concurrent charges
+//! from spending the same credit twice, across threads and processes.
+
+mod schema;
+mod sqlite;
+
+pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+
+use crate::account::Account;
+use crate::error::Result;
+use crate::ledger::{LedgerEntry, NewEntry};
+
+pub trait Store: Send + Sync {
+    /// Runs `f` in one transaction that holds the write lock from before its first read
+    /// until it ends: no other writer, in this process or another, runs in between.
+    /// Commits when `f` returns `Ok`; when `f` returns `Err` (or panics) nothing it
+    /// wrote remains.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+
+    /// Runs `f` over one consistent snapshot. `f` only reads; it never blocks writers.
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+}
+
+/// What the engine reads and writes inside a [`Store`] transaction.
+pub trait Transaction {
+    /// The account of `user_id`, as last written.
+    fn account(&mut self, user_id: &str) -> Result<Option<Account>>;
+
+    /// Stores a new account; the user must not have one.
+    fn insert_account(&mut self, account: &Account) -> Result<()>;
+
+    /// Replaces the stored account of `account.user_id`.
+    fn update_account(&mut self, account: &Account) -> Result<()>;
+
+    /// Every user id, in order.
+    fn user_ids(&mut self) -> Result<Vec<String>>;
+
+    /// Appends an entry and returns it with its id. Ids grow with every append. A second
+    /// entry with the same `(user_id, idempotency_key)`, or a second refund of one
+    /// charge, is refused.
+    fn append_entry(&mut self, entry: &NewEntry) -> Result<LedgerEntry>;
+
+    fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>>;
+
+    /// The entry written with this key for this user, and the request fingerprint it was
+    /// written with.
+    fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>>;
+
+    /// The refund entry of the charge `charge_id`, if it was refunded.
+    fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>>;
+
+    /// Up to `limit` entries of a user with ids below `before`, newest first.
+    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>>;
+
+    /// All entries of a user, oldest first.
+    fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>>;
+}

@@ -1,0 +1,339 @@
+//! The default [`Store`]: one SQLite file shared by any number of threads and processes.
+//!
+//! WAL lets readers run beside the single writer. Writes start with `BEGIN IMMEDIATE`,
+//! taking SQLite's write lock before the first read, so a read-decide-write sequence can
+//! never interleave with another process's; inside one process writers also queue on a
+//! mutex, so threads wait in line instead of in SQLite's sleeping busy handler.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rust_decimal::Decimal;
+use time::Date;
+
+use super::{schema, Store, Transaction};
+use crate::account::{Account, Allowance, DayOps};
+use crate::catalog::ChargeSource;
+use crate::error::{BillingError, Result, StoreError};
+use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
+use crate::time_util::{from_millis, to_millis};
+
+/// How much a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: a commit is on disk when it returns, even after power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: the last commits may be lost on power loss (never on a
+    /// process crash); the file is never corrupted. Faster.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a writer waits for another process's write to finish.
+    pub lock_timeout: Duration,
+    pub durability: Durability,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { lock_timeout: Duration::from_millis(5000), durability: Durability::Full }
+    }
+}
+
+pub struct SqliteStore {
+    /// `None` for `:memory:`, where the writer connection is the only one (each
+    /// in-memory connection would be a database of its own).
+    path: Option<PathBuf>,
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+const MEMORY: &str = ":memory:";
+const STATEMENT_CACHE: usize = 32;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, or a private in-memory one for
+    /// `":memory:"`, and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let path = (path.as_os_str() != MEMORY).then(|| path.to_path_buf());
+        let mut writer = connect(path.as_deref(), &options)?;
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        schema::migrate(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(Self { path, options, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::open(MEMORY, SqliteOptions::default())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a transaction rolled it back as it unwound; the connection is fine.
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn run<T>(conn: &mut Connection, behavior: TransactionBehavior, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let tx = conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
+        let value = f(&mut SqliteTx { conn: &tx })?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+}
+
+impl Store for SqliteStore {
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        Self::run(&mut self.lock_writer(), TransactionBehavior::Immediate, f)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.path else {
+            return Self::run(&mut self.lock_writer(), TransactionBehavior::Deferred, f);
+        };
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => connect(Some(path), &self.options)?,
+        };
+        let result = Self::run(&mut conn, TransactionBehavior::Deferred, f);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
+    }
+}
+
+fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match path {
+        Some(path) => Connection::open_with_flags(path, flags)?,
+        None => Connection::open_in_memory()?,
+    };
+    conn.busy_timeout(options.lock_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if path.is_some() {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt { column: "journal_mode", value: mode });
+        }
+    }
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+struct SqliteTx<'c> {
+    conn: &'c Connection,
+}
+
+const ACCOUNT_COLUMNS: &str = "user_id, created_at, credits, free_trial_awarded, free_anchor, free_period_start, \
+     free_used, day, day_subscription_ops, day_freemium_ops, subscription";
+
+const ENTRY_COLUMNS: &str = "id, user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+     allowance_owner, allowance_start, op_day, idempotency_key, reference, metadata, created_at";
+
+impl Transaction for SqliteTx<'_> {
+    fn account(&mut self, user_id: &str) -> Result<Option<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        Ok(stmt.query_row([user_id], account_from_row).optional().map_err(StoreError::from)?)
+    }
+
+    fn insert_account(&mut self, account: &Account) -> Result<()> {
+        let sql = format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        self.write_account(&sql, account)
+    }
+
+    fn update_account(&mut self, account: &Account) -> Result<()> {
+        let sql = "UPDATE accounts SET created_at = ?2, credits = ?3, free_trial_awarded = ?4, free_anchor = ?5, \
+             free_period_start = ?6, free_used = ?7, day = ?8, day_subscription_ops = ?9, day_freemium_ops = ?10, \
+             subscription = ?11 WHERE user_id = ?1";
+        self.write_account(sql, account)
+    }
+
+    fn user_ids(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT user_id FROM accounts ORDER BY user_id").map_err(StoreError::from)?;
+        let ids = stmt.query_map([], |row| row.get(0)).and_then(Iterator::collect).map_err(StoreError::from)?;
+        Ok(ids)
+    }
+
+    fn append_entry(&mut self, new: &NewEntry) -> Result<LedgerEntry> {
+        let e = &new.entry;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+                 allowance_owner, allowance_start, op_day, idempotency_key, request_hash, reference, metadata, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
+            .map_err(StoreError::from)?;
+        let metadata = e.metadata.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
+        stmt.execute(params![
+            e.user_id,
+            e.kind.as_str(),
+            e.source.map(ChargeSource::as_str),
+            e.operation,
+            e.credits_delta.to_string(),
+            e.credits_balance_after.to_string(),
+            e.ops_delta,
+            e.allowance.as_ref().map(|a| a.owner.as_str()),
+            e.allowance.as_ref().map(|a| to_millis(a.start)),
+            e.op_day.map(Date::to_julian_day),
+            e.idempotency_key,
+            new.request_hash,
+            e.reference,
+            metadata,
+            to_millis(e.created_at),
+        ])
+        .map_err(StoreError::from)?;
+        Ok(LedgerEntry { id: self.conn.last_insert_rowid(), ..e.clone() })
+    }
+
+    fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>> {
+        self.one_entry("id = ?1", params![id])
+    }
+
+    fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS}, request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let found = stmt
+            .query_row(params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(found)
+    }
+
+    fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>> {
+        self.one_entry("kind = 'refund' AND reference = ?1", params![charge_id.to_string()])
+    }
+
+    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let rows = stmt.query_map(params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row);
+        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+    }
+
+    fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 ORDER BY id");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let rows = stmt.query_map(params![user_id], entry_from_row);
+        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+    }
+}
+
+impl SqliteTx<'_> {
+    fn write_account(&self, sql: &str, a: &Account) -> Result<()> {
+        let subscription = a.subscription.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let changed = stmt
+            .execute(params![
+                a.user_id,
+                to_millis(a.created_at),
+                a.credits.to_string(),
+                a.free_trial_awarded,
+                to_millis(a.freemium.anchor),
+                to_millis(a.freemium.period_start),
+                a.freemium.used,
+                a.today.day.to_julian_day(),
+                a.today.subscription,
+                a.today.freemium,
+                subscription,
+            ])
+            .map_err(StoreError::from)?;
+        if changed != 1 {
+            return Err(BillingError::UnknownUser { user_id: a.user_id.clone() });
+        }
+        Ok(())
+    }
+
+    fn one_entry(&self, filter: &str, params: impl rusqlite::Params) -> Result<Option<LedgerEntry>> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE {filter}");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        Ok(stmt.query_row(params, entry_from_row).optional().map_err(StoreError::from)?)
+    }
+}
+
+fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
+    let subscription: Option<String> = row.get(10)?;
+    Ok(Account {
+        user_id: row.get(0)?,
+        created_at: from_millis(row.get(1)?),
+        credits: parsed(row, 2)?,
+        free_trial_awarded: row.get(3)?,
+        freemium: Allowance { anchor: from_millis(row.get(4)?), period_start: from_millis(row.get(5)?), used: row.get(6)? },
+        today: DayOps { day: julian_day(row, 7)?, subscription: row.get(8)?, freemium: row.get(9)? },
+        subscription: subscription
+            .map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(10, e)))
+            .transpose()?,
+    })
+}
+
+fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
+    let owner: Option<String> = row.get(8)?;
+    let start: Option<i64> = row.get(9)?;
+    let metadata: Option<String> = row.get(13)?;
+    Ok(LedgerEntry {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        kind: parsed(row, 2)?,
+        source: row.get::<_, Option<String>>(3)?.map(|s| ChargeSource::from_str(&s).map_err(|_| corrupt(3, &s))).transpose()?,
+        operation: row.get(4)?,
+        credits_delta: parsed(row, 5)?,
+        credits_balance_after: parsed(row, 6)?,
+        ops_delta: row.get(7)?,
+        allowance: owner.zip(start).map(|(owner, start)| AllowancePeriod { owner, start: from_millis(start) }),
+        op_day: row.get::<_, Option<i32>>(10)?.map(|day| Date::from_julian_day(day).map_err(|e| conversion_error(10, e))).transpose()?,
+        idempotency_key: row.get(11)?,
+        reference: row.get(12)?,
+        metadata: metadata.map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(13, e))).transpose()?,
+        created_at: from_millis(row.get(14)?),
+    })
+}
+
+trait ParseColumn: Sized {
+    fn parse_column(text: &str) -> Option<Self>;
+}
+
+impl ParseColumn for Decimal {
+    fn parse_column(text: &str) -> Option<Self> {
+        Decimal::from_str_exact(text).ok()
+    }
+}
+
+impl ParseColumn for EntryKind {
+    fn parse_column(text: &str) -> Option<Self> {
+        EntryKind::from_str(text).ok()
+    }
+}
+
+fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    T::parse_column(&text).ok_or_else(|| corrupt(idx, &text))
+}
+
+fn julian_day(row: &Row, idx: usize) -> rusqlite::Result<Date> {
+    Date::from_julian_day(row.get(idx)?).map_err(|e| conversion_error(idx, e))
+}
+
+fn corrupt(idx: usize, text: &str) -> rusqlite::Error {
+    conversion_error(idx, StoreError::Corrupt { column: "ledger", value: text.to_owned() })
+}
+
+fn conversion_error(idx: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(error))
+}

@@ -1,0 +1,58 @@
+//! Paid subscriptions: activation, cancellation and expiry back to the free tier.
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::account::Allowance;
+use crate::catalog::Plan;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Tells this subscription's allowance apart from an earlier one's, even when both
+    /// start at the same instant.
+    pub id: String,
+    pub plan_code: String,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub started_at: OffsetDateTime,
+    /// The subscription is active strictly before this instant.
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub expires_at: OffsetDateTime,
+    pub autorenew: bool,
+    /// When the user asked to cancel; the subscription then ends at `expires_at`.
+    #[serde(with = "crate::time_util::serde_iso::option")]
+    pub canceled_at: Option<OffsetDateTime>,
+    /// Ops of the plan's allowance, anchored at `started_at`.
+    pub ops: Allowance,
+}
+
+impl Subscription {
+    /// A subscription to `plan` for one `duration_days` from `now`.
+    pub fn start(plan: &Plan, now: OffsetDateTime) -> Self {
+        Self::until(plan, now, now + Duration::days(i64::from(plan.duration_days.unwrap_or(0))))
+    }
+
+    pub fn until(plan: &Plan, now: OffsetDateTime, expires_at: OffsetDateTime) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            plan_code: plan.code.clone(),
+            started_at: now,
+            expires_at,
+            autorenew: false,
+            canceled_at: None,
+            ops: Allowance::starting_at(now),
+        }
+    }
+
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        now < self.expires_at
+    }
+
+    /// Stops renewal; `immediate` also ends the subscription now instead of at period end.
+    pub fn cancel(&mut self, now: OffsetDateTime, immediate: bool) {
+        self.autorenew = false;
+        self.canceled_at.get_or_insert(now);
+        if immediate {
+            self.expires_at = self.expires_at.min(now);
+        }
+    }
+}
