@@ -1,0 +1,75 @@
+//! Fixtures shared by the integration tests: the example tariffs, a real SQLite file in
+//! a fresh temporary directory, and a manual clock.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use billing_engine::{Billing, Catalog, ManualClock};
+use rust_decimal::Decimal;
+
+pub const START: &str = "2026-01-01T12:00:00Z";
+
+pub fn tariffs_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tariffs.toml")
+}
+
+pub fn catalog() -> Catalog {
+    Catalog::from_toml_file(tariffs_path()).expect("example tariffs are valid")
+}
+
+pub fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub billing: Billing,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_catalog(catalog())
+    }
+
+    pub fn with_catalog(catalog: Catalog) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::parse(START).unwrap());
+        let billing = Billing::open_with_clock(dir.path().join("billing.sqlite3"), catalog, clock.clone()).unwrap();
+        Self { dir, clock, billing }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("billing.sqlite3")
+    }
+
+    /// A second handle on the same file, as another worker process would open it.
+    pub fn reopen(&self) -> Billing {
+        Billing::open_with_clock(self.db_path(), catalog(), self.clock.clone()).unwrap()
+    }
+
+    pub fn advance_days(&self, days: i64) {
+        self.clock.advance(time::Duration::days(days));
+    }
+
+    pub fn advance_hours(&self, hours: i64) {
+        self.clock.advance(time::Duration::hours(hours));
+    }
+
+    /// Every row of both tables, to show a refused call changed nothing.
+    pub fn snapshot(&self) -> (Vec<String>, Vec<String>) {
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            stmt.query_map([], |row| {
+                Ok((0..n).map(|i| format!("{:?}", row.get_ref(i).unwrap())).collect::<Vec<_>>().join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        };
+        (rows("SELECT * FROM accounts ORDER BY user_id"), rows("SELECT * FROM ledger ORDER BY id"))
+    }
+}
