@@ -1,1 +1,109 @@
+//! The tariffs file: the example loads as documented, and every invalid file is refused
+//! with INVALID_CATALOG naming the offending field.
 
+mod common;
+
+use billing_engine::{BillingError, Catalog, ChargeSource, Tier};
+use common::dec;
+
+fn example() -> String {
+    std::fs::read_to_string(common::tariffs_path()).unwrap()
+}
+
+fn refusal(text: &str) -> (String, String) {
+    match Catalog::from_toml(text) {
+        Err(BillingError::InvalidCatalog { path, message }) => (path, message),
+        other => panic!("expected INVALID_CATALOG, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_example_tariffs_load_as_documented() {
+    let catalog = common::catalog();
+    assert_eq!(catalog.currency, "RUB");
+    assert_eq!(catalog.timezone_offset, time::UtcOffset::from_hms(3, 0, 0).unwrap());
+    assert_eq!(catalog.charge_order, [ChargeSource::Subscription, ChargeSource::Freemium, ChargeSource::Credits]);
+    assert_eq!(catalog.lock_timeout, std::time::Duration::from_millis(5000));
+    assert_eq!(catalog.free_trial_credits, dec("10"));
+    assert_eq!((catalog.operation("generation").unwrap().credits, catalog.operation("assistant").unwrap().credits), (dec("2"), dec("1")));
+    let free = catalog.free_plan();
+    assert_eq!((free.code.as_str(), free.tier, free.ops_limit, free.period_days, free.daily_limit), ("FREE", Tier::Free, Some(5), 30, Some(3)));
+    let premium = catalog.plan("premium").unwrap();
+    assert_eq!((premium.price, premium.duration_days, premium.period_days, premium.ops_limit), (dec("7990.00"), Some(365), 30, Some(300)));
+    let standard = catalog.plan("standard").unwrap();
+    assert_eq!((standard.old_price, standard.is_popular, standard.quotas["tokens_input"]), (Some(dec("899.00")), true, 1_000_000));
+    assert_eq!(catalog.package("credits_100").unwrap().credits, dec("100"));
+    assert_eq!(catalog.operation("nope").unwrap_err().code(), "UNKNOWN_OPERATION");
+}
+
+#[test]
+fn a_minimal_file_gets_the_documented_defaults() {
+    let catalog = Catalog::from_toml(
+        r#"
+        currency = "EUR"
+        timezone_offset = "-05:30"
+        [operations]
+        chat = { credits = "0.25" }
+        [[plans]]
+        code = "free"
+        tier = "free"
+        name = "Free"
+        price = "0"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(catalog.charge_order.len(), 3);
+    assert_eq!(catalog.free_trial_credits, dec("0"));
+    assert_eq!(catalog.operation("chat").unwrap().credits, dec("0.25"));
+    assert_eq!(catalog.timezone_offset, time::UtcOffset::from_hms(-5, -30, 0).unwrap());
+    assert_eq!((catalog.free_plan().ops_limit, catalog.free_plan().history_days), (None, -1));
+}
+
+#[test]
+fn invalid_files_name_the_offending_field() {
+    let base = example();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (base.replace(r#"price = "699.00""#, "price = 699.0"), "plans[2].price", "decimal string"),
+        (base.replace(r#"price = "7990.00""#, r#"price = "lots""#), "plans[3].price", "decimal string"),
+        (base.replace(r#"price = "299.00""#, r#"price = "299.001""#), "plans[1].price", "two decimal places"),
+        (base.replace(r#"price = "299.00""#, r#"price = "-1""#), "plans[1].price", "negative"),
+        (base.replace(r#"code = "standard""#, r#"code = "basic""#), "plans[2].code", "duplicate"),
+        (base.replace(r#"code = "credits_100""#, r#"code = "credits_20""#), "packages[1].code", "duplicate"),
+        (base.replace(r#"tier = "free""#, r#"tier = "pro""#).replace(r#"price = "0""#, "price = \"1\"\nduration_days = 30"), "plans", "free tier"),
+        (base.replace(r#"tier = "pro"
+name = "Basic""#, r#"tier = "free"
+name = "Basic""#).replace(r#"price = "299.00""#, r#"price = "0""#), "plans", "only one"),
+        (base.replace("ops_limit = 30", "ops_limit = -30"), "plans[1].ops_limit", "negative"),
+        (base.replace("daily_limit = 3 ", "daily_limit = -1 "), "plans[0].daily_limit", "negative"),
+        (base.replace(r#"timezone_offset = "+03:00""#, r#"timezone_offset = "Moscow""#), "timezone_offset", "offset"),
+        (base.replace(r#"timezone_offset = "+03:00""#, r#"timezone_offset = "+25:00""#), "timezone_offset", "offset"),
+        (base.replace(r#"charge_order = ["subscription", "freemium", "credits"]"#, r#"charge_order = ["subscription", "bonus"]"#), "charge_order[1]", "unknown source"),
+        (base.replace(r#"charge_order = ["subscription", "freemium", "credits"]"#, r#"charge_order = ["credits", "credits"]"#), "charge_order[1]", "twice"),
+        (base.replace("generation = { credits = 2 }", "generation = { credits = 2.5 }"), "operations.generation.credits", "integer or a decimal string"),
+        (base.replace("generation = { credits = 2 }", "generation = { credits = -2 }"), "operations.generation.credits", "negative"),
+        (base.replace("duration_days = 365", "duration_days = 0"), "plans[3].duration_days", "days"),
+        (base.replace("is_popular = true", "is_popular = true\npopular = true"), "plans[2].popular", "unknown field"),
+        (base.replace(r#"currency = "RUB""#, r#"currency = "rubles""#), "currency", "ISO 4217"),
+        (base.replace("lock_timeout_ms = 5000", "lock_timeout_ms = -5"), "lock_timeout_ms", "negative"),
+        (base.replace("credits = 20\n", "credits = 0\n"), "packages[0].credits", "above zero"),
+        ("currency = \"RUB\"\n[[plans]\n".to_owned(), "", "TOML"),
+    ];
+    for (text, path, words) in cases {
+        assert_ne!(text, base, "the case for {path} must change the file");
+        let (found_path, message) = refusal(&text);
+        assert_eq!(found_path, path, "{message}");
+        assert!(message.contains(words) || (words == "TOML" && !message.is_empty()), "{path}: `{message}` should mention {words}");
+        let err = BillingError::InvalidCatalog { path: found_path, message };
+        assert_eq!(err.code(), "INVALID_CATALOG");
+        if !path.is_empty() {
+            assert!(err.to_string().contains(&format!("{path}: ")));
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_an_invalid_catalog() {
+    let err = Catalog::from_toml_file("/nonexistent/tariffs.toml").unwrap_err();
+    assert_eq!(err.code(), "INVALID_CATALOG");
+    assert!(err.to_string().contains("/nonexistent/tariffs.toml"));
+}

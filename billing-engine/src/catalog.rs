@@ -435,7 +435,8 @@ fn parse_offset(text: &str) -> Option<UtcOffset> {
         return Some(UtcOffset::UTC);
     }
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-    UtcOffset::parse(text, &format).ok()
+    // Offsets in use on Earth run from -12:00 to +14:00.
+    UtcOffset::parse(text, &format).ok().filter(|offset| (-12 * 3600..=14 * 3600).contains(&offset.whole_seconds()))
 }
 
 fn non_empty_code(path: &str, code: String) -> Result<String> {
