@@ -1,1 +1,313 @@
+//! Random sequences of register / charge / replay / refund / grant / activate / time
+//! passing, run against the engine and against a small reference model written
+//! independently here. After every step both must agree on the outcome (source or
+//! error code) and on every user's credits and allowance use; at the end the ledger
+//! must prove every balance.
 
+use std::sync::Arc;
+
+use billing_engine::{Billing, BillingError, ChargeSource, Clock, ManualClock};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const PERIOD_MS: i64 = 30 * DAY_MS;
+const LOCAL_OFFSET_MS: i64 = 3 * HOUR_MS;
+const FREE_OPS: u32 = 5;
+const FREE_DAILY: u32 = 3;
+const BASIC_OPS: u32 = 30;
+const TRIAL: i64 = 10;
+const USERS: [&str; 2] = ["u0", "u1"];
+const OPERATIONS: [(&str, i64); 2] = [("generation", 2), ("assistant", 1)];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Register { user: usize, trial: bool },
+    Charge { user: usize, op: usize },
+    Replay { nth: usize },
+    Refund { nth: usize },
+    Grant { user: usize, amount: i64 },
+    Activate { user: usize },
+    Advance { hours: i64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => (0..2usize, any::<bool>()).prop_map(|(user, trial)| Step::Register { user, trial }),
+        8 => (0..2usize, 0..2usize).prop_map(|(user, op)| Step::Charge { user, op }),
+        1 => any::<usize>().prop_map(|nth| Step::Replay { nth }),
+        2 => any::<usize>().prop_map(|nth| Step::Refund { nth }),
+        1 => (0..2usize, -6i64..12).prop_filter("non-zero", |(_, a)| *a != 0).prop_map(|(user, amount)| Step::Grant { user, amount }),
+        1 => (0..2usize).prop_map(|user| Step::Activate { user }),
+        3 => prop_oneof![1i64..30, 20i64..800].prop_map(|hours| Step::Advance { hours }),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Period {
+    Free(i64),
+    Sub(u32, i64),
+}
+
+#[derive(Debug, Clone)]
+struct ModelSub {
+    id: u32,
+    start: i64,
+    expires: i64,
+    period: i64,
+    used: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelUser {
+    registered: bool,
+    trial_given: bool,
+    credits: i64,
+    anchor: i64,
+    free_period: i64,
+    free_used: u32,
+    day: i64,
+    day_free: u32,
+    day_sub: u32,
+    sub: Option<ModelSub>,
+}
+
+#[derive(Debug, Clone)]
+struct ModelCharge {
+    user: usize,
+    op: usize,
+    key: String,
+    id: i64,
+    source: ChargeSource,
+    period: Option<Period>,
+    day: i64,
+    refunded: bool,
+}
+
+impl ModelUser {
+    fn roll(&mut self, now: i64) {
+        let period = (now - self.anchor).div_euclid(PERIOD_MS);
+        if period > self.free_period {
+            self.free_period = period;
+            self.free_used = 0;
+        }
+        let day = (now + LOCAL_OFFSET_MS).div_euclid(DAY_MS);
+        if day > self.day {
+            self.day = day;
+            self.day_free = 0;
+            self.day_sub = 0;
+        }
+        if let Some(sub) = self.sub.as_mut() {
+            let period = (now.min(sub.expires) - sub.start).div_euclid(PERIOD_MS);
+            if period > sub.period {
+                sub.period = period;
+                sub.used = 0;
+            }
+        }
+    }
+
+    fn active_sub(&mut self, now: i64) -> Option<&mut ModelSub> {
+        self.sub.as_mut().filter(|sub| now < sub.expires)
+    }
+
+    fn current_period(&self, source: ChargeSource) -> Option<Period> {
+        match source {
+            ChargeSource::Freemium => Some(Period::Free(self.free_period)),
+            ChargeSource::Subscription => self.sub.as_ref().map(|s| Period::Sub(s.id, s.period)),
+            ChargeSource::Credits => None,
+        }
+    }
+
+    /// Subscription (30 ops, no daily cap) → freemium (5 per period, 3 per day) → credits.
+    fn charge(&mut self, cost: i64, now: i64) -> Result<(ChargeSource, Option<Period>), &'static str> {
+        if let Some(sub) = self.active_sub(now) {
+            if sub.used < BASIC_OPS {
+                sub.used += 1;
+                self.day_sub += 1;
+                return Ok((ChargeSource::Subscription, self.current_period(ChargeSource::Subscription)));
+            }
+        }
+        let mut daily_hit = false;
+        if self.free_used < FREE_OPS {
+            if self.day_free < FREE_DAILY {
+                self.free_used += 1;
+                self.day_free += 1;
+                return Ok((ChargeSource::Freemium, self.current_period(ChargeSource::Freemium)));
+            }
+            daily_hit = true;
+        }
+        if self.credits >= cost {
+            self.credits -= cost;
+            return Ok((ChargeSource::Credits, None));
+        }
+        Err(if daily_hit { "DAILY_LIMIT_REACHED" } else { "NOT_ENOUGH_CREDITS" })
+    }
+}
+
+struct Run {
+    billing: Billing,
+    clock: Arc<ManualClock>,
+    now: i64,
+    users: Vec<ModelUser>,
+    charges: Vec<ModelCharge>,
+    keys: u32,
+}
+
+impl Run {
+    fn new() -> Self {
+        let clock = Arc::new(ManualClock::parse("2026-01-01T12:00:00Z").unwrap());
+        let catalog = billing_engine::Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml")).unwrap();
+        let billing = Billing::open_with_clock(":memory:", catalog, clock.clone()).unwrap();
+        let now = billing_engine::time_util::to_millis(clock.now());
+        Self { billing, clock, now, users: vec![ModelUser::default(); USERS.len()], charges: Vec::new(), keys: 0 }
+    }
+
+    fn key(&mut self) -> String {
+        self.keys += 1;
+        format!("k{}", self.keys)
+    }
+
+    fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        let now = self.now;
+        for user in self.users.iter_mut().filter(|u| u.registered) {
+            user.roll(now);
+        }
+        match *step {
+            Step::Register { user, trial } => {
+                self.billing.register_user(USERS[user], trial).unwrap();
+                let model = &mut self.users[user];
+                if !model.registered {
+                    *model = ModelUser { registered: true, anchor: now, free_period: 0, day: (now + LOCAL_OFFSET_MS).div_euclid(DAY_MS), ..ModelUser::default() };
+                }
+                if trial && !model.trial_given {
+                    model.trial_given = true;
+                    model.credits += TRIAL;
+                }
+            }
+            Step::Charge { user, op } => {
+                let key = self.key();
+                let engine = self.billing.charge(USERS[user], OPERATIONS[op].0, &key, None);
+                let model = &mut self.users[user];
+                if !model.registered {
+                    prop_assert_eq!(engine.unwrap_err().code(), "UNKNOWN_USER");
+                    return Ok(());
+                }
+                let day = model.day;
+                match (engine, model.charge(OPERATIONS[op].1, now)) {
+                    (Ok(charge), Ok((source, period))) => {
+                        prop_assert_eq!(charge.source, source);
+                        self.charges.push(ModelCharge { user, op, key, id: charge.id, source, period, day, refunded: false });
+                    }
+                    (Err(err), Err(code)) => prop_assert_eq!(err.code(), code),
+                    (engine, model) => prop_assert!(false, "engine {:?} vs model {:?}", engine, model),
+                }
+            }
+            Step::Replay { nth } => {
+                if self.charges.is_empty() {
+                    return Ok(());
+                }
+                let charge = &self.charges[nth % self.charges.len()];
+                let replay = self.billing.charge(USERS[charge.user], OPERATIONS[charge.op].0, &charge.key, None).unwrap();
+                prop_assert!(replay.replayed);
+                prop_assert_eq!((replay.id, replay.source), (charge.id, charge.source));
+            }
+            Step::Refund { nth } => {
+                if self.charges.is_empty() {
+                    return Ok(());
+                }
+                let i = nth % self.charges.len();
+                let key = self.key();
+                let refund = self.billing.refund_charge(self.charges[i].id, &key, None).unwrap();
+                let charge = &mut self.charges[i];
+                prop_assert_eq!(refund.replayed, charge.refunded);
+                if !charge.refunded {
+                    charge.refunded = true;
+                    let model = &mut self.users[charge.user];
+                    match charge.source {
+                        ChargeSource::Credits => model.credits += OPERATIONS[charge.op].1,
+                        source => {
+                            let returned = charge.period == model.current_period(source);
+                            prop_assert_eq!(refund.op_returned, returned);
+                            if returned {
+                                if source == ChargeSource::Freemium {
+                                    model.free_used -= 1;
+                                } else {
+                                    model.sub.as_mut().unwrap().used -= 1;
+                                }
+                                if charge.day == model.day {
+                                    *(if source == ChargeSource::Freemium { &mut model.day_free } else { &mut model.day_sub }) -= 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Step::Grant { user, amount } => {
+                let key = self.key();
+                let engine = self.billing.grant_credits(USERS[user], Decimal::from(amount), &key, "model");
+                let model = &mut self.users[user];
+                if model.registered {
+                    prop_assert_eq!(engine.unwrap().credits_delta, Decimal::from(amount));
+                    model.credits += amount;
+                } else {
+                    prop_assert_eq!(engine.unwrap_err().code(), "UNKNOWN_USER");
+                }
+            }
+            Step::Activate { user } => {
+                let key = self.key();
+                let engine = self.billing.activate_subscription(USERS[user], "basic", &key);
+                let id = self.keys;
+                let model = &mut self.users[user];
+                let expected = if !model.registered {
+                    Err("UNKNOWN_USER")
+                } else if model.active_sub(now).is_some() {
+                    Err("ACTIVE_SUBSCRIPTION")
+                } else {
+                    model.sub = Some(ModelSub { id, start: now, expires: now + PERIOD_MS, period: 0, used: 0 });
+                    Ok(())
+                };
+                prop_assert_eq!(engine.map(drop).map_err(|e: BillingError| e.code()), expected);
+            }
+            Step::Advance { hours } => {
+                self.clock.advance(time::Duration::hours(hours));
+                self.now += hours * HOUR_MS;
+            }
+        }
+        self.compare_states()
+    }
+
+    fn compare_states(&mut self) -> Result<(), TestCaseError> {
+        let now = self.now;
+        for (i, model) in self.users.iter_mut().enumerate() {
+            let state = self.billing.state(USERS[i]);
+            if !model.registered {
+                prop_assert_eq!(state.unwrap_err().code(), "UNKNOWN_USER");
+                continue;
+            }
+            model.roll(now);
+            let state = state.unwrap();
+            let active = model.active_sub(now).map(|s| s.used);
+            prop_assert_eq!(state.credits, Decimal::from(model.credits), "credits of {}", USERS[i]);
+            prop_assert_eq!(state.freemium_ops_used, model.free_used, "freemium of {}", USERS[i]);
+            prop_assert_eq!(state.subscription_ops_used, active, "subscription of {}", USERS[i]);
+            let today = if active.is_some() { model.day_sub } else { model.day_free };
+            prop_assert_eq!(state.used_today, today, "today of {}", USERS[i]);
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_agrees_with_the_reference_model(steps in prop::collection::vec(step(), 1..60)) {
+        let mut run = Run::new();
+        for step in &steps {
+            run.apply(step)?;
+        }
+        let report = run.billing.verify_integrity().unwrap();
+        prop_assert!(report.ok, "{:?}", report.mismatches);
+    }
+}
