@@ -21,6 +21,10 @@ fn scenario_a_free_user_spends_freemium_within_daily_limit_then_credits() {
     for i in 0..3 {
         assert_eq!(charge_source(&f, "alice", &format!("a{i}")).unwrap(), ChargeSource::Freemium);
     }
+    // An allowance charge moves zero credits, never "-0", in the ledger and on replay.
+    let replay = f.billing.charge("alice", "generation", "a0", None).unwrap();
+    assert_eq!((replay.replayed, replay.credits_spent.to_string()), (true, "0".to_owned()));
+    assert_eq!(f.billing.ledger("alice", 1, None).unwrap()[0].credits_delta.to_string(), "0");
     // The free tier's daily limit stops the allowance; credits still pay.
     let quote = f.billing.quote("alice", "generation").unwrap();
     assert_eq!((quote.allowed, quote.source, quote.credits_cost, quote.credits_after), (true, Some(ChargeSource::Credits), dec("2"), dec("8")));

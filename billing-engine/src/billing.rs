@@ -16,7 +16,7 @@ use crate::charge::{self, Charge, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
-use crate::ledger::{audit_account, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER};
+use crate::ledger::{audit_account, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER};
 use crate::store::{SqliteOptions, SqliteStore, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
@@ -189,7 +189,7 @@ impl<S: Store> Billing<S> {
             let e = &mut new.entry;
             e.source = Some(spend.source);
             e.operation = Some(op.code.clone());
-            e.credits_delta = -spend.credits;
+            e.credits_delta = negate(spend.credits);
             if spend.allowance.is_some() {
                 e.ops_delta = 1;
                 e.op_day = Some(account.today.day);

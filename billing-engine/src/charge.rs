@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::account::{next_local_midnight, Account, Allowance};
 use crate::catalog::{Catalog, ChargeSource, Operation, Plan};
 use crate::error::{BillingError, Result};
-use crate::ledger::{AllowancePeriod, LedgerEntry, FREEMIUM_OWNER};
+use crate::ledger::{negate, AllowancePeriod, LedgerEntry, FREEMIUM_OWNER};
 
 /// What a charge would do now; computed by the same rule as the charge, writing nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl Charge {
             user_id: entry.user_id.clone(),
             operation: entry.operation.clone().unwrap_or_default(),
             source: entry.source.unwrap_or(ChargeSource::Credits),
-            credits_spent: -entry.credits_delta,
+            credits_spent: negate(entry.credits_delta),
             credits_balance: entry.credits_balance_after,
             replayed,
         }
@@ -207,7 +207,7 @@ pub(crate) struct GiveBack {
 /// comes back only to the allowance period (and local day) it was taken from, while that
 /// period is still the current one: a finished period is not reopened.
 pub(crate) fn give_back(account: &mut Account, charge: &LedgerEntry) -> GiveBack {
-    let credits = -charge.credits_delta;
+    let credits = negate(charge.credits_delta);
     account.credits += credits;
     let Some(source) = charge.source.filter(|s| *s != ChargeSource::Credits) else {
         return GiveBack { credits, op_returned: false };

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 pub enum BillingError {
     #[error("not enough credits: {required} required, {available} available")]
     NotEnoughCredits { required: Decimal, available: Decimal },
-    #[error("the daily limit of {limit} ops is reached; it resets at {resets_at}")]
+    #[error("the daily limit of {limit} ops is reached; it resets at {}", crate::time_util::iso(*.resets_at))]
     DailyLimitReached { limit: u32, resets_at: OffsetDateTime },
     #[error("no active subscription")]
     NoSubscription,
@@ -22,7 +22,7 @@ pub enum BillingError {
     InvalidPlan { plan_code: String, reason: &'static str },
     #[error("no saved payment method")]
     NoPaymentMethod,
-    #[error("the user already has an active `{plan_code}` subscription")]
+    #[error("the user already has an active `{plan_code}` subscription until {}", crate::time_util::iso(*.expires_at))]
     ActiveSubscription { plan_code: String, expires_at: OffsetDateTime },
     #[error("idempotency key `{key}` was already used for a different request")]
     IdempotencyConflict { key: String },

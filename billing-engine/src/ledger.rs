@@ -95,6 +95,15 @@ pub struct LedgerEntry {
     pub created_at: OffsetDateTime,
 }
 
+/// `-amount`, but never a negative zero, which would print as `-0` in the ledger.
+pub(crate) fn negate(amount: Decimal) -> Decimal {
+    if amount.is_zero() {
+        Decimal::ZERO
+    } else {
+        -amount
+    }
+}
+
 /// Identifies one period of one allowance.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AllowancePeriod {
