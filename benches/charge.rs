@@ -59,10 +59,17 @@ impl Floor {
 
     fn charge(&mut self, cost: Decimal) {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
-        let balance: String = tx.prepare_cached("SELECT credits FROM balances WHERE user_id = ?1").unwrap().query_row([USER], |r| r.get(0)).unwrap();
+        let balance: String = tx
+            .prepare_cached("SELECT credits FROM balances WHERE user_id = ?1")
+            .unwrap()
+            .query_row([USER], |r| r.get(0))
+            .unwrap();
         let after = balance.parse::<Decimal>().unwrap() - cost;
         assert!(after >= Decimal::ZERO);
-        tx.prepare_cached("UPDATE balances SET credits = ?2 WHERE user_id = ?1").unwrap().execute(params![USER, after.to_string()]).unwrap();
+        tx.prepare_cached("UPDATE balances SET credits = ?2 WHERE user_id = ?1")
+            .unwrap()
+            .execute(params![USER, after.to_string()])
+            .unwrap();
         tx.prepare_cached("INSERT INTO ledger (user_id, delta, balance_after, created_at) VALUES (?1, ?2, ?3, ?4)")
             .unwrap()
             .execute(params![USER, (-cost).to_string(), after.to_string(), 0])

@@ -11,7 +11,9 @@ use time::Duration;
 fn main() -> Result<(), BillingError> {
     let tariffs = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml");
     let catalog = Catalog::from_toml_file(tariffs)?;
-    let path = std::env::args().nth(1).unwrap_or_else(|| std::env::temp_dir().join("billing-quickstart.sqlite3").display().to_string());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| std::env::temp_dir().join("billing-quickstart.sqlite3").display().to_string());
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
     }
@@ -105,7 +107,14 @@ fn show_state(billing: &Billing, user: &str) -> Result<(), BillingError> {
     let s = billing.state(user)?;
     println!(
         "   state: plan={} credits={} freemium {}/{:?} today {}/{:?} subscription {:?}/{:?}",
-        s.plan_code, s.credits, s.freemium_ops_used, s.freemium_ops_limit, s.used_today, s.daily_limit, s.subscription_ops_used, s.subscription_ops_limit
+        s.plan_code,
+        s.credits,
+        s.freemium_ops_used,
+        s.freemium_ops_limit,
+        s.used_today,
+        s.daily_limit,
+        s.subscription_ops_used,
+        s.subscription_ops_limit
     );
     Ok(())
 }

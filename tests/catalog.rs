@@ -25,13 +25,25 @@ fn the_example_tariffs_load_as_documented() {
     assert_eq!(catalog.charge_order, [ChargeSource::Subscription, ChargeSource::Freemium, ChargeSource::Credits]);
     assert_eq!(catalog.lock_timeout, std::time::Duration::from_millis(5000));
     assert_eq!(catalog.free_trial_credits, dec("10"));
-    assert_eq!((catalog.operation("generation").unwrap().credits, catalog.operation("assistant").unwrap().credits), (dec("2"), dec("1")));
+    assert_eq!(
+        (catalog.operation("generation").unwrap().credits, catalog.operation("assistant").unwrap().credits),
+        (dec("2"), dec("1"))
+    );
     let free = catalog.free_plan();
-    assert_eq!((free.code.as_str(), free.tier, free.ops_limit, free.period_days, free.daily_limit), ("FREE", Tier::Free, Some(5), 30, Some(3)));
+    assert_eq!(
+        (free.code.as_str(), free.tier, free.ops_limit, free.period_days, free.daily_limit),
+        ("FREE", Tier::Free, Some(5), 30, Some(3))
+    );
     let premium = catalog.plan("premium").unwrap();
-    assert_eq!((premium.price, premium.duration_days, premium.period_days, premium.ops_limit), (dec("7990.00"), Some(365), 30, Some(300)));
+    assert_eq!(
+        (premium.price, premium.duration_days, premium.period_days, premium.ops_limit),
+        (dec("7990.00"), Some(365), 30, Some(300))
+    );
     let standard = catalog.plan("standard").unwrap();
-    assert_eq!((standard.old_price, standard.is_popular, standard.quotas["tokens_input"]), (Some(dec("899.00")), true, 1_000_000));
+    assert_eq!(
+        (standard.old_price, standard.is_popular, standard.quotas["tokens_input"]),
+        (Some(dec("899.00")), true, 1_000_000)
+    );
     assert_eq!(catalog.package("credits_100").unwrap().credits, dec("100"));
     assert_eq!(catalog.operation("nope").unwrap_err().code(), "UNKNOWN_OPERATION");
 }
@@ -69,18 +81,53 @@ fn invalid_files_name_the_offending_field() {
         (base.replace(r#"price = "299.00""#, r#"price = "-1""#), "plans[1].price", "negative"),
         (base.replace(r#"code = "standard""#, r#"code = "basic""#), "plans[2].code", "duplicate"),
         (base.replace(r#"code = "credits_100""#, r#"code = "credits_20""#), "packages[1].code", "duplicate"),
-        (base.replace(r#"tier = "free""#, r#"tier = "pro""#).replace(r#"price = "0""#, "price = \"1\"\nduration_days = 30"), "plans", "free tier"),
-        (base.replace(r#"tier = "pro"
-name = "Basic""#, r#"tier = "free"
-name = "Basic""#).replace(r#"price = "299.00""#, r#"price = "0""#), "plans", "only one"),
+        (
+            base.replace(r#"tier = "free""#, r#"tier = "pro""#)
+                .replace(r#"price = "0""#, "price = \"1\"\nduration_days = 30"),
+            "plans",
+            "free tier",
+        ),
+        (
+            base.replace(
+                r#"tier = "pro"
+name = "Basic""#,
+                r#"tier = "free"
+name = "Basic""#,
+            )
+            .replace(r#"price = "299.00""#, r#"price = "0""#),
+            "plans",
+            "only one",
+        ),
         (base.replace("ops_limit = 30", "ops_limit = -30"), "plans[1].ops_limit", "negative"),
         (base.replace("daily_limit = 3 ", "daily_limit = -1 "), "plans[0].daily_limit", "negative"),
         (base.replace(r#"timezone_offset = "+03:00""#, r#"timezone_offset = "Moscow""#), "timezone_offset", "offset"),
         (base.replace(r#"timezone_offset = "+03:00""#, r#"timezone_offset = "+25:00""#), "timezone_offset", "offset"),
-        (base.replace(r#"charge_order = ["subscription", "freemium", "credits"]"#, r#"charge_order = ["subscription", "bonus"]"#), "charge_order[1]", "unknown source"),
-        (base.replace(r#"charge_order = ["subscription", "freemium", "credits"]"#, r#"charge_order = ["credits", "credits"]"#), "charge_order[1]", "twice"),
-        (base.replace("generation = { credits = 2 }", "generation = { credits = 2.5 }"), "operations.generation.credits", "integer or a decimal string"),
-        (base.replace("generation = { credits = 2 }", "generation = { credits = -2 }"), "operations.generation.credits", "negative"),
+        (
+            base.replace(
+                r#"charge_order = ["subscription", "freemium", "credits"]"#,
+                r#"charge_order = ["subscription", "bonus"]"#,
+            ),
+            "charge_order[1]",
+            "unknown source",
+        ),
+        (
+            base.replace(
+                r#"charge_order = ["subscription", "freemium", "credits"]"#,
+                r#"charge_order = ["credits", "credits"]"#,
+            ),
+            "charge_order[1]",
+            "twice",
+        ),
+        (
+            base.replace("generation = { credits = 2 }", "generation = { credits = 2.5 }"),
+            "operations.generation.credits",
+            "integer or a decimal string",
+        ),
+        (
+            base.replace("generation = { credits = 2 }", "generation = { credits = -2 }"),
+            "operations.generation.credits",
+            "negative",
+        ),
         (base.replace("duration_days = 365", "duration_days = 0"), "plans[3].duration_days", "days"),
         (base.replace("is_popular = true", "is_popular = true\npopular = true"), "plans[2].popular", "unknown field"),
         (base.replace(r#"currency = "RUB""#, r#"currency = "rubles""#), "currency", "ISO 4217"),
@@ -92,7 +139,10 @@ name = "Basic""#).replace(r#"price = "299.00""#, r#"price = "0""#), "plans", "on
         assert_ne!(text, base, "the case for {path} must change the file");
         let (found_path, message) = refusal(&text);
         assert_eq!(found_path, path, "{message}");
-        assert!(message.contains(words) || (words == "TOML" && !message.is_empty()), "{path}: `{message}` should mention {words}");
+        assert!(
+            message.contains(words) || (words == "TOML" && !message.is_empty()),
+            "{path}: `{message}` should mention {words}"
+        );
         let err = BillingError::InvalidCatalog { path: found_path, message };
         assert_eq!(err.code(), "INVALID_CATALOG");
         if !path.is_empty() {

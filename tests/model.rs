@@ -157,7 +157,9 @@ struct Run {
 impl Run {
     fn new() -> Self {
         let clock = Arc::new(ManualClock::parse("2026-01-01T12:00:00Z").unwrap());
-        let catalog = billing_engine::Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml")).unwrap();
+        let catalog =
+            billing_engine::Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml"))
+                .unwrap();
         let billing = Billing::open_with_clock(":memory:", catalog, clock.clone()).unwrap();
         let now = billing_engine::time_util::to_millis(clock.now());
         Self { billing, clock, now, users: vec![ModelUser::default(); USERS.len()], charges: Vec::new(), keys: 0 }
@@ -178,7 +180,13 @@ impl Run {
                 self.billing.register_user(USERS[user], trial).unwrap();
                 let model = &mut self.users[user];
                 if !model.registered {
-                    *model = ModelUser { registered: true, anchor: now, free_period: 0, day: (now + LOCAL_OFFSET_MS).div_euclid(DAY_MS), ..ModelUser::default() };
+                    *model = ModelUser {
+                        registered: true,
+                        anchor: now,
+                        free_period: 0,
+                        day: (now + LOCAL_OFFSET_MS).div_euclid(DAY_MS),
+                        ..ModelUser::default()
+                    };
                 }
                 if trial && !model.trial_given {
                     model.trial_given = true;
@@ -197,7 +205,16 @@ impl Run {
                 match (engine, model.charge(OPERATIONS[op].1, now)) {
                     (Ok(charge), Ok((source, period))) => {
                         prop_assert_eq!(charge.source, source);
-                        self.charges.push(ModelCharge { user, op, key, id: charge.id, source, period, day, refunded: false });
+                        self.charges.push(ModelCharge {
+                            user,
+                            op,
+                            key,
+                            id: charge.id,
+                            source,
+                            period,
+                            day,
+                            refunded: false,
+                        });
                     }
                     (Err(err), Err(code)) => prop_assert_eq!(err.code(), code),
                     (engine, model) => prop_assert!(false, "engine {:?} vs model {:?}", engine, model),
@@ -208,7 +225,8 @@ impl Run {
                     return Ok(());
                 }
                 let charge = &self.charges[nth % self.charges.len()];
-                let replay = self.billing.charge(USERS[charge.user], OPERATIONS[charge.op].0, &charge.key, None).unwrap();
+                let replay =
+                    self.billing.charge(USERS[charge.user], OPERATIONS[charge.op].0, &charge.key, None).unwrap();
                 prop_assert!(replay.replayed);
                 prop_assert_eq!((replay.id, replay.source), (charge.id, charge.source));
             }
@@ -236,7 +254,11 @@ impl Run {
                                     model.sub.as_mut().unwrap().used -= 1;
                                 }
                                 if charge.day == model.day {
-                                    *(if source == ChargeSource::Freemium { &mut model.day_free } else { &mut model.day_sub }) -= 1;
+                                    *(if source == ChargeSource::Freemium {
+                                        &mut model.day_free
+                                    } else {
+                                        &mut model.day_sub
+                                    }) -= 1;
                                 }
                             }
                         }

@@ -47,7 +47,12 @@ fn charge_many(billing: &Billing, worker: &str, attempts: u32) -> u32 {
 fn assert_spent_exactly_k(billing: &Billing, succeeded: u32) {
     assert_eq!(succeeded, K, "exactly K charges may succeed");
     assert_eq!(billing.state(USER).unwrap().credits, dec("0"));
-    let charges = billing.ledger(USER, 1000, None).unwrap().into_iter().filter(|e| e.kind == billing_engine::EntryKind::Charge).count();
+    let charges = billing
+        .ledger(USER, 1000, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == billing_engine::EntryKind::Charge)
+        .count();
     assert_eq!(charges as u32, K);
     let report = billing.verify_integrity().unwrap();
     assert!(report.ok, "{:?}", report.mismatches);
@@ -131,7 +136,8 @@ fn four_processes_sharing_one_file_spend_each_credit_once() {
 fn race_worker_process() {
     let Ok(spec) = std::env::var(WORKER_ENV) else { return };
     let parts: Vec<&str> = spec.split('|').collect();
-    let (path, worker, attempts, start_at) = (parts[0], parts[1], parts[2].parse().unwrap(), parts[3].parse::<u128>().unwrap());
+    let (path, worker, attempts, start_at) =
+        (parts[0], parts[1], parts[2].parse().unwrap(), parts[3].parse::<u128>().unwrap());
     let billing = Billing::open(path, common::catalog()).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     std::thread::sleep(Duration::from_millis(start_at.saturating_sub(now) as u64));

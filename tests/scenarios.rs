@@ -27,9 +27,15 @@ fn scenario_a_free_user_spends_freemium_within_daily_limit_then_credits() {
     assert_eq!(f.billing.ledger("alice", 1, None).unwrap()[0].credits_delta.to_string(), "0");
     // The free tier's daily limit stops the allowance; credits still pay.
     let quote = f.billing.quote("alice", "generation").unwrap();
-    assert_eq!((quote.allowed, quote.source, quote.credits_cost, quote.credits_after), (true, Some(ChargeSource::Credits), dec("2"), dec("8")));
+    assert_eq!(
+        (quote.allowed, quote.source, quote.credits_cost, quote.credits_after),
+        (true, Some(ChargeSource::Credits), dec("2"), dec("8"))
+    );
     let charge = f.billing.charge("alice", "generation", "a3", None).unwrap();
-    assert_eq!((charge.source, charge.credits_spent, charge.credits_balance), (ChargeSource::Credits, dec("2"), dec("8")));
+    assert_eq!(
+        (charge.source, charge.credits_spent, charge.credits_balance),
+        (ChargeSource::Credits, dec("2"), dec("8"))
+    );
     let assistant = f.billing.charge("alice", "assistant", "a4", None).unwrap();
     assert_eq!((assistant.credits_spent, assistant.credits_balance), (dec("1"), dec("7")));
 
@@ -57,7 +63,10 @@ fn scenario_b_subscriber_uses_plan_ops_then_freemium_then_credits() {
         assert_eq!(charge_source(&f, "bob", &format!("s{i}")).unwrap(), ChargeSource::Subscription, "charge {i}");
     }
     let state = f.billing.state("bob").unwrap();
-    assert_eq!((state.subscription_ops_used, state.subscription_ops_remaining, state.credits), (Some(30), Some(0), dec("10")));
+    assert_eq!(
+        (state.subscription_ops_used, state.subscription_ops_remaining, state.credits),
+        (Some(30), Some(0), dec("10"))
+    );
     assert_eq!((state.plan_code.as_str(), state.daily_limit, state.remaining_today), ("basic", None, None));
     assert_eq!(charge_source(&f, "bob", "f0").unwrap(), ChargeSource::Freemium);
     assert_eq!(charge_source(&f, "bob", "f1").unwrap(), ChargeSource::Freemium);
@@ -139,7 +148,9 @@ fn daily_limit_rolls_over_at_midnight_in_the_catalog_offset() {
         f.billing.charge("d", "assistant", &format!("k{i}"), None).unwrap();
     }
     let err = f.billing.charge("d", "assistant", "k3", None).unwrap_err();
-    let BillingError::DailyLimitReached { limit, resets_at } = err else { panic!("expected DAILY_LIMIT_REACHED, got {err:?}") };
+    let BillingError::DailyLimitReached { limit, resets_at } = err else {
+        panic!("expected DAILY_LIMIT_REACHED, got {err:?}")
+    };
     assert_eq!(limit, 3);
     assert_eq!(billing_engine::time_util::iso(resets_at), "2026-03-10T21:00:00Z");
     f.clock.set_iso("2026-03-10T20:59:59Z").unwrap();
@@ -207,7 +218,10 @@ fn refunds_return_credits_and_ops_to_their_source_once() {
     assert!(f.billing.refund_charge(paid.id, "rf-paid", None).unwrap().replayed);
     assert!(f.billing.refund_charge(paid.id, "rf-other", None).unwrap().replayed);
     assert_eq!(f.snapshot(), before);
-    assert_eq!(f.billing.refund_charge(999, "nope", None).unwrap_err(), BillingError::ChargeNotFound { charge_id: 999 });
+    assert_eq!(
+        f.billing.refund_charge(999, "nope", None).unwrap_err(),
+        BillingError::ChargeNotFound { charge_id: 999 }
+    );
     let grant = f.billing.grant_credits("r", dec("1"), "g1", "bonus").unwrap();
     assert_eq!(f.billing.refund_charge(grant.id, "nope", None).unwrap_err().code(), "CHARGE_NOT_FOUND");
 
@@ -266,11 +280,17 @@ fn import_user_keeps_credits_and_clamps_freemium_use() {
     assert_eq!(f.billing.register_user("old", true).unwrap().credits, dec("37"));
     assert_eq!(f.billing.import_user("old", dec("1000"), 0, None).unwrap().credits, dec("37"));
 
-    let sub = ImportedSubscription { plan_code: "basic".into(), expires_at: billing_engine::time_util::parse_iso("2026-01-20T00:00:00Z") };
+    let sub = ImportedSubscription {
+        plan_code: "basic".into(),
+        expires_at: billing_engine::time_util::parse_iso("2026-01-20T00:00:00Z"),
+    };
     let state = f.billing.import_user("subscriber", dec("0"), 0, Some(sub)).unwrap();
     assert_eq!((state.plan_code.as_str(), state.subscription_ops_used), ("basic", Some(0)));
     assert_eq!(billing_engine::time_util::iso(state.expires_at.unwrap()), "2026-01-20T00:00:00Z");
-    let past = ImportedSubscription { plan_code: "basic".into(), expires_at: billing_engine::time_util::parse_iso("2025-01-01T00:00:00Z") };
+    let past = ImportedSubscription {
+        plan_code: "basic".into(),
+        expires_at: billing_engine::time_util::parse_iso("2025-01-01T00:00:00Z"),
+    };
     assert_eq!(f.billing.import_user("late", dec("0"), 0, Some(past)).unwrap_err().code(), "INVALID_ARGUMENT");
     assert_eq!(f.billing.import_user("neg", dec("-1"), 0, None).unwrap_err().code(), "INVALID_ARGUMENT");
     assert!(f.billing.state("late").is_err());
@@ -339,7 +359,8 @@ fn bad_input_is_a_typed_error_naming_the_field_and_changes_nothing() {
     for (result, code, field) in cases {
         let err = result.unwrap_err();
         assert_eq!(err.code(), code, "{err}");
-        let named = err.details().get("field").or(err.details().get("operation")).or(err.details().get("user_id")).is_some();
+        let named =
+            err.details().get("field").or(err.details().get("operation")).or(err.details().get("user_id")).is_some();
         assert!(named && (err.to_string().contains(field) || code != "INVALID_ARGUMENT"), "{err} should name {field}");
     }
     assert_eq!(f.snapshot(), before);
@@ -355,7 +376,8 @@ fn verify_integrity_catches_a_balance_changed_outside_the_ledger() {
     conn.execute("UPDATE accounts SET credits = '999', free_used = 4 WHERE user_id = 'v'", []).unwrap();
     let report = f.billing.verify_integrity().unwrap();
     assert!(!report.ok);
-    let checks: Vec<_> = report.mismatches.iter().map(|m| (m.check.as_str(), m.ledger.as_str(), m.stored.as_str())).collect();
+    let checks: Vec<_> =
+        report.mismatches.iter().map(|m| (m.check.as_str(), m.ledger.as_str(), m.stored.as_str())).collect();
     assert_eq!(checks, vec![("credits", "10", "999"), ("freemium_ops_used", "1", "4")]);
     // The ledger itself refuses to be rewritten.
     assert!(conn.execute("UPDATE ledger SET credits_delta = '5'", []).is_err());
@@ -367,13 +389,19 @@ fn views_have_the_seed_003_shapes() {
     let f = Fixture::new();
     f.billing.register_user("w", true).unwrap();
     let me = serde_json::to_value(f.billing.billing_me("w").unwrap()).unwrap();
-    assert_eq!(me, json!({"plan_code": "FREE", "plan_name": "Free", "expires_at": null, "is_active": false,
-        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3}));
+    assert_eq!(
+        me,
+        json!({"plan_code": "FREE", "plan_name": "Free", "expires_at": null, "is_active": false,
+        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3})
+    );
     f.billing.activate_subscription("w", "standard", "p").unwrap();
     let details = serde_json::to_value(f.billing.subscription_details("w").unwrap()).unwrap();
-    assert_eq!(details, json!({"plan": "pro", "plan_display": "Standard", "expires_at": "2026-01-31T12:00:00Z",
+    assert_eq!(
+        details,
+        json!({"plan": "pro", "plan_display": "Standard", "expires_at": "2026-01-31T12:00:00Z",
         "is_active": true, "autorenew_available": false, "autorenew_enabled": false, "card_bound": false,
-        "payment_method": {"is_attached": false, "card_mask": null, "card_brand": null}}));
+        "payment_method": {"is_attached": false, "card_mask": null, "card_brand": null}})
+    );
     let plans = serde_json::to_value(f.billing.plans()).unwrap();
     let codes: Vec<_> = plans.as_array().unwrap().iter().map(|p| p["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["FREE", "basic", "standard", "premium"]);
@@ -381,4 +409,16 @@ fn views_have_the_seed_003_shapes() {
     assert_eq!(plans[2]["old_price"].to_string(), "899.00");
     assert_eq!((plans[2]["advanced_stats"].as_bool(), plans[1]["advanced_stats"].as_bool()), (Some(true), Some(false)));
     assert_eq!(plans[0]["history_days"], json!(7));
+}
+
+#[test]
+fn import_into_an_unlimited_free_tier_refuses_a_use_count_it_cannot_record() {
+    let text = std::fs::read_to_string(common::tariffs_path()).unwrap().replace("ops_limit = 5 ", "# unlimited ");
+    let f = Fixture::with_catalog(billing_engine::Catalog::from_toml(&text).unwrap());
+    assert_eq!(f.billing.catalog().free_plan().ops_limit, None);
+    let err = f.billing.import_user("huge", dec("1"), u32::MAX, None).unwrap_err();
+    assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("freemium_used")));
+    assert!(f.billing.state("huge").is_err(), "nothing was written");
+    assert_eq!(f.billing.import_user("ok", dec("1"), 12, None).unwrap().freemium_ops_used, 12);
+    assert!(f.billing.verify_integrity().unwrap().ok);
 }

@@ -16,7 +16,9 @@ use crate::charge::{self, Charge, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
-use crate::ledger::{audit_account, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER};
+use crate::ledger::{
+    audit_account, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER,
+};
 use crate::store::{SqliteOptions, SqliteStore, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
@@ -112,6 +114,9 @@ impl<S: Store> Billing<S> {
         if credits.is_sign_negative() && !credits.is_zero() {
             return Err(BillingError::invalid("credits", format!("must not be negative, got {credits}")));
         }
+        let used = self.catalog.free_plan().ops_limit.map_or(freemium_used, |limit| freemium_used.min(limit));
+        let used_delta = i32::try_from(used)
+            .map_err(|_| BillingError::invalid("freemium_used", format!("at most {}, got {used}", i32::MAX)))?;
         let now = self.now();
         let subscription = subscription
             .map(|imported| {
@@ -137,13 +142,13 @@ impl<S: Store> Billing<S> {
             if !credits.is_zero() {
                 tx.append_entry(&credits_entry(&account, EntryKind::Import, credits, now))?;
             }
-            let used = self.catalog.free_plan().ops_limit.map_or(freemium_used, |limit| freemium_used.min(limit));
             if used > 0 {
                 account.freemium.used = used;
                 let mut entry = NewEntry::new(&account, EntryKind::Import, now);
                 entry.entry.source = Some(ChargeSource::Freemium);
-                entry.entry.ops_delta = used as i32;
-                entry.entry.allowance = Some(AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start });
+                entry.entry.ops_delta = used_delta;
+                entry.entry.allowance =
+                    Some(AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start });
                 tx.append_entry(&entry)?;
             }
             if let Some(sub) = subscription {
@@ -172,7 +177,13 @@ impl<S: Store> Billing<S> {
 
     /// Charges one `operation` from the first source of the charge order that can pay.
     /// A refused charge writes nothing.
-    pub fn charge(&self, user_id: &str, operation: &str, idempotency_key: &str, metadata: Option<Value>) -> Result<Charge> {
+    pub fn charge(
+        &self,
+        user_id: &str,
+        operation: &str,
+        idempotency_key: &str,
+        metadata: Option<Value>,
+    ) -> Result<Charge> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
         input::metadata(metadata.as_ref())?;
@@ -243,7 +254,13 @@ impl<S: Store> Billing<S> {
 
     /// An admin grant (positive) or correction (negative) of credits. The balance may go
     /// below zero; charges from credits then wait until it is back above the cost.
-    pub fn grant_credits(&self, user_id: &str, amount: Decimal, idempotency_key: &str, reason: &str) -> Result<LedgerEntry> {
+    pub fn grant_credits(
+        &self,
+        user_id: &str,
+        amount: Decimal,
+        idempotency_key: &str,
+        reason: &str,
+    ) -> Result<LedgerEntry> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
         input::text("reason", reason)?;
@@ -268,7 +285,12 @@ impl<S: Store> Billing<S> {
     // ---- subscriptions ----
 
     /// Starts a paid subscription for a payment settled outside the engine.
-    pub fn activate_subscription(&self, user_id: &str, plan_code: &str, idempotency_key: &str) -> Result<SubscriptionDetails> {
+    pub fn activate_subscription(
+        &self,
+        user_id: &str,
+        plan_code: &str,
+        idempotency_key: &str,
+    ) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
         let plan = self.catalog.paid_plan(plan_code)?;
@@ -281,7 +303,10 @@ impl<S: Store> Billing<S> {
                 return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
             }
             if let Some(active) = account.active_subscription(now) {
-                return Err(BillingError::ActiveSubscription { plan_code: active.plan_code.clone(), expires_at: active.expires_at });
+                return Err(BillingError::ActiveSubscription {
+                    plan_code: active.plan_code.clone(),
+                    expires_at: active.expires_at,
+                });
             }
             let sub = Subscription::start(plan, now);
             tx.append_entry(&activation_entry(&account, &sub, now).keyed(idempotency_key, &request))?;
@@ -298,7 +323,8 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(|tx| {
             let mut account = self.account_for_write(tx, user_id, now)?;
-            let sub = account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            let sub =
+                account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
             if already_canceled && !immediate {
                 return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
@@ -325,7 +351,8 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(|tx| {
             let mut account = self.account_for_write(tx, user_id, now)?;
-            let sub = account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            let sub =
+                account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
             if enabled {
                 // Saved cards arrive with the payments module; without one there is nothing to renew with.
                 return Err(BillingError::NoPaymentMethod);
@@ -373,7 +400,8 @@ impl<S: Store> Billing<S> {
         self.store.read(|tx| {
             let mut report = IntegrityReport { ok: true, users_checked: 0, entries_checked: 0, mismatches: Vec::new() };
             for user_id in tx.user_ids()? {
-                let account = tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
+                let account =
+                    tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
                 let entries = tx.all_entries(&user_id)?;
                 report.mismatches.extend(audit_account(&account, &entries));
                 report.users_checked += 1;
@@ -386,7 +414,12 @@ impl<S: Store> Billing<S> {
 
     // ---- helpers ----
 
-    fn existing_account(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Option<Account>> {
+    fn existing_account(
+        &self,
+        tx: &mut dyn Transaction,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Account>> {
         Ok(tx.account(user_id)?.map(|mut account| {
             account.roll_forward(&self.catalog, now);
             account
@@ -394,7 +427,8 @@ impl<S: Store> Billing<S> {
     }
 
     fn account_for_write(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
-        self.existing_account(tx, user_id, now)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })
+        self.existing_account(tx, user_id, now)?
+            .ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })
     }
 
     fn read_account(&self, user_id: &str) -> Result<(Account, OffsetDateTime)> {

@@ -168,16 +168,16 @@ impl Catalog {
     }
 
     pub fn operation(&self, code: &str) -> Result<&Operation> {
-        self.operations
-            .get(code)
-            .ok_or_else(|| BillingError::UnknownOperation { operation: code.to_owned() })
+        self.operations.get(code).ok_or_else(|| BillingError::UnknownOperation { operation: code.to_owned() })
     }
 
     /// A paid plan a user can subscribe to, or INVALID_PLAN.
     pub fn paid_plan(&self, code: &str) -> Result<&Plan> {
         match self.plan(code) {
             Some(plan) if !plan.is_free() => Ok(plan),
-            Some(_) => Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "the free tier is not sold" }),
+            Some(_) => {
+                Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "the free tier is not sold" })
+            }
             None => Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "no such plan" }),
         }
     }
@@ -309,8 +309,9 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
         return Err(invalid("currency", format!("expected an ISO 4217 code such as \"RUB\", got `{currency}`")));
     }
-    let timezone_offset = parse_offset(&raw.timezone_offset)
-        .ok_or_else(|| invalid("timezone_offset", format!("expected an offset such as \"+03:00\", got `{}`", raw.timezone_offset)))?;
+    let timezone_offset = parse_offset(&raw.timezone_offset).ok_or_else(|| {
+        invalid("timezone_offset", format!("expected an offset such as \"+03:00\", got `{}`", raw.timezone_offset))
+    })?;
     let charge_order = validate_charge_order(raw.charge_order)?;
     let lock_timeout_ms = raw.lock_timeout_ms.unwrap_or(DEFAULT_LOCK_TIMEOUT_MS);
     let lock_timeout = Duration::from_millis(non_negative("lock_timeout_ms", lock_timeout_ms)?);
@@ -333,7 +334,10 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
     for (i, plan) in raw.plans.into_iter().enumerate() {
         let plan = validate_plan(i, plan)?;
         if let Some(j) = plans.iter().position(|p: &Plan| p.code == plan.code) {
-            return Err(invalid(format!("plans[{i}].code"), format!("duplicate code `{}` (also plans[{j}])", plan.code)));
+            return Err(invalid(
+                format!("plans[{i}].code"),
+                format!("duplicate code `{}` (also plans[{j}])", plan.code),
+            ));
         }
         plans.push(plan);
     }
@@ -355,7 +359,16 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         packages.push(Package { code, credits, price });
     }
 
-    Ok(Catalog { currency, timezone_offset, charge_order, lock_timeout, free_trial_credits, operations, plans, packages })
+    Ok(Catalog {
+        currency,
+        timezone_offset,
+        charge_order,
+        lock_timeout,
+        free_trial_credits,
+        operations,
+        plans,
+        packages,
+    })
 }
 
 fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
@@ -380,9 +393,12 @@ fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
     let history_days = match raw.history_days {
         None | Some(-1) => -1,
         Some(days) if days >= 0 => i32::try_from(days).map_err(|_| invalid(at("history_days"), "too large"))?,
-        Some(days) => return Err(invalid(at("history_days"), format!("expected -1 (unlimited) or a number of days, got {days}"))),
+        Some(days) => {
+            return Err(invalid(at("history_days"), format!("expected -1 (unlimited) or a number of days, got {days}")))
+        }
     };
-    let display_order = i32::try_from(raw.display_order.unwrap_or(0)).map_err(|_| invalid(at("display_order"), "too large"))?;
+    let display_order =
+        i32::try_from(raw.display_order.unwrap_or(0)).map_err(|_| invalid(at("display_order"), "too large"))?;
     let mut quotas = BTreeMap::new();
     for (metric, limit) in raw.quotas {
         let limit = non_negative(&format!("plans[{i}].quotas.{metric}"), limit)?;
@@ -419,7 +435,10 @@ fn validate_charge_order(raw: Option<Vec<String>>) -> Result<Vec<ChargeSource>> 
     let mut order = Vec::with_capacity(raw.len());
     for (i, name) in raw.iter().enumerate() {
         let source = ChargeSource::from_str(name).map_err(|_| {
-            invalid(format!("charge_order[{i}]"), format!("unknown source `{name}`; expected subscription, freemium or credits"))
+            invalid(
+                format!("charge_order[{i}]"),
+                format!("unknown source `{name}`; expected subscription, freemium or credits"),
+            )
         })?;
         if order.contains(&source) {
             return Err(invalid(format!("charge_order[{i}]"), format!("`{name}` is listed twice")));

@@ -101,7 +101,12 @@ struct AllowanceSlot<'a> {
     owner: &'a str,
 }
 
-fn allowance_slot<'a>(account: &'a Account, catalog: &'a Catalog, source: ChargeSource, now: OffsetDateTime) -> Option<AllowanceSlot<'a>> {
+fn allowance_slot<'a>(
+    account: &'a Account,
+    catalog: &'a Catalog,
+    source: ChargeSource,
+    now: OffsetDateTime,
+) -> Option<AllowanceSlot<'a>> {
     match source {
         ChargeSource::Subscription => {
             let sub = account.active_subscription(now)?;
@@ -117,7 +122,9 @@ fn allowance_slot<'a>(account: &'a Account, catalog: &'a Catalog, source: Charge
 
 enum Refusal {
     /// The allowance has ops left but its plan's daily limit stopped it.
-    DailyLimit { limit: u32 },
+    DailyLimit {
+        limit: u32,
+    },
     Exhausted,
 }
 
@@ -132,7 +139,12 @@ fn allowance_refusal(slot: &AllowanceSlot, used_today: u32) -> Option<Refusal> {
 }
 
 /// The source that pays for `op` now, per the module rule. `account` must be rolled forward to `now`.
-pub(crate) fn choose_source(account: &Account, catalog: &Catalog, op: &Operation, now: OffsetDateTime) -> Result<ChargeSource> {
+pub(crate) fn choose_source(
+    account: &Account,
+    catalog: &Catalog,
+    op: &Operation,
+    now: OffsetDateTime,
+) -> Result<ChargeSource> {
     let mut daily_limit_hit = None;
     for &source in &catalog.charge_order {
         if source == ChargeSource::Credits {
@@ -149,7 +161,9 @@ pub(crate) fn choose_source(account: &Account, catalog: &Catalog, op: &Operation
         }
     }
     Err(match daily_limit_hit {
-        Some(limit) => BillingError::DailyLimitReached { limit, resets_at: next_local_midnight(now, catalog.timezone_offset) },
+        Some(limit) => {
+            BillingError::DailyLimitReached { limit, resets_at: next_local_midnight(now, catalog.timezone_offset) }
+        }
         None => BillingError::NotEnoughCredits { required: op.credits, available: account.credits },
     })
 }
@@ -158,7 +172,13 @@ pub(crate) fn quote(account: &Account, catalog: &Catalog, op: &Operation, now: O
     match choose_source(account, catalog, op, now) {
         Ok(source) => {
             let credits_cost = if source == ChargeSource::Credits { op.credits } else { Decimal::ZERO };
-            Quote { allowed: true, source: Some(source), credits_cost, credits_after: account.credits - credits_cost, reason_code: None }
+            Quote {
+                allowed: true,
+                source: Some(source),
+                credits_cost,
+                credits_after: account.credits - credits_cost,
+                reason_code: None,
+            }
         }
         Err(refusal) => Quote {
             allowed: false,

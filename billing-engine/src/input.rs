@@ -42,7 +42,10 @@ pub fn metadata(value: Option<&Value>) -> Result<()> {
     }
     let size = value.to_string().len();
     if size > MAX_METADATA_BYTES {
-        return Err(BillingError::invalid("metadata", format!("at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")));
+        return Err(BillingError::invalid(
+            "metadata",
+            format!("at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"),
+        ));
     }
     Ok(())
 }

@@ -159,7 +159,11 @@ pub struct SubscriptionPlan {
     pub priority_support: bool,
     pub features: Vec<String>,
     pub is_popular: bool,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub old_price: Option<Decimal>,
 }
 

@@ -86,7 +86,11 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn run<T>(conn: &mut Connection, behavior: TransactionBehavior, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn run<T>(
+        conn: &mut Connection,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&mut dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
         let tx = conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
         let value = f(&mut SqliteTx { conn: &tx })?;
         tx.commit().map_err(StoreError::from)?;
@@ -154,7 +158,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn insert_account(&mut self, account: &Account) -> Result<()> {
-        let sql = format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        let sql =
+            format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
         self.write_account(&sql, account)
     }
 
@@ -166,7 +171,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn user_ids(&mut self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT user_id FROM accounts ORDER BY user_id").map_err(StoreError::from)?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT user_id FROM accounts ORDER BY user_id").map_err(StoreError::from)?;
         let ids = stmt.query_map([], |row| row.get(0)).and_then(Iterator::collect).map_err(StoreError::from)?;
         Ok(ids)
     }
@@ -208,7 +214,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>> {
-        let sql = format!("SELECT {ENTRY_COLUMNS}, request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2");
+        let sql =
+            format!("SELECT {ENTRY_COLUMNS}, request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
         let found = stmt
             .query_row(params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
@@ -222,7 +229,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>> {
-        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
+        let sql =
+            format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
         let rows = stmt.query_map(params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row);
         Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
@@ -275,7 +283,11 @@ fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
         created_at: from_millis(row.get(1)?),
         credits: parsed(row, 2)?,
         free_trial_awarded: row.get(3)?,
-        freemium: Allowance { anchor: from_millis(row.get(4)?), period_start: from_millis(row.get(5)?), used: row.get(6)? },
+        freemium: Allowance {
+            anchor: from_millis(row.get(4)?),
+            period_start: from_millis(row.get(5)?),
+            used: row.get(6)?,
+        },
         today: DayOps { day: julian_day(row, 7)?, subscription: row.get(8)?, freemium: row.get(9)? },
         subscription: subscription
             .map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(10, e)))
@@ -291,13 +303,19 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
         id: row.get(0)?,
         user_id: row.get(1)?,
         kind: parsed(row, 2)?,
-        source: row.get::<_, Option<String>>(3)?.map(|s| ChargeSource::from_str(&s).map_err(|_| corrupt(3, &s))).transpose()?,
+        source: row
+            .get::<_, Option<String>>(3)?
+            .map(|s| ChargeSource::from_str(&s).map_err(|_| corrupt(3, &s)))
+            .transpose()?,
         operation: row.get(4)?,
         credits_delta: parsed(row, 5)?,
         credits_balance_after: parsed(row, 6)?,
         ops_delta: row.get(7)?,
         allowance: owner.zip(start).map(|(owner, start)| AllowancePeriod { owner, start: from_millis(start) }),
-        op_day: row.get::<_, Option<i32>>(10)?.map(|day| Date::from_julian_day(day).map_err(|e| conversion_error(10, e))).transpose()?,
+        op_day: row
+            .get::<_, Option<i32>>(10)?
+            .map(|day| Date::from_julian_day(day).map_err(|e| conversion_error(10, e)))
+            .transpose()?,
         idempotency_key: row.get(11)?,
         reference: row.get(12)?,
         metadata: metadata.map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(13, e))).transpose()?,
