@@ -158,3 +158,42 @@ impl Account {
             .unwrap_or_else(|| catalog.free_plan())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn periods_are_anchored_however_late_they_are_read() {
+        let anchor = datetime!(2026-01-31 10:00 UTC);
+        let mut allowance = Allowance { anchor, period_start: anchor, used: 4 };
+        assert_eq!(allowance.period_start_at(anchor - Duration::days(3), 30), anchor, "before the anchor");
+        assert_eq!(allowance.period_start_at(anchor + Duration::days(30) - Duration::milliseconds(1), 30), anchor);
+        assert_eq!(allowance.period_start_at(anchor + Duration::days(30), 30), anchor + Duration::days(30));
+        // Read 100 days late: period 3 starts on its anchored boundary, not at the read.
+        allowance.roll_forward(anchor + Duration::days(100), 30);
+        assert_eq!((allowance.period_start, allowance.used), (anchor + Duration::days(90), 0));
+        allowance.used = 2;
+        allowance.roll_forward(anchor + Duration::days(50), 30);
+        assert_eq!(
+            (allowance.period_start, allowance.used),
+            (anchor + Duration::days(90), 2),
+            "a clock going back reopens nothing"
+        );
+        assert_eq!(allowance.resets_at(30), anchor + Duration::days(120));
+    }
+
+    #[test]
+    fn local_days_end_at_midnight_in_the_offset() {
+        let msk = UtcOffset::from_hms(3, 0, 0).unwrap();
+        assert_eq!(local_day(datetime!(2026-03-10 20:59:59 UTC), msk), time::macros::date!(2026 - 03 - 10));
+        assert_eq!(local_day(datetime!(2026-03-10 21:00 UTC), msk), time::macros::date!(2026 - 03 - 11));
+        assert_eq!(next_local_midnight(datetime!(2026-03-10 20:59:59 UTC), msk), datetime!(2026-03-10 21:00 UTC));
+        let mut day = DayOps { day: time::macros::date!(2026 - 03 - 10), subscription: 2, freemium: 3 };
+        day.roll_forward(time::macros::date!(2026 - 03 - 09));
+        assert_eq!(day.freemium, 3, "an earlier day does not reset the counters");
+        day.roll_forward(time::macros::date!(2026 - 03 - 11));
+        assert_eq!((day.subscription, day.freemium), (0, 0));
+    }
+}

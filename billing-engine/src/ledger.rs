@@ -154,21 +154,31 @@ impl NewEntry {
 }
 
 /// What a keyed write asked for; two requests with one key must be equal to replay.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub action: &'static str,
     pub target: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<Decimal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<&'a Value>,
 }
 
 impl Request<'_> {
+    /// SHA-256 over the length-prefixed fields, so no two different requests share bytes.
+    /// serde_json orders object keys, so equal metadata gives equal text.
     pub fn fingerprint(&self) -> String {
-        // serde_json orders object keys, so equal requests give equal bytes.
-        let bytes = serde_json::to_vec(self).expect("a request always serializes");
-        format!("{:x}", Sha256::digest(bytes))
+        let amount = self.amount.map(|a| a.normalize().to_string());
+        let metadata = self.metadata.map(Value::to_string);
+        let mut hasher = Sha256::new();
+        for part in [Some(self.action), Some(self.target), amount.as_deref(), metadata.as_deref()] {
+            match part {
+                Some(text) => {
+                    hasher.update((text.len() as u64).to_le_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None => hasher.update(u64::MAX.to_le_bytes()),
+            }
+        }
+        format!("{:x}", hasher.finalize())
     }
 }
 

@@ -62,6 +62,9 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 const MEMORY: &str = ":memory:";
+/// Takes the write lock before the first read: see the module docs.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+const BEGIN_READ: &str = "BEGIN DEFERRED";
 const STATEMENT_CACHE: usize = 32;
 
 impl SqliteStore {
@@ -86,33 +89,34 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn run<T>(
-        conn: &mut Connection,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&mut dyn Transaction) -> Result<T>,
-    ) -> Result<T> {
-        let tx = conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
-        let value = f(&mut SqliteTx { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
+    /// Runs `f` between `begin` and COMMIT; an error or a panic in `f` rolls back.
+    /// BEGIN and COMMIT are cached statements: parsing them anew is a measurable part of
+    /// a charge.
+    fn run<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+        let mut open = OpenTransaction { conn, committed: false };
+        let value = f(&mut SqliteTx { conn })?;
+        conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+        open.committed = true;
         Ok(value)
     }
 }
 
 impl Store for SqliteStore {
     fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        Self::run(&mut self.lock_writer(), TransactionBehavior::Immediate, f)
+        Self::run(&self.lock_writer(), BEGIN_WRITE, f)
     }
 
     fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let Some(path) = &self.path else {
-            return Self::run(&mut self.lock_writer(), TransactionBehavior::Deferred, f);
+            return Self::run(&self.lock_writer(), BEGIN_READ, f);
         };
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match pooled {
+        let conn = match pooled {
             Some(conn) => conn,
             None => connect(Some(path), &self.options)?,
         };
-        let result = Self::run(&mut conn, TransactionBehavior::Deferred, f);
+        let result = Self::run(&conn, BEGIN_READ, f);
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         result
     }
@@ -140,27 +144,53 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     Ok(conn)
 }
 
+/// Rolls back a transaction that did not reach COMMIT, also while unwinding a panic.
+struct OpenTransaction<'c> {
+    conn: &'c Connection,
+    committed: bool,
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 struct SqliteTx<'c> {
     conn: &'c Connection,
 }
 
-const ACCOUNT_COLUMNS: &str = "user_id, created_at, credits, free_trial_awarded, free_anchor, free_period_start, \
-     free_used, day, day_subscription_ops, day_freemium_ops, subscription";
+// Column lists as macros, so every statement is one `&'static str` built at compile time.
+macro_rules! account_columns {
+    () => {
+        "user_id, created_at, credits, free_trial_awarded, free_anchor, free_period_start, \
+         free_used, day, day_subscription_ops, day_freemium_ops, subscription"
+    };
+}
 
-const ENTRY_COLUMNS: &str = "id, user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
-     allowance_owner, allowance_start, op_day, idempotency_key, reference, metadata, created_at";
+macro_rules! entry_columns {
+    () => {
+        "id, user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+         allowance_owner, allowance_start, op_day, idempotency_key, reference, metadata, created_at"
+    };
+}
 
 impl Transaction for SqliteTx<'_> {
     fn account(&mut self, user_id: &str) -> Result<Option<Account>> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         Ok(stmt.query_row([user_id], account_from_row).optional().map_err(StoreError::from)?)
     }
 
     fn insert_account(&mut self, account: &Account) -> Result<()> {
-        let sql =
-            format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-        self.write_account(&sql, account)
+        let sql = concat!(
+            "INSERT INTO accounts (",
+            account_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        );
+        self.write_account(sql, account)
     }
 
     fn update_account(&mut self, account: &Account) -> Result<()> {
@@ -210,13 +240,16 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>> {
-        self.one_entry("id = ?1", params![id])
+        self.one_entry(concat!("SELECT ", entry_columns!(), " FROM ledger WHERE id = ?1"), params![id])
     }
 
     fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>> {
-        let sql =
-            format!("SELECT {ENTRY_COLUMNS}, request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            ", request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         let found = stmt
             .query_row(params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
             .optional()
@@ -225,20 +258,24 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>> {
-        self.one_entry("kind = 'refund' AND reference = ?1", params![charge_id.to_string()])
+        let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE kind = 'refund' AND reference = ?1");
+        self.one_entry(sql, params![charge_id.to_string()])
     }
 
     fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>> {
-        let sql =
-            format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         let rows = stmt.query_map(params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row);
         Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
     }
 
     fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>> {
-        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE user_id = ?1 ORDER BY id");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+        let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = ?1 ORDER BY id");
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         let rows = stmt.query_map(params![user_id], entry_from_row);
         Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
     }
@@ -269,9 +306,8 @@ impl SqliteTx<'_> {
         Ok(())
     }
 
-    fn one_entry(&self, filter: &str, params: impl rusqlite::Params) -> Result<Option<LedgerEntry>> {
-        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger WHERE {filter}");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::from)?;
+    fn one_entry(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Option<LedgerEntry>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         Ok(stmt.query_row(params, entry_from_row).optional().map_err(StoreError::from)?)
     }
 }
@@ -354,4 +390,87 @@ fn corrupt(idx: usize, text: &str) -> rusqlite::Error {
 
 fn conversion_error(idx: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::time_util::from_millis;
+
+    fn catalog() -> Catalog {
+        Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml")).unwrap()
+    }
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions::default()).unwrap()
+    }
+
+    fn account(user: &str) -> Account {
+        Account::new(user, from_millis(1_767_225_600_000), &catalog())
+    }
+
+    fn exists(store: &SqliteStore, user: &str) -> bool {
+        store.read(|tx| tx.account(user)).unwrap().is_some()
+    }
+
+    #[test]
+    fn an_error_inside_a_write_rolls_back_everything_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let result: Result<()> = store.write(|tx| {
+            tx.insert_account(&account("a"))?;
+            Err(BillingError::NoSubscription)
+        });
+        assert_eq!(result.unwrap_err(), BillingError::NoSubscription);
+        assert!(!exists(&store, "a"));
+    }
+
+    #[test]
+    fn a_panic_inside_a_write_rolls_back_and_the_store_stays_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store
+                .write(|tx| -> Result<()> {
+                    tx.insert_account(&account("a"))?;
+                    panic!("a bug in the middle of a write");
+                })
+                .unwrap();
+        }));
+        assert!(panicked.is_err());
+        assert!(!exists(&store, "a"), "the half-done write is gone");
+        store.write(|tx| tx.insert_account(&account("b"))).unwrap();
+        assert!(exists(&store, "b"), "the next write starts a fresh transaction");
+    }
+
+    #[test]
+    fn the_ledger_refuses_a_second_entry_with_the_same_user_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let a = account("a");
+        let entry = NewEntry::new(&a, EntryKind::Grant, a.created_at);
+        let keyed =
+            NewEntry { entry: LedgerEntry { idempotency_key: Some("k".into()), ..entry.entry.clone() }, ..entry };
+        store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap();
+        let again = store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap_err();
+        assert_eq!(again.code(), "STORAGE_ERROR");
+        assert!(again.to_string().contains("UNIQUE"), "{again}");
+    }
+
+    #[test]
+    fn opening_migrates_once_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store(&dir));
+        let path = dir.path().join("store.sqlite3");
+        let version = |conn: &Connection| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(version(&conn), 1);
+        drop(store(&dir));
+        assert_eq!(version(&conn), 1, "reopening does not migrate again");
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "STORAGE_ERROR");
+        assert!(err.to_string().contains("newer than this engine"), "{err}");
+    }
 }
