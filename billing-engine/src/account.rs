@@ -151,6 +151,10 @@ impl Account {
         self.subscription.as_ref().filter(|sub| sub.is_active(now))
     }
 
+    pub fn active_subscription_mut(&mut self, now: OffsetDateTime) -> Option<&mut Subscription> {
+        self.subscription.as_mut().filter(|sub| sub.is_active(now))
+    }
+
     /// The plan whose terms apply now: the active subscription's, else the free tier.
     pub fn current_plan<'c>(&self, catalog: &'c Catalog, now: OffsetDateTime) -> &'c Plan {
         self.active_subscription(now)

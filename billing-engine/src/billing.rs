@@ -323,8 +323,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(|tx| {
             let mut account = self.account_for_write(tx, user_id, now)?;
-            let sub =
-                account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
             if already_canceled && !immediate {
                 return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
@@ -351,8 +350,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(|tx| {
             let mut account = self.account_for_write(tx, user_id, now)?;
-            let sub =
-                account.subscription.as_mut().filter(|sub| sub.is_active(now)).ok_or(BillingError::NoSubscription)?;
+            let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             if enabled {
                 // Saved cards arrive with the payments module; without one there is nothing to renew with.
                 return Err(BillingError::NoPaymentMethod);
