@@ -100,6 +100,30 @@ fn four_threads_each_with_its_own_handle_spend_each_credit_once() {
     assert_spent_exactly_k(&Billing::open(&path, common::catalog()).unwrap(), succeeded);
 }
 
+#[test]
+fn one_key_sent_by_eight_threads_at_once_charges_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.sqlite3");
+    prepare(&Billing::open(&path, common::catalog()).unwrap());
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let billing = Billing::open(&path, common::catalog()).unwrap();
+                barrier.wait();
+                billing.charge(USER, "generation", "the-same-key", None).unwrap()
+            })
+        })
+        .collect();
+    let charges: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(charges.iter().filter(|c| !c.replayed).count(), 1, "one original, seven replays");
+    assert!(charges.iter().all(|c| c.id == charges[0].id && c.credits_balance == charges[0].credits_balance));
+    let billing = Billing::open(&path, common::catalog()).unwrap();
+    assert_eq!(billing.state(USER).unwrap().credits, rust_decimal::Decimal::from((K - 1) * GENERATION_COST));
+    assert!(billing.verify_integrity().unwrap().ok);
+}
+
 const WORKER_ENV: &str = "BILLING_RACE_WORKER";
 
 #[test]
