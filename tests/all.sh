@@ -4,9 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The engine: unit, scenario, catalog, race (threads and processes), property tests;
-# the benches once each in test mode; then the doc examples.
+# the benches once each in test mode; then the doc examples, and the docs build without
+# broken links.
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # The README's demo still runs and its ledger still proves every balance.
 cargo run -q --example quickstart > /dev/null

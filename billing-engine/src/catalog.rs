@@ -1,7 +1,7 @@
 //! Tariffs: plans, credit packages, operation costs and limits, loaded from TOML.
 //!
 //! The file format is `tariffs.example.toml`. Reading happens in two steps: serde
-//! checks the shape (wrong types, unknown fields), then [`validate`] checks the rules
+//! checks the shape (wrong types, unknown fields), then `validate` checks the rules
 //! (one free tier, unique codes, non-negative limits, ...). Both report the offending
 //! field as a path such as `plans[2].price`.
 
