@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rust_decimal::Decimal;
 use time::Date;
 
@@ -73,10 +73,8 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref();
         let path = (path.as_os_str() != MEMORY).then(|| path.to_path_buf());
-        let mut writer = connect(path.as_deref(), &options)?;
-        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
-        schema::migrate(&tx)?;
-        tx.commit().map_err(StoreError::from)?;
+        let writer = connect(path.as_deref(), &options)?;
+        in_transaction(&writer, BEGIN_WRITE, |conn| Ok(schema::migrate(conn)?))?;
         Ok(Self { path, options, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
     }
 
@@ -89,16 +87,8 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` between `begin` and COMMIT; an error or a panic in `f` rolls back.
-    /// BEGIN and COMMIT are cached statements: parsing them anew is a measurable part of
-    /// a charge.
     fn run<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
-        let mut open = OpenTransaction { conn, committed: false };
-        let value = f(&mut SqliteTx { conn })?;
-        conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
-        open.committed = true;
-        Ok(value)
+        in_transaction(conn, begin, |conn| f(&mut SqliteTx { conn }))
     }
 }
 
@@ -142,6 +132,18 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(conn)
+}
+
+/// Runs `f` between `begin` and COMMIT; an error or a panic in `f` rolls back. Every
+/// transaction of the store, the schema migration included, goes through here. BEGIN and
+/// COMMIT are cached statements: parsing them anew is a measurable part of a charge.
+fn in_transaction<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+    let mut open = OpenTransaction { conn, committed: false };
+    let value = f(conn)?;
+    conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+    open.committed = true;
+    Ok(value)
 }
 
 /// Rolls back a transaction that did not reach COMMIT, also while unwinding a panic.
