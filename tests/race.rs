@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +59,27 @@ fn assert_spent_exactly_k(billing: &Billing, succeeded: u32) {
     assert!(report.ok, "{:?}", report.mismatches);
 }
 
+/// Runs `work` on `threads` threads, each with its own handle on the file (its own
+/// connections, no shared mutex), all released at once.
+fn on_own_handles<T: Send + 'static>(
+    path: &Path,
+    threads: usize,
+    work: impl Fn(&Billing, usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let (barrier, work) = (Arc::new(Barrier::new(threads)), Arc::new(work));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (path, barrier, work) = (path.to_path_buf(), barrier.clone(), work.clone());
+            std::thread::spawn(move || {
+                let billing = Billing::open(&path, common::catalog()).unwrap();
+                barrier.wait();
+                work(&billing, t)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn eight_threads_sharing_one_billing_spend_each_credit_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,18 +107,8 @@ fn four_threads_each_with_its_own_handle_spend_each_credit_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("race.sqlite3");
     prepare(&Billing::open(&path, common::catalog()).unwrap());
-    let barrier = Arc::new(Barrier::new(4));
-    let handles: Vec<_> = (0..4)
-        .map(|t| {
-            let (path, barrier) = (path.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let billing = Billing::open(&path, common::catalog()).unwrap();
-                barrier.wait();
-                charge_many(&billing, &format!("h{t}"), K / 2)
-            })
-        })
-        .collect();
-    let succeeded = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let succeeded =
+        on_own_handles(&path, 4, |billing, t| charge_many(billing, &format!("h{t}"), K / 2)).into_iter().sum();
     assert_spent_exactly_k(&Billing::open(&path, common::catalog()).unwrap(), succeeded);
 }
 
@@ -105,18 +117,8 @@ fn one_key_sent_by_eight_threads_at_once_charges_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("race.sqlite3");
     prepare(&Billing::open(&path, common::catalog()).unwrap());
-    let barrier = Arc::new(Barrier::new(8));
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let (path, barrier) = (path.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let billing = Billing::open(&path, common::catalog()).unwrap();
-                barrier.wait();
-                billing.charge(USER, "generation", "the-same-key", None).unwrap()
-            })
-        })
-        .collect();
-    let charges: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let charges =
+        on_own_handles(&path, 8, |billing, _| billing.charge(USER, "generation", "the-same-key", None).unwrap());
     assert_eq!(charges.iter().filter(|c| !c.replayed).count(), 1, "one original, seven replays");
     assert!(charges.iter().all(|c| c.id == charges[0].id && c.credits_balance == charges[0].credits_balance));
     let billing = Billing::open(&path, common::catalog()).unwrap();
