@@ -30,14 +30,15 @@ impl Allowance {
         Self { anchor: at, period_start: at, used: 0 }
     }
 
-    /// The start of the anchored period that contains `now`.
+    /// The start of the anchored period that contains `now`. Before a restart scheduled
+    /// by [`restart_at`](Self::restart_at), periods still follow the old anchor, and the
+    /// stored `period_start` is one of its boundaries.
     pub fn period_start_at(&self, now: OffsetDateTime, period_days: u32) -> OffsetDateTime {
         let period = Duration::days(i64::from(period_days));
-        if now <= self.anchor {
-            return self.anchor;
+        if now < self.anchor {
+            return latest_boundary(self.period_start, now, period);
         }
-        let elapsed_periods = (now - self.anchor).whole_milliseconds() / period.whole_milliseconds();
-        self.anchor + period * (elapsed_periods as i32)
+        latest_boundary(self.anchor, now, period)
     }
 
     /// Starts the period that contains `now` if it is newer than the stored one. A clock
@@ -50,14 +51,34 @@ impl Allowance {
         }
     }
 
+    /// Schedules a fresh allowance from `at` on, anchored there; the current period and
+    /// its use go on until then.
+    pub fn restart_at(&mut self, at: OffsetDateTime) {
+        self.anchor = at;
+    }
+
     pub fn resets_at(&self, period_days: u32) -> OffsetDateTime {
-        self.period_start + Duration::days(i64::from(period_days))
+        let next = self.period_start + Duration::days(i64::from(period_days));
+        if self.anchor > self.period_start {
+            next.min(self.anchor)
+        } else {
+            next
+        }
     }
 
     /// Ops left in this period; `None` when the limit is `None` (unlimited).
     pub fn remaining(&self, limit: Option<u32>) -> Option<u32> {
         limit.map(|limit| limit.saturating_sub(self.used))
     }
+}
+
+/// The last of `from + k · period` (k ≥ 0) not after `now`; `from` when `now` is earlier.
+fn latest_boundary(from: OffsetDateTime, now: OffsetDateTime, period: Duration) -> OffsetDateTime {
+    if now <= from {
+        return from;
+    }
+    let elapsed_periods = (now - from).whole_milliseconds() / period.whole_milliseconds();
+    from + period * (elapsed_periods as i32)
 }
 
 /// Ops each allowance gave on one local day (the catalog's `timezone_offset`), for the

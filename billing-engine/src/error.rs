@@ -36,6 +36,10 @@ pub enum BillingError {
     ChargeNotFound { charge_id: i64 },
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: &'static str, message: String },
+    #[error("payment provider error: {provider_code}: {description}")]
+    PaymentError { provider_code: String, description: String, retryable: bool },
+    #[error("invalid webhook: {reason}")]
+    InvalidWebhook { reason: String },
     #[error("storage error: {message}")]
     Storage { message: String },
 }
@@ -56,6 +60,8 @@ impl BillingError {
             Self::UnknownOperation { .. } => "UNKNOWN_OPERATION",
             Self::ChargeNotFound { .. } => "CHARGE_NOT_FOUND",
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::PaymentError { .. } => "PAYMENT_ERROR",
+            Self::InvalidWebhook { .. } => "INVALID_WEBHOOK",
             Self::Storage { .. } => "STORAGE_ERROR",
         }
     }
@@ -81,6 +87,10 @@ impl BillingError {
             Self::UnknownOperation { operation } => json!({ "operation": operation }),
             Self::ChargeNotFound { charge_id } => json!({ "charge_id": charge_id }),
             Self::InvalidArgument { field, message } => json!({ "field": field, "message": message }),
+            Self::PaymentError { provider_code, description, retryable } => {
+                json!({ "provider_code": provider_code, "description": description, "retryable": retryable })
+            }
+            Self::InvalidWebhook { reason } => json!({ "reason": reason }),
             Self::Storage { message } => json!({ "message": message }),
             Self::NoSubscription | Self::NoPaymentMethod => json!({}),
         };

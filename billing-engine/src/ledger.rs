@@ -13,6 +13,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::account::Account;
 use crate::catalog::ChargeSource;
+use crate::payment::{Payment, PaymentStatus, Purpose};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,10 +30,18 @@ pub enum EntryKind {
     Grant,
     SubscriptionActivated,
     SubscriptionCanceled,
+    /// A paid period added to a subscription (a renewal, or the same plan bought again).
+    SubscriptionRenewed,
+    /// `process_due` recorded that a subscription ended.
+    SubscriptionExpired,
+    /// Credits of a package paid through the provider; `reference` is the payment.
+    CreditPurchase,
+    /// A refunded package's credits taken back (the balance may go below zero).
+    PurchaseRefund,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 7] = [
+    const ALL: [EntryKind; 11] = [
         Self::FreeTrial,
         Self::Import,
         Self::Charge,
@@ -40,6 +49,10 @@ impl EntryKind {
         Self::Grant,
         Self::SubscriptionActivated,
         Self::SubscriptionCanceled,
+        Self::SubscriptionRenewed,
+        Self::SubscriptionExpired,
+        Self::CreditPurchase,
+        Self::PurchaseRefund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +64,10 @@ impl EntryKind {
             Self::Grant => "grant",
             Self::SubscriptionActivated => "subscription_activated",
             Self::SubscriptionCanceled => "subscription_canceled",
+            Self::SubscriptionRenewed => "subscription_renewed",
+            Self::SubscriptionExpired => "subscription_expired",
+            Self::CreditPurchase => "credit_purchase",
+            Self::PurchaseRefund => "purchase_refund",
         }
     }
 }
@@ -245,6 +262,69 @@ pub(crate) fn audit_account(account: &Account, entries: &[LedgerEntry]) -> Vec<M
         let ledger_today = ops_by_day.get(&(source, account.today.day)).copied().unwrap_or(0);
         if ledger_today != i64::from(account.today.used(source)) {
             found(&format!("{source}_ops_today"), ledger_today.to_string(), account.today.used(source).to_string());
+        }
+    }
+    mismatches
+}
+
+/// Checks the ledger against the user's payments: a succeeded package granted its credits
+/// exactly once (and a refunded one took them back once), a paid plan started or extended
+/// a subscription once, and no purchase entry lacks a payment behind it.
+pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[LedgerEntry]) -> Vec<Mismatch> {
+    let mut mismatches = Vec::new();
+    let by_payment = |id: &str, kinds: &[EntryKind]| -> Vec<&LedgerEntry> {
+        entries.iter().filter(|e| kinds.contains(&e.kind) && e.reference.as_deref() == Some(id)).collect()
+    };
+    let mut expect = |check: String, found: Vec<&LedgerEntry>, expected: Option<Decimal>| {
+        let deltas: Vec<Decimal> = found.iter().map(|e| e.credits_delta).collect();
+        let want: Vec<Decimal> = expected.into_iter().collect();
+        if deltas != want {
+            mismatches.push(Mismatch {
+                user_id: user_id.to_owned(),
+                check,
+                ledger: format!("{deltas:?}"),
+                stored: format!("{want:?}"),
+            });
+        }
+    };
+    for payment in payments {
+        let settled = matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded);
+        let refunded = payment.status == PaymentStatus::Refunded;
+        match payment.purpose {
+            Purpose::Package => {
+                let credits = payment.credits.unwrap_or_default();
+                let id = &payment.id;
+                expect(
+                    format!("credit_purchase@{id}"),
+                    by_payment(id, &[EntryKind::CreditPurchase]),
+                    settled.then_some(credits),
+                );
+                expect(
+                    format!("purchase_refund@{id}"),
+                    by_payment(id, &[EntryKind::PurchaseRefund]),
+                    refunded.then(|| negate(credits)),
+                );
+            }
+            Purpose::Plan => {
+                let found =
+                    by_payment(&payment.id, &[EntryKind::SubscriptionActivated, EntryKind::SubscriptionRenewed]);
+                expect(format!("subscription_paid@{}", payment.id), found, settled.then_some(Decimal::ZERO));
+            }
+            Purpose::Renewal | Purpose::CardBinding => {}
+        }
+    }
+    for entry in entries.iter().filter(|e| matches!(e.kind, EntryKind::CreditPurchase | EntryKind::PurchaseRefund)) {
+        let paid = entry
+            .reference
+            .as_deref()
+            .is_some_and(|id| payments.iter().any(|p| p.id == id && p.purpose == Purpose::Package));
+        if !paid {
+            mismatches.push(Mismatch {
+                user_id: user_id.to_owned(),
+                check: format!("{}@{}", entry.kind, entry.id),
+                ledger: entry.reference.clone().unwrap_or_default(),
+                stored: "no package payment".to_owned(),
+            });
         }
     }
     mismatches

@@ -21,6 +21,9 @@
 //! - [`charge`]: which source pays, and what a refund gives back;
 //! - [`subscription`]: activation, cancellation, expiry;
 //! - [`ledger`]: entries, idempotency fingerprints, the integrity audit;
+//! - [`payment`]: what a payment buys and the order of its statuses;
+//! - [`webhook`]: when a provider notification is trusted;
+//! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
 //! - [`store`]: the persistence trait and the SQLite backend.
 
 pub mod account;
@@ -31,16 +34,27 @@ pub mod clock;
 pub mod error;
 mod input;
 pub mod ledger;
+pub mod payment;
+pub mod provider;
 pub mod store;
 pub mod subscription;
 pub mod time_util;
 pub mod views;
+pub mod webhook;
+pub mod yookassa;
 
-pub use billing::{Billing, ImportedSubscription};
+pub use billing::{Billing, ImportedSubscription, Purchase};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
 pub use charge::{Charge, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
 pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
+pub use payment::{
+    CreatedPayment, DueReport, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
+    SavedCard,
+};
+pub use provider::{PaymentProvider, ProviderError};
 pub use store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
-pub use views::{BillingMe, BillingState, PaymentMethodView, SubscriptionDetails, SubscriptionPlan};
+pub use views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
+pub use webhook::{WebhookChecks, WebhookOutcome, WebhookStatus};
+pub use yookassa::{YooKassa, YooKassaConfig};

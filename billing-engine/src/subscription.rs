@@ -23,6 +23,10 @@ pub struct Subscription {
     pub canceled_at: Option<OffsetDateTime>,
     /// Ops of the plan's allowance, anchored at `started_at`.
     pub ops: Allowance,
+    /// When `process_due` recorded the end of the subscription. Until then a due
+    /// subscription is still looked at for renewal.
+    #[serde(with = "crate::time_util::serde_iso::option", default)]
+    pub ended_at: Option<OffsetDateTime>,
 }
 
 impl Subscription {
@@ -40,7 +44,25 @@ impl Subscription {
             autorenew: false,
             canceled_at: None,
             ops: Allowance::starting_at(now),
+            ended_at: None,
         }
+    }
+
+    /// Adds one paid `duration_days` to the end of the subscription, continuing it
+    /// without a gap; the allowance starts afresh when the new period begins, so ops
+    /// bought for the next period are not handed out early.
+    pub fn extend(&mut self, plan: &Plan) {
+        let period_end = self.expires_at;
+        self.expires_at = period_end + Duration::days(i64::from(plan.duration_days.unwrap_or(0)));
+        self.ops.restart_at(period_end);
+        self.canceled_at = None;
+        self.ended_at = None;
+    }
+
+    /// Identifies the subscription's current paid period, so that one period is renewed
+    /// at most once.
+    pub fn period_key(&self) -> String {
+        format!("{}@{}", self.id, crate::time_util::to_millis(self.expires_at))
     }
 
     pub fn is_active(&self, now: OffsetDateTime) -> bool {

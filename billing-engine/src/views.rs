@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::account::{next_local_midnight, Account};
 use crate::catalog::{Catalog, ChargeSource, Plan};
+use crate::payment::{PaymentMethodView, SavedCard};
 
 /// Everything a client needs to show a user's billing at a glance. `None` means
 /// unlimited or not applicable.
@@ -103,14 +104,6 @@ impl From<&BillingState> for BillingMe {
     }
 }
 
-/// Seed 003 `PaymentMethod`. Saved cards arrive with the payments module; until then none is attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct PaymentMethodView {
-    pub is_attached: bool,
-    pub card_mask: Option<String>,
-    pub card_brand: Option<String>,
-}
-
 /// Seed 003 `SubscriptionDetails` (`GET /billing/subscription/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionDetails {
@@ -127,10 +120,10 @@ pub struct SubscriptionDetails {
 }
 
 impl SubscriptionDetails {
-    pub(crate) fn new(account: &Account, catalog: &Catalog, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(account: &Account, catalog: &Catalog, now: OffsetDateTime, card: Option<&SavedCard>) -> Self {
         let plan = account.current_plan(catalog, now);
         let active = account.active_subscription(now);
-        let payment_method = PaymentMethodView::default();
+        let payment_method = PaymentMethodView::from(card);
         Self {
             plan: plan.tier.as_str().to_owned(),
             plan_display: plan.name.clone(),

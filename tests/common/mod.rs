@@ -2,10 +2,12 @@
 //! a fresh temporary directory, and a manual clock.
 #![allow(dead_code)]
 
+pub mod yookassa;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use billing_engine::{Billing, Catalog, ManualClock};
+use billing_engine::{Billing, Catalog, ManualClock, YooKassaConfig};
 use rust_decimal::Decimal;
 
 pub const START: &str = "2026-01-01T12:00:00Z";
@@ -26,6 +28,7 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     pub billing: Billing,
+    pub yookassa: Option<YooKassaConfig>,
 }
 
 impl Fixture {
@@ -37,7 +40,23 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::parse(START).unwrap());
         let billing = Billing::open_with_clock(dir.path().join("billing.sqlite3"), catalog, clock.clone()).unwrap();
-        Self { dir, clock, billing }
+        Self { dir, clock, billing, yookassa: None }
+    }
+
+    /// A fixture whose engine takes payments through `config`.
+    pub fn with_yookassa(config: YooKassaConfig) -> Self {
+        let mut f = Self::new();
+        f.billing = f.reopen_with(Some(&config));
+        f.yookassa = Some(config);
+        f
+    }
+
+    fn reopen_with(&self, config: Option<&YooKassaConfig>) -> Billing {
+        let billing = Billing::open_with_clock(self.db_path(), catalog(), self.clock.clone()).unwrap();
+        match config {
+            Some(config) => billing.with_yookassa(config).unwrap(),
+            None => billing,
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -46,7 +65,7 @@ impl Fixture {
 
     /// A second handle on the same file, as another worker process would open it.
     pub fn reopen(&self) -> Billing {
-        Billing::open_with_clock(self.db_path(), catalog(), self.clock.clone()).unwrap()
+        self.reopen_with(self.yookassa.as_ref())
     }
 
     pub fn advance_days(&self, days: i64) {
@@ -57,8 +76,8 @@ impl Fixture {
         self.clock.advance(time::Duration::hours(hours));
     }
 
-    /// Every row of both tables, to show a refused call changed nothing.
-    pub fn snapshot(&self) -> (Vec<String>, Vec<String>) {
+    /// Every row of every table, to show a refused call changed nothing.
+    pub fn snapshot(&self) -> Vec<Vec<String>> {
         let conn = rusqlite::Connection::open(self.db_path()).unwrap();
         let rows = |sql: &str| -> Vec<String> {
             let mut stmt = conn.prepare(sql).unwrap();
@@ -70,6 +89,11 @@ impl Fixture {
             .map(Result::unwrap)
             .collect()
         };
-        (rows("SELECT * FROM accounts ORDER BY user_id"), rows("SELECT * FROM ledger ORDER BY id"))
+        vec![
+            rows("SELECT * FROM accounts ORDER BY user_id"),
+            rows("SELECT * FROM ledger ORDER BY id"),
+            rows("SELECT * FROM payments ORDER BY id"),
+            rows("SELECT * FROM payment_methods ORDER BY user_id"),
+        ]
     }
 }

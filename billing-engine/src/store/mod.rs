@@ -14,6 +14,8 @@ pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 use crate::account::Account;
 use crate::error::Result;
 use crate::ledger::{LedgerEntry, NewEntry};
+use crate::payment::{Payment, SavedCard};
+use time::OffsetDateTime;
 
 pub trait Store: Send + Sync {
     /// Runs `f` in one transaction that holds the write lock from before its first read
@@ -59,4 +61,35 @@ pub trait Transaction {
 
     /// All entries of a user, oldest first.
     fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>>;
+
+    /// Users whose subscription ends at or before `until` and has not been recorded as
+    /// ended: the work of `process_due`.
+    fn users_due(&mut self, until: OffsetDateTime) -> Result<Vec<String>>;
+
+    /// Stores a new payment, with the fingerprint of the request that created it. A
+    /// second payment with the same `(user_id, idempotency_key)`, or a second renewal of
+    /// one period, is refused.
+    fn insert_payment(&mut self, payment: &Payment, request_hash: Option<&str>) -> Result<()>;
+
+    fn update_payment(&mut self, payment: &Payment) -> Result<()>;
+
+    fn payment(&mut self, id: &str) -> Result<Option<Payment>>;
+
+    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> Result<Option<Payment>>;
+
+    /// The payment created with this key for this user, and its request fingerprint.
+    fn payment_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(Payment, Option<String>)>>;
+
+    fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>>;
+
+    /// Renewals recorded but not yet accepted by the provider (status `new`).
+    fn unsent_renewals(&mut self) -> Result<Vec<Payment>>;
+
+    /// A user's payments, newest first.
+    fn payments(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>>;
+
+    fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>>;
+
+    /// Saves or replaces the user's card.
+    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> Result<()>;
 }

@@ -49,6 +49,49 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
     "#,
+    // 2: payments, saved cards, and the subscription end as a column for `process_due`.
+    r#"
+    CREATE TABLE payments (
+        id                  TEXT PRIMARY KEY,
+        user_id             TEXT NOT NULL,
+        purpose             TEXT NOT NULL,
+        plan_code           TEXT,
+        package_code        TEXT,
+        amount              TEXT NOT NULL,
+        currency            TEXT NOT NULL,
+        credits             TEXT,
+        description         TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        provider_payment_id TEXT UNIQUE,
+        provider_key        TEXT NOT NULL,
+        save_payment_method INTEGER NOT NULL,
+        return_url          TEXT,
+        confirmation_url    TEXT,
+        renewal_of          TEXT UNIQUE,        -- one renewal per subscription period
+        refund_id           TEXT,
+        payload             TEXT,               -- the provider's last object, JSON
+        idempotency_key     TEXT,
+        request_hash        TEXT,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        paid_at             INTEGER
+    );
+    CREATE INDEX payments_by_user ON payments (user_id, created_at);
+    CREATE UNIQUE INDEX payments_by_key ON payments (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX payments_unsent ON payments (purpose) WHERE status = 'new';
+
+    CREATE TABLE payment_methods (
+        user_id      TEXT PRIMARY KEY,
+        card         TEXT NOT NULL,             -- JSON of the saved card
+        saved_at     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    ALTER TABLE accounts ADD COLUMN subscription_due_at INTEGER;  -- unix ms; NULL once ended
+    UPDATE accounts SET subscription_due_at =
+        CAST(round(unixepoch(json_extract(subscription, '$.expires_at'), 'subsec') * 1000) AS INTEGER)
+        WHERE subscription IS NOT NULL;
+    CREATE INDEX accounts_by_due ON accounts (subscription_due_at) WHERE subscription_due_at IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date. Runs inside a write transaction, so processes that
@@ -66,4 +109,26 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.pragma_update(None, "user_version", i + 1)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_2_fills_the_due_column_from_stored_subscriptions() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let insert = "INSERT INTO accounts VALUES (?1, 0, '0', 1, 0, 0, 0, 2461042, 0, 0, ?2)";
+        let sub = r#"{"id":"s","plan_code":"basic","expires_at":"2026-02-01T12:00:00.123Z"}"#;
+        conn.execute(insert, rusqlite::params!["with", sub]).unwrap();
+        conn.execute(insert, rusqlite::params!["without", None::<String>]).unwrap();
+        migrate(&conn).unwrap();
+        let due = |user: &str| -> Option<i64> {
+            conn.query_row("SELECT subscription_due_at FROM accounts WHERE user_id = ?1", [user], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(due("with"), Some(1_769_947_200_123));
+        assert_eq!(due("without"), None);
+    }
 }

@@ -13,13 +13,14 @@ use std::time::Duration;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rust_decimal::Decimal;
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use super::{schema, Store, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result, StoreError};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
+use crate::payment::{Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
 
 /// How much a commit survives.
@@ -179,6 +180,14 @@ macro_rules! entry_columns {
     };
 }
 
+macro_rules! payment_columns {
+    () => {
+        "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
+         provider_payment_id, provider_key, save_payment_method, return_url, confirmation_url, renewal_of, \
+         refund_id, payload, idempotency_key, created_at, updated_at, paid_at"
+    };
+}
+
 impl Transaction for SqliteTx<'_> {
     fn account(&mut self, user_id: &str) -> Result<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
@@ -190,7 +199,7 @@ impl Transaction for SqliteTx<'_> {
         let sql = concat!(
             "INSERT INTO accounts (",
             account_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ", subscription_due_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         );
         self.write_account(sql, account)
     }
@@ -198,7 +207,7 @@ impl Transaction for SqliteTx<'_> {
     fn update_account(&mut self, account: &Account) -> Result<()> {
         let sql = "UPDATE accounts SET created_at = ?2, credits = ?3, free_trial_awarded = ?4, free_anchor = ?5, \
              free_period_start = ?6, free_used = ?7, day = ?8, day_subscription_ops = ?9, day_freemium_ops = ?10, \
-             subscription = ?11 WHERE user_id = ?1";
+             subscription = ?11, subscription_due_at = ?12 WHERE user_id = ?1";
         self.write_account(sql, account)
     }
 
@@ -275,6 +284,142 @@ impl Transaction for SqliteTx<'_> {
         Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
     }
 
+    fn users_due(&mut self, until: OffsetDateTime) -> Result<Vec<String>> {
+        let sql = "SELECT user_id FROM accounts WHERE subscription_due_at <= ?1 ORDER BY subscription_due_at";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let ids = stmt.query_map([to_millis(until)], |row| row.get(0)).and_then(Iterator::collect);
+        Ok(ids.map_err(StoreError::from)?)
+    }
+
+    fn insert_payment(&mut self, p: &Payment, request_hash: Option<&str>) -> Result<()> {
+        let sql = concat!(
+            "INSERT INTO payments (",
+            payment_columns!(),
+            ", request_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+             ?19, ?20, ?21, ?22, ?23)"
+        );
+        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        stmt.execute(params![
+            p.id,
+            p.user_id,
+            p.purpose.as_str(),
+            p.plan_code,
+            p.package_code,
+            p.amount.to_string(),
+            p.currency,
+            p.credits.map(|c| c.to_string()),
+            p.description,
+            p.status.as_str(),
+            p.provider_payment_id,
+            p.provider_key,
+            p.save_payment_method,
+            p.return_url,
+            p.confirmation_url,
+            p.renewal_of,
+            p.refund_id,
+            payload,
+            p.idempotency_key,
+            to_millis(p.created_at),
+            to_millis(p.updated_at),
+            p.paid_at.map(to_millis),
+            request_hash,
+        ])
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    fn update_payment(&mut self, p: &Payment) -> Result<()> {
+        // Only what a payment's life changes; what it was created for stays as written.
+        let sql = "UPDATE payments SET status = ?2, provider_payment_id = ?3, provider_key = ?4, \
+                   confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9 WHERE id = ?1";
+        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let changed = stmt
+            .execute(params![
+                p.id,
+                p.status.as_str(),
+                p.provider_payment_id,
+                p.provider_key,
+                p.confirmation_url,
+                p.refund_id,
+                payload,
+                to_millis(p.updated_at),
+                p.paid_at.map(to_millis),
+            ])
+            .map_err(StoreError::from)?;
+        if changed != 1 {
+            return Err(StoreError::Corrupt { column: "payments.id", value: p.id.clone() }.into());
+        }
+        Ok(())
+    }
+
+    fn payment(&mut self, id: &str) -> Result<Option<Payment>> {
+        self.one_payment(concat!("SELECT ", payment_columns!(), " FROM payments WHERE id = ?1"), params![id])
+    }
+
+    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> Result<Option<Payment>> {
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE provider_payment_id = ?1");
+        self.one_payment(sql, params![provider_payment_id])
+    }
+
+    fn payment_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(Payment, Option<String>)>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            ", request_hash FROM payments WHERE user_id = ?1 AND idempotency_key = ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let found = stmt
+            .query_row(params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(22)?)))
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(found)
+    }
+
+    fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>> {
+        self.one_payment(
+            concat!("SELECT ", payment_columns!(), " FROM payments WHERE renewal_of = ?1"),
+            params![period_key],
+        )
+    }
+
+    fn unsent_renewals(&mut self) -> Result<Vec<Payment>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            " FROM payments WHERE purpose = 'renewal' AND status = 'new' ORDER BY created_at"
+        );
+        self.many_payments(sql, [])
+    }
+
+    fn payments(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            " FROM payments WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+        );
+        self.many_payments(sql, params![user_id, limit])
+    }
+
+    fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT card FROM payment_methods WHERE user_id = ?1")
+            .map_err(StoreError::from)?;
+        let card: Option<String> = stmt.query_row([user_id], |row| row.get(0)).optional().map_err(StoreError::from)?;
+        Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(StoreError::from)?)
+    }
+
+    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> Result<()> {
+        let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES (?1, ?2, ?3) \
+                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
+        let card = serde_json::to_string(card).map_err(StoreError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        stmt.execute(params![user_id, card, to_millis(now)]).map_err(StoreError::from)?;
+        Ok(())
+    }
+
     fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>> {
         let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = ?1 ORDER BY id");
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
@@ -284,6 +429,17 @@ impl Transaction for SqliteTx<'_> {
 }
 
 impl SqliteTx<'_> {
+    fn one_payment(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Option<Payment>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        Ok(stmt.query_row(params, payment_from_row).optional().map_err(StoreError::from)?)
+    }
+
+    fn many_payments(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Vec<Payment>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let rows = stmt.query_map(params, payment_from_row);
+        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+    }
+
     fn write_account(&self, sql: &str, a: &Account) -> Result<()> {
         let subscription = a.subscription.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
@@ -300,6 +456,7 @@ impl SqliteTx<'_> {
                 a.today.subscription,
                 a.today.freemium,
                 subscription,
+                a.subscription.as_ref().filter(|sub| sub.ended_at.is_none()).map(|sub| to_millis(sub.expires_at)),
             ])
             .map_err(StoreError::from)?;
         if changed != 1 {
@@ -361,6 +518,35 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
     })
 }
 
+fn payment_from_row(row: &Row) -> rusqlite::Result<Payment> {
+    let credits: Option<String> = row.get(7)?;
+    let payload: Option<String> = row.get(17)?;
+    Ok(Payment {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        purpose: parsed(row, 2)?,
+        plan_code: row.get(3)?,
+        package_code: row.get(4)?,
+        amount: parsed(row, 5)?,
+        currency: row.get(6)?,
+        credits: credits.map(|c| Decimal::from_str_exact(&c).map_err(|_| corrupt(7, &c))).transpose()?,
+        description: row.get(8)?,
+        status: parsed(row, 9)?,
+        provider_payment_id: row.get(10)?,
+        provider_key: row.get(11)?,
+        save_payment_method: row.get(12)?,
+        return_url: row.get(13)?,
+        confirmation_url: row.get(14)?,
+        renewal_of: row.get(15)?,
+        refund_id: row.get(16)?,
+        payload: payload.map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(17, e))).transpose()?,
+        idempotency_key: row.get(18)?,
+        created_at: from_millis(row.get(19)?),
+        updated_at: from_millis(row.get(20)?),
+        paid_at: row.get::<_, Option<i64>>(21)?.map(from_millis),
+    })
+}
+
 trait ParseColumn: Sized {
     fn parse_column(text: &str) -> Option<Self>;
 }
@@ -374,6 +560,18 @@ impl ParseColumn for Decimal {
 impl ParseColumn for EntryKind {
     fn parse_column(text: &str) -> Option<Self> {
         EntryKind::from_str(text).ok()
+    }
+}
+
+impl ParseColumn for Purpose {
+    fn parse_column(text: &str) -> Option<Self> {
+        Purpose::from_str(text).ok()
+    }
+}
+
+impl ParseColumn for PaymentStatus {
+    fn parse_column(text: &str) -> Option<Self> {
+        PaymentStatus::from_str(text).ok()
     }
 }
 
@@ -467,9 +665,9 @@ mod tests {
         let path = dir.path().join("store.sqlite3");
         let version = |conn: &Connection| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
         let conn = Connection::open(&path).unwrap();
-        assert_eq!(version(&conn), 1);
+        assert_eq!(version(&conn), 2);
         drop(store(&dir));
-        assert_eq!(version(&conn), 1, "reopening does not migrate again");
+        assert_eq!(version(&conn), 2, "reopening does not migrate again");
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
         assert_eq!(err.code(), "STORAGE_ERROR");

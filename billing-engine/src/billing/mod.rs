@@ -17,12 +17,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request, FREEMIUM_OWNER,
+    audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request,
+    FREEMIUM_OWNER,
 };
 use crate::store::{SqliteOptions, SqliteStore, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
+
+mod payments;
+
+pub use payments::Purchase;
 
 /// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
 /// from every thread.
@@ -30,6 +35,7 @@ pub struct Billing<S: Store = SqliteStore> {
     store: S,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
+    payments: Option<payments::PaymentSetup>,
 }
 
 /// A subscription carried over by [`Billing::import_user`].
@@ -56,7 +62,7 @@ impl Billing<SqliteStore> {
 
 impl<S: Store> Billing<S> {
     pub fn new(store: S, catalog: Catalog, clock: Arc<dyn Clock>) -> Self {
-        Self { store, catalog: Arc::new(catalog), clock }
+        Self { store, catalog: Arc::new(catalog), clock, payments: None }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -300,7 +306,7 @@ impl<S: Store> Billing<S> {
             let replayed = replay(tx, user_id, idempotency_key, &request)?.is_some();
             let mut account = self.account_for_write(tx, user_id, now)?;
             if replayed {
-                return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
+                return self.subscription_view(tx, &account, now);
             }
             if let Some(active) = account.active_subscription(now) {
                 return Err(BillingError::ActiveSubscription {
@@ -312,7 +318,7 @@ impl<S: Store> Billing<S> {
             tx.append_entry(&activation_entry(&account, &sub, now).keyed(idempotency_key, &request))?;
             account.subscription = Some(sub);
             tx.update_account(&account)?;
-            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+            self.subscription_view(tx, &account, now)
         })
     }
 
@@ -326,7 +332,7 @@ impl<S: Store> Billing<S> {
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
             if already_canceled && !immediate {
-                return Ok(SubscriptionDetails::new(&account, &self.catalog, now));
+                return self.subscription_view(tx, &account, now);
             }
             sub.cancel(now, immediate);
             let mut entry = NewEntry::new(&account, EntryKind::SubscriptionCanceled, now);
@@ -339,25 +345,28 @@ impl<S: Store> Billing<S> {
             }));
             tx.append_entry(&entry)?;
             tx.update_account(&account)?;
-            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+            self.subscription_view(tx, &account, now)
         })
     }
 
     /// Turns renewal of the active subscription on or off. Turning it on needs a saved
-    /// payment method.
+    /// card, and takes back a cancellation that has not taken effect yet.
     pub fn set_autorenew(&self, user_id: &str, enabled: bool) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.write(|tx| {
             let mut account = self.account_for_write(tx, user_id, now)?;
+            let card = tx.saved_card(user_id)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
-            if enabled {
-                // Saved cards arrive with the payments module; without one there is nothing to renew with.
+            if enabled && card.is_none() {
                 return Err(BillingError::NoPaymentMethod);
             }
-            sub.autorenew = false;
+            sub.autorenew = enabled;
+            if enabled {
+                sub.canceled_at = None;
+            }
             tx.update_account(&account)?;
-            Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+            Ok(SubscriptionDetails::new(&account, &self.catalog, now, card.as_ref()))
         })
     }
 
@@ -368,8 +377,12 @@ impl<S: Store> Billing<S> {
     }
 
     pub fn subscription_details(&self, user_id: &str) -> Result<SubscriptionDetails> {
-        let (account, now) = self.read_account(user_id)?;
-        Ok(SubscriptionDetails::new(&account, &self.catalog, now))
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            let account = self.account_for_write(tx, user_id, now)?;
+            self.subscription_view(tx, &account, now)
+        })
     }
 
     /// Every plan of the catalog, free tier included, in display order.
@@ -402,6 +415,8 @@ impl<S: Store> Billing<S> {
                     tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
                 let entries = tx.all_entries(&user_id)?;
                 report.mismatches.extend(audit_account(&account, &entries));
+                let payments = tx.payments(&user_id, u32::MAX)?;
+                report.mismatches.extend(audit_payments(&user_id, &payments, &entries));
                 report.users_checked += 1;
                 report.entries_checked += entries.len() as u64;
             }
@@ -411,6 +426,16 @@ impl<S: Store> Billing<S> {
     }
 
     // ---- helpers ----
+
+    fn subscription_view(
+        &self,
+        tx: &mut dyn Transaction,
+        account: &Account,
+        now: OffsetDateTime,
+    ) -> Result<SubscriptionDetails> {
+        let card = tx.saved_card(&account.user_id)?;
+        Ok(SubscriptionDetails::new(account, &self.catalog, now, card.as_ref()))
+    }
 
     fn existing_account(
         &self,

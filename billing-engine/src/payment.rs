@@ -1,0 +1,287 @@
+//! Payments: what a payment buys, the order its statuses may take, and the views of
+//! seed 003 (`CreatedPayment`, `PaymentMethod`, `PaymentHistory`).
+//!
+//! A provider reports a payment's status many times, late and out of order. The one rule
+//! that makes that safe is [`PaymentStatus::can_become`]: a status only moves forward, and
+//! a final one never changes back, so each effect of a payment happens at most once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// What a payment pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// A paid plan bought by the user: activates a subscription.
+    Plan,
+    /// A credit package: grants its credits.
+    Package,
+    /// A 1 RUB payment that saves the user's card; the money is given back.
+    CardBinding,
+    /// An automatic charge of the saved card for the next period of a subscription.
+    Renewal,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Package => "package",
+            Self::CardBinding => "card_binding",
+            Self::Renewal => "renewal",
+        }
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [Self::Plan, Self::Package, Self::CardBinding, Self::Renewal].into_iter().find(|p| p.as_str() == s).ok_or(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Recorded by the engine, not yet accepted by the provider.
+    New,
+    Pending,
+    /// Two-stage payments only: the money is held, waiting for capture or cancel.
+    WaitingForCapture,
+    Succeeded,
+    Canceled,
+    /// Money returned after success.
+    Refunded,
+}
+
+impl PaymentStatus {
+    const ALL: [Self; 6] =
+        [Self::New, Self::Pending, Self::WaitingForCapture, Self::Succeeded, Self::Canceled, Self::Refunded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Pending => "pending",
+            Self::WaitingForCapture => "waiting_for_capture",
+            Self::Succeeded => "succeeded",
+            Self::Canceled => "canceled",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::New => 0,
+            Self::Pending => 1,
+            Self::WaitingForCapture => 2,
+            Self::Succeeded | Self::Canceled => 3,
+            Self::Refunded => 4,
+        }
+    }
+
+    /// Statuses move forward only: `new < pending < waiting_for_capture < succeeded |
+    /// canceled`, and only a succeeded payment can be refunded. A late or repeated report
+    /// of an earlier status is therefore never applied.
+    pub fn can_become(self, next: Self) -> bool {
+        match next {
+            Self::Refunded => self == Self::Succeeded,
+            _ => next.rank() > self.rank(),
+        }
+    }
+
+    /// Whether a status reported in a notification can have led to `actual`, the status
+    /// the provider's API reports now. A notification claiming more than the API knows is
+    /// forged.
+    pub fn may_precede(self, actual: Self) -> bool {
+        self == actual || self.can_become(actual) || (self == Self::Succeeded && actual == Self::Refunded)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Canceled | Self::Refunded)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s).ok_or(())
+    }
+}
+
+/// A card saved at the provider for payments without the user present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCard {
+    /// The provider's payment method id, sent as `payment_method_id` on renewals.
+    pub method_id: String,
+    /// `Visa`, `MasterCard`, `Mir`, ... as the provider names it.
+    pub card_type: Option<String>,
+    pub last4: Option<String>,
+    pub first6: Option<String>,
+    pub expiry_month: Option<String>,
+    pub expiry_year: Option<String>,
+}
+
+/// One payment as the engine records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The engine's own id, also sent to the provider in `metadata.payment_id`.
+    pub id: String,
+    pub user_id: String,
+    pub purpose: Purpose,
+    pub plan_code: Option<String>,
+    pub package_code: Option<String>,
+    pub amount: Decimal,
+    pub currency: String,
+    /// Credits a package payment grants when it succeeds.
+    pub credits: Option<Decimal>,
+    pub description: String,
+    pub status: PaymentStatus,
+    pub provider_payment_id: Option<String>,
+    /// The `Idempotence-Key` of the create request. It stays the same while the engine
+    /// retries the same attempt, and changes only after the provider refused the attempt.
+    pub provider_key: String,
+    pub save_payment_method: bool,
+    pub return_url: Option<String>,
+    pub confirmation_url: Option<String>,
+    /// For renewals: `"{subscription id}@{period end}"`, one renewal per period.
+    pub renewal_of: Option<String>,
+    pub refund_id: Option<String>,
+    /// The provider's last payment object, as received.
+    pub payload: Option<Value>,
+    pub idempotency_key: Option<String>,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "crate::time_util::serde_iso::option")]
+    pub paid_at: Option<OffsetDateTime>,
+}
+
+impl Payment {
+    /// Metadata sent with the payment, so a notification can be matched to the engine's
+    /// record even before the provider's id is stored.
+    pub fn provider_metadata(&self) -> Vec<(String, String)> {
+        vec![
+            ("payment_id".to_owned(), self.id.clone()),
+            ("user_id".to_owned(), self.user_id.clone()),
+            ("purpose".to_owned(), self.purpose.as_str().to_owned()),
+        ]
+    }
+}
+
+/// Seed 003 `CreatePaymentResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedPayment {
+    pub payment_id: String,
+    pub yookassa_payment_id: String,
+    pub confirmation_url: String,
+}
+
+/// Seed 003 `PaymentMethod`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PaymentMethodView {
+    pub is_attached: bool,
+    /// `•••• 4444`
+    pub card_mask: Option<String>,
+    pub card_brand: Option<String>,
+}
+
+impl From<Option<&SavedCard>> for PaymentMethodView {
+    fn from(card: Option<&SavedCard>) -> Self {
+        match card {
+            None => Self::default(),
+            Some(card) => Self {
+                is_attached: true,
+                card_mask: card.last4.as_ref().map(|last4| format!("•••• {last4}")),
+                card_brand: card.card_type.clone(),
+            },
+        }
+    }
+}
+
+/// Seed 003 `PaymentHistory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentHistory {
+    pub results: Vec<PaymentHistoryItem>,
+}
+
+/// Seed 003 `PaymentHistoryItem`; the amount is a JSON number there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentHistoryItem {
+    pub id: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// `pending`, `succeeded`, `canceled` or `refunded`; a payment held for capture
+    /// shows as `pending`.
+    pub status: String,
+    #[serde(with = "crate::time_util::serde_iso::option")]
+    pub paid_at: Option<OffsetDateTime>,
+    pub description: String,
+}
+
+impl From<&Payment> for PaymentHistoryItem {
+    fn from(payment: &Payment) -> Self {
+        let status = match payment.status {
+            PaymentStatus::New | PaymentStatus::WaitingForCapture => PaymentStatus::Pending,
+            status => status,
+        };
+        Self {
+            id: payment.id.clone(),
+            amount: payment.amount,
+            currency: payment.currency.clone(),
+            status: status.as_str().to_owned(),
+            paid_at: payment.paid_at,
+            description: payment.description.clone(),
+        }
+    }
+}
+
+/// What [`process_due`](crate::Billing::process_due) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DueReport {
+    /// Renewal payments created by this call.
+    pub renewals_created: u32,
+    /// Renewal payments sent to the provider by this call (new ones and earlier unsent ones).
+    pub renewals_sent: u32,
+    /// Subscriptions recorded as ended by this call.
+    pub expired: u32,
+    /// Renewals the provider could not take now; the next call tries again.
+    pub failures: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus::*;
+
+    #[test]
+    fn statuses_move_forward_only_and_final_states_stay() {
+        assert!(New.can_become(Pending) && Pending.can_become(WaitingForCapture) && Pending.can_become(Succeeded));
+        assert!(WaitingForCapture.can_become(Canceled) && Succeeded.can_become(Refunded));
+        assert!(!Succeeded.can_become(Canceled) && !Canceled.can_become(Succeeded));
+        assert!(!Succeeded.can_become(Pending) && !WaitingForCapture.can_become(Pending));
+        assert!(!Canceled.can_become(Refunded) && !Pending.can_become(Refunded));
+        assert!(!Succeeded.can_become(Succeeded));
+    }
+
+    #[test]
+    fn a_notification_may_only_claim_what_the_api_confirms() {
+        assert!(WaitingForCapture.may_precede(Canceled) && Succeeded.may_precede(Succeeded));
+        assert!(Succeeded.may_precede(Refunded));
+        assert!(!Succeeded.may_precede(Pending) && !Succeeded.may_precede(Canceled));
+        assert!(!Canceled.may_precede(Succeeded));
+    }
+}

@@ -1,0 +1,136 @@
+//! The payment provider behind a trait, so the engine's payment rules do not depend on
+//! one provider's HTTP API. [`YooKassa`](crate::yookassa::YooKassa) is the first
+//! implementation.
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::error::BillingError;
+use crate::payment::{PaymentStatus, SavedCard};
+
+/// A payment to create at the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRequest {
+    pub amount: Decimal,
+    pub currency: String,
+    pub description: String,
+    /// `false` holds the money at `waiting_for_capture` (two-stage payment).
+    pub capture: bool,
+    pub save_payment_method: bool,
+    pub pay_with: PayWith,
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayWith {
+    /// The user confirms on the provider's page, then comes back to `return_url`.
+    Redirect { return_url: String },
+    /// A saved card, charged without the user present.
+    SavedMethod { method_id: String },
+}
+
+/// A payment as the provider reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderPayment {
+    pub id: String,
+    pub status: PaymentStatus,
+    pub amount: Decimal,
+    pub currency: String,
+    pub confirmation_url: Option<String>,
+    /// The card, when the provider saved it for later payments.
+    pub saved_card: Option<SavedCard>,
+    /// `metadata.payment_id`: the engine's id of this payment.
+    pub engine_payment_id: Option<String>,
+    /// The provider's object as received, kept with the payment.
+    pub raw: Value,
+}
+
+/// A refund as the provider reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRefund {
+    pub id: String,
+    pub payment_id: String,
+    /// `succeeded`, `pending` or `canceled`.
+    pub status: String,
+    pub amount: Decimal,
+}
+
+impl ProviderRefund {
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded"
+    }
+}
+
+/// Why a provider call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider could not be reached or answered 5xx, after the retries. The same
+    /// request may be sent again later with the same idempotence key.
+    #[error("the payment provider is unavailable: {message}")]
+    Unavailable { message: String },
+    /// The provider refused the request (4xx). Another attempt needs a new key.
+    #[error("the payment provider refused the request: {code}: {description}")]
+    Refused { code: String, description: String },
+    /// The provider's answer could not be understood.
+    #[error("the payment provider answered something unexpected: {message}")]
+    BadResponse { message: String },
+    #[error("no payment provider is configured")]
+    NotConfigured,
+}
+
+impl ProviderError {
+    /// Whether sending the same request again, with the same key, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Refused { code, .. } => code,
+            Self::BadResponse { .. } => "bad_response",
+            Self::NotConfigured => "not_configured",
+        }
+    }
+}
+
+impl From<ProviderError> for BillingError {
+    fn from(error: ProviderError) -> Self {
+        let description = match &error {
+            ProviderError::Refused { description, .. } => description.clone(),
+            other => other.to_string(),
+        };
+        BillingError::PaymentError {
+            provider_code: error.code().to_owned(),
+            description,
+            retryable: error.is_retryable(),
+        }
+    }
+}
+
+/// What the engine asks of a payment provider. Every call that creates or changes
+/// something carries an idempotence key: the provider must answer a repeat with the same
+/// key with the first result, so the engine can retry without paying twice.
+pub trait PaymentProvider: Send + Sync {
+    fn create_payment(&self, request: &PaymentRequest, idempotence_key: &str)
+        -> Result<ProviderPayment, ProviderError>;
+
+    fn get_payment(&self, provider_payment_id: &str) -> Result<ProviderPayment, ProviderError>;
+
+    /// Releases the money held by a two-stage payment.
+    fn cancel_payment(
+        &self,
+        provider_payment_id: &str,
+        idempotence_key: &str,
+    ) -> Result<ProviderPayment, ProviderError>;
+
+    fn create_refund(
+        &self,
+        provider_payment_id: &str,
+        amount: Decimal,
+        currency: &str,
+        idempotence_key: &str,
+    ) -> Result<ProviderRefund, ProviderError>;
+
+    fn get_refund(&self, refund_id: &str) -> Result<ProviderRefund, ProviderError>;
+}

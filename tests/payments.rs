@@ -1,0 +1,384 @@
+//! Payments through YooKassa, against the fake YooKassa server of `common::yookassa`:
+//! real HTTP through the real client, a real SQLite file.
+
+mod common;
+
+use std::sync::Barrier;
+use std::thread;
+
+use billing_engine::webhook::{sign, SIGNATURE_HEADER};
+use billing_engine::{Billing, EntryKind, PaymentStatus, Purchase, WebhookOutcome, WebhookStatus, YooKassaConfig};
+use common::yookassa::{FakeYooKassa, SECRET_KEY, YOOKASSA_ADDR};
+use common::{dec, Fixture};
+
+const USER: &str = "u1";
+
+fn setup() -> (FakeYooKassa, Fixture) {
+    setup_with(|_| {})
+}
+
+fn setup_with(adjust: impl FnOnce(&mut YooKassaConfig)) -> (FakeYooKassa, Fixture) {
+    let fake = FakeYooKassa::start();
+    let mut config = fake.config();
+    adjust(&mut config);
+    let f = Fixture::with_yookassa(config);
+    f.billing.register_user(USER, true).unwrap();
+    (fake, f)
+}
+
+fn deliver(billing: &Billing, body: &[u8]) -> billing_engine::Result<WebhookOutcome> {
+    billing.handle_yookassa_webhook(body, Some(YOOKASSA_ADDR), &[])
+}
+
+fn provider_id(f: &Fixture, payment_id: &str) -> String {
+    f.billing.payment(payment_id).unwrap().provider_payment_id.unwrap()
+}
+
+/// Buys `purchase` and has the user pay; returns the engine's payment id.
+fn buy_and_pay(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_card: bool, key: &str) -> String {
+    let created = f.billing.create_payment(USER, purchase, None, save_card, key).unwrap();
+    fake.pay(&created.yookassa_payment_id);
+    let outcome = deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
+    assert_eq!(outcome.status, WebhookStatus::Applied);
+    created.payment_id
+}
+
+#[test]
+fn a_paid_plan_activates_the_subscription_once_its_notification_arrives() {
+    let (fake, f) = setup();
+    let created = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1").unwrap();
+    assert!(created.confirmation_url.starts_with("https://yoomoney.test/"), "{created:?}");
+    let sent = fake.payment(&created.yookassa_payment_id);
+    assert_eq!(sent["amount"], serde_json::json!({"value": "699.00", "currency": "RUB"}));
+    assert_eq!(sent["metadata"]["payment_id"], created.payment_id.as_str());
+    assert_eq!(f.billing.state(USER).unwrap().plan_code, "FREE", "nothing changes before the money arrives");
+
+    let again = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1").unwrap();
+    assert_eq!(again, created, "the same key returns the same payment");
+    let conflict = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1").unwrap_err();
+    assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(fake.payments_created(), 1);
+
+    fake.pay(&created.yookassa_payment_id);
+    let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
+    let outcome = deliver(&f.billing, &body).unwrap();
+    assert_eq!(outcome.status, WebhookStatus::Applied);
+    assert_eq!(outcome.event, "payment.succeeded");
+    assert_eq!(outcome.payment_id.as_deref(), Some(created.payment_id.as_str()));
+    assert_eq!(deliver(&f.billing, &body).unwrap().status, WebhookStatus::Duplicate);
+
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!((state.plan_code.as_str(), state.is_active), ("standard", true));
+    assert_eq!(state.subscription_ops_remaining, Some(100));
+    let activation = &f.billing.ledger(USER, 1, None).unwrap()[0];
+    assert_eq!(activation.kind, EntryKind::SubscriptionActivated);
+    assert_eq!(activation.reference.as_deref(), Some(created.payment_id.as_str()));
+
+    let history = f.billing.payments(USER, 10).unwrap().results;
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].status.as_str(), history[0].amount), ("succeeded", dec("699.00")));
+    assert!(history[0].paid_at.is_some());
+
+    let busy = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2").unwrap_err();
+    assert_eq!(busy.code(), "ACTIVE_SUBSCRIPTION");
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn a_paid_package_grants_its_credits_and_a_refund_takes_them_back() {
+    let (fake, f) = setup();
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "pack-1");
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("30"));
+    let purchase = &f.billing.ledger(USER, 1, None).unwrap()[0];
+    assert_eq!((purchase.kind, purchase.credits_delta), (EntryKind::CreditPurchase, dec("20")));
+    assert_eq!(purchase.reference.as_deref(), Some(payment_id.as_str()));
+
+    // The user spends most of it; the refund may take the balance below zero.
+    for i in 0..12 {
+        f.billing.charge(USER, "generation", &format!("gen-{i}"), None).unwrap();
+    }
+    let before_refund = f.billing.state(USER).unwrap().credits;
+    let refunded = f.billing.refund_payment(&payment_id).unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert_eq!(f.billing.state(USER).unwrap().credits, before_refund - dec("20"));
+    assert!(f.billing.state(USER).unwrap().credits < dec("0"));
+
+    let refund_id = &fake.refund_ids()[0];
+    let outcome = deliver(&f.billing, &fake.refund_notification(refund_id)).unwrap();
+    assert_eq!(outcome.status, WebhookStatus::Duplicate, "the refund was applied once, from the API's answer");
+    assert_eq!(f.billing.state(USER).unwrap().credits, before_refund - dec("20"));
+    assert_eq!(f.billing.payments(USER, 10).unwrap().results[0].status, "refunded");
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn the_same_notification_from_sixteen_threads_is_applied_once() {
+    let (fake, f) = setup();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack").unwrap();
+    fake.pay(&created.yookassa_payment_id);
+    let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
+    // Half share the fixture's handle, half open their own, as other workers would.
+    let own: Vec<Billing> = (0..8).map(|_| f.reopen()).collect();
+    let handles: Vec<&Billing> = own.iter().chain(std::iter::repeat(&f.billing).take(8)).collect();
+    let barrier = Barrier::new(handles.len());
+    let outcomes: Vec<WebhookStatus> = thread::scope(|s| {
+        let running: Vec<_> = handles
+            .iter()
+            .map(|billing| {
+                s.spawn(|| {
+                    barrier.wait();
+                    deliver(billing, &body).unwrap().status
+                })
+            })
+            .collect();
+        running.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let applied = outcomes.iter().filter(|s| **s == WebhookStatus::Applied).count();
+    assert_eq!(applied, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|s| matches!(s, WebhookStatus::Applied | WebhookStatus::Duplicate)));
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("110"));
+    let purchases =
+        f.billing.ledger(USER, 50, None).unwrap().into_iter().filter(|e| e.kind == EntryKind::CreditPurchase);
+    assert_eq!(purchases.count(), 1);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn forged_untrusted_unsigned_and_broken_notifications_change_nothing() {
+    let (fake, f) = setup_with(|config| config.webhook_secrets = vec!["whsec-1".into()]);
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "pack").unwrap();
+    let pid = created.yookassa_payment_id;
+    // The payment is still pending at YooKassa: a body claiming success is forged.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&fake.notification("payment.waiting_for_capture", &pid)).unwrap();
+    forged["event"] = "payment.succeeded".into();
+    forged["object"]["status"] = "succeeded".into();
+    let forged = serde_json::to_vec(&forged).unwrap();
+    let now = billing_engine::Clock::now(&*f.clock).unix_timestamp();
+    let signed = |body: &[u8]| vec![(SIGNATURE_HEADER.to_owned(), sign("whsec-1", now, body))];
+
+    let before = f.snapshot();
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, Vec<(String, String)>);
+    let cases: Vec<Case> = vec![
+        ("forged status", forged.clone(), Some(YOOKASSA_ADDR), signed(&forged)),
+        ("untrusted sender", forged.clone(), Some("203.0.113.7"), signed(&forged)),
+        ("no sender address", forged.clone(), None, signed(&forged)),
+        (
+            "bad signature",
+            forged.clone(),
+            Some(YOOKASSA_ADDR),
+            vec![(SIGNATURE_HEADER.into(), sign("other", now, &forged))],
+        ),
+        ("no signature", forged.clone(), Some(YOOKASSA_ADDR), vec![]),
+        ("truncated", forged[..forged.len() / 2].to_vec(), Some(YOOKASSA_ADDR), signed(&forged[..forged.len() / 2])),
+        ("not JSON", b"<html>hello</html>".to_vec(), Some(YOOKASSA_ADDR), signed(b"<html>hello</html>")),
+    ];
+    for (case, body, addr, headers) in cases {
+        let err = f.billing.handle_yookassa_webhook(&body, addr, &headers).unwrap_err();
+        assert_eq!(err.code(), "INVALID_WEBHOOK", "{case}: {err}");
+        assert!(!err.to_string().contains("whsec-1") && !err.to_string().contains(SECRET_KEY), "{case}: {err}");
+    }
+    assert_eq!(f.snapshot(), before, "a refused notification changes nothing");
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"));
+
+    // The real one, signed, passes.
+    fake.pay(&pid);
+    let real = fake.notification("payment.succeeded", &pid);
+    let outcome = f.billing.handle_yookassa_webhook(&real, Some(YOOKASSA_ADDR), &signed(&real)).unwrap();
+    assert_eq!(outcome.status, WebhookStatus::Applied);
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("30"));
+}
+
+#[test]
+fn late_and_out_of_order_notifications_never_undo_a_final_state() {
+    // Without the re-read, only the order rule protects the payment.
+    let (fake, f) = setup_with(|config| config.verify_by_fetch = false);
+    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap();
+    let pid = created.yookassa_payment_id;
+    fake.pay(&pid);
+    let succeeded = fake.notification("payment.succeeded", &pid);
+    fake.set_status(&pid, "canceled");
+    let canceled = fake.notification("payment.canceled", &pid);
+    fake.set_status(&pid, "waiting_for_capture");
+    let held = fake.notification("payment.waiting_for_capture", &pid);
+
+    assert_eq!(deliver(&f.billing, &succeeded).unwrap().status, WebhookStatus::Applied);
+    assert_eq!(deliver(&f.billing, &held).unwrap().status, WebhookStatus::Ignored);
+    assert_eq!(deliver(&f.billing, &canceled).unwrap().status, WebhookStatus::Ignored);
+    assert_eq!(f.billing.payment(&created.payment_id).unwrap().status, PaymentStatus::Succeeded);
+    assert!(f.billing.state(USER).unwrap().is_active);
+
+    let other = br#"{"type":"notification","event":"payout.succeeded","object":{"id":"po-1","status":"succeeded"}}"#;
+    assert_eq!(deliver(&f.billing, other).unwrap().status, WebhookStatus::Ignored);
+    let unknown = String::from_utf8(succeeded).unwrap().replace(&pid, "2f999999-000f-5000-9000-1b68e7b15f3f");
+    let unknown = unknown.replace(&created.payment_id, "not-ours");
+    let outcome = deliver(&f.billing, unknown.as_bytes()).unwrap();
+    assert_eq!((outcome.status, outcome.payment_id), (WebhookStatus::Ignored, None), "another system's payment");
+}
+
+#[test]
+fn a_provider_failure_is_payment_error_and_the_retry_with_the_same_key_pays_once() {
+    let (fake, f) = setup();
+    fake.fail_next_creates(3); // the first attempt and both of the client's retries
+    let err = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap_err();
+    assert_eq!(err.code(), "PAYMENT_ERROR");
+    assert_eq!(err.details()["retryable"], true);
+    assert!(!err.to_string().contains(SECRET_KEY));
+    assert_eq!(f.billing.payments(USER, 10).unwrap().results, vec![], "an unsent payment is not in the history");
+
+    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap();
+    assert_eq!(fake.payments_created(), 1, "YooKassa created the payment once, whatever the 500s said");
+    let posts = fake.requests().iter().filter(|r| *r == "POST /payments").count();
+    assert_eq!(posts, 4, "three failed attempts, then one that got the first result");
+    assert_eq!(f.billing.payment(&created.payment_id).unwrap().status, PaymentStatus::Pending);
+
+    // Wrong credentials: refused for good, and the secret is not in the error.
+    let (_wrong_fake, wrong) = setup_with(|config| config.secret_key = "wrong-secret".into());
+    let err = wrong.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap_err();
+    assert_eq!(err.details()["provider_code"], "invalid_credentials");
+    assert_eq!(err.details()["retryable"], false);
+    assert!(!format!("{err:?}").contains("wrong-secret"));
+}
+
+#[test]
+fn card_binding_saves_the_card_and_gives_the_ruble_back() {
+    let (fake, f) = setup();
+    assert!(!f.billing.payment_method(USER).unwrap().is_attached);
+    let created = f.billing.start_card_binding(USER, Some("https://app.example/card")).unwrap();
+    let sent = fake.payment(&created.yookassa_payment_id);
+    assert_eq!((sent["amount"]["value"].as_str(), sent["capture"].as_bool()), (Some("1.00"), Some(false)));
+
+    fake.pay(&created.yookassa_payment_id); // held, not charged
+    let outcome = deliver(&f.billing, &fake.notification("payment.waiting_for_capture", &created.yookassa_payment_id));
+    assert_eq!(outcome.unwrap().status, WebhookStatus::Applied);
+    let cancel = format!("POST /payments/{}/cancel", created.yookassa_payment_id);
+    assert!(fake.requests().contains(&cancel), "the hold is released");
+    assert_eq!(fake.payment(&created.yookassa_payment_id)["status"], "canceled");
+    assert_eq!(f.billing.payment(&created.payment_id).unwrap().status, PaymentStatus::Canceled);
+
+    let method = f.billing.payment_method(USER).unwrap();
+    assert_eq!(
+        (method.is_attached, method.card_mask.as_deref(), method.card_brand.as_deref()),
+        (true, Some("•••• 4444"), Some("MasterCard"))
+    );
+    assert!(f.billing.subscription_details(USER).unwrap().card_bound);
+    let late = deliver(&f.billing, &fake.notification("payment.canceled", &created.yookassa_payment_id)).unwrap();
+    assert_eq!(late.status, WebhookStatus::Duplicate);
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"), "binding buys nothing");
+}
+
+/// A user on `basic` with a saved card and autorenew on, 12 hours before the period ends.
+fn subscribed_with_autorenew(fake: &FakeYooKassa, f: &Fixture) {
+    buy_and_pay(fake, f, Purchase::Plan("basic"), true, "buy");
+    assert!(f.billing.payment_method(USER).unwrap().is_attached, "the card was saved with the purchase");
+    assert!(f.billing.set_autorenew(USER, true).unwrap().autorenew_enabled);
+    f.advance_days(29);
+    f.advance_hours(12);
+}
+
+#[test]
+fn autorenew_renews_each_period_once_under_concurrent_process_due() {
+    let (fake, f) = setup();
+    subscribed_with_autorenew(&fake, &f);
+    let expires = f.billing.state(USER).unwrap().expires_at.unwrap();
+    for i in 0..3 {
+        f.billing.charge(USER, "generation", &format!("g{i}"), None).unwrap();
+    }
+
+    // Cron on several machines: four workers with their own handles, started at once.
+    let workers: Vec<Billing> = (0..4).map(|_| f.reopen()).collect();
+    let barrier = Barrier::new(workers.len());
+    let reports: Vec<_> = thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter()
+            .map(|billing| {
+                s.spawn(|| {
+                    barrier.wait();
+                    billing.process_due().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: u32 = reports.iter().map(|r| r.renewals_created).sum();
+    assert_eq!(created, 1, "{reports:?}");
+    assert_eq!(fake.payments_created(), 2, "the purchase and one renewal");
+    let renewal = fake.payment(&fake_ids(&f)[0]);
+    assert!(renewal.get("confirmation").is_none(), "a renewal charges the saved card: {renewal}");
+
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!(state.expires_at.unwrap(), expires + time::Duration::days(30));
+    assert_eq!(state.subscription_ops_used, Some(3), "the current period's ops run to its end");
+    f.advance_days(1);
+    assert_eq!(f.billing.state(USER).unwrap().subscription_ops_used, Some(0), "the paid period starts afresh");
+    let again = f.billing.process_due().unwrap();
+    assert_eq!((again.renewals_created, again.expired), (0, 0));
+    assert_eq!(fake.payments_created(), 2);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+/// The provider ids of the user's payments, newest first.
+fn fake_ids(f: &Fixture) -> Vec<String> {
+    let history = f.billing.payments(USER, 10).unwrap().results;
+    history.iter().map(|item| provider_id(f, &item.id)).collect()
+}
+
+#[test]
+fn a_declined_renewal_lets_the_subscription_end_and_the_user_falls_back_to_free() {
+    let (fake, f) = setup();
+    subscribed_with_autorenew(&fake, &f);
+    fake.decline_recurring(true);
+    let report = f.billing.process_due().unwrap();
+    assert_eq!((report.renewals_created, report.renewals_sent), (1, 1));
+    let details = f.billing.subscription_details(USER).unwrap();
+    assert!(details.is_active && !details.autorenew_enabled, "active to the end, no more attempts");
+    assert_eq!(f.billing.payments(USER, 1).unwrap().results[0].status, "canceled");
+
+    f.advance_hours(13);
+    let report = f.billing.process_due().unwrap();
+    assert_eq!((report.renewals_created, report.expired), (0, 1));
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!((state.plan_code.as_str(), state.is_active), ("FREE", false));
+    assert_eq!(f.billing.ledger(USER, 1, None).unwrap()[0].kind, EntryKind::SubscriptionExpired);
+    assert_eq!(f.billing.process_due().unwrap().expired, 0, "an end is recorded once");
+    assert_eq!(fake.payments_created(), 2);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn refunding_a_plan_ends_the_subscription() {
+    let (fake, f) = setup();
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Plan("basic"), false, "buy");
+    assert!(f.billing.state(USER).unwrap().is_active);
+    f.billing.refund_payment(&payment_id).unwrap();
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!((state.plan_code.as_str(), state.is_active), ("FREE", false));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn payment_calls_check_their_input_first() {
+    let (_fake, f) = setup();
+    let before = f.snapshot();
+    let b = &f.billing;
+    let cases = [
+        (b.create_payment(USER, Purchase::Plan("FREE"), None, false, "k").unwrap_err(), "INVALID_PLAN"),
+        (b.create_payment(USER, Purchase::Plan("gold"), None, false, "k").unwrap_err(), "INVALID_PLAN"),
+        (b.create_payment(USER, Purchase::Package("nope"), None, false, "k").unwrap_err(), "INVALID_ARGUMENT"),
+        (
+            b.create_payment(USER, Purchase::Plan("basic"), Some("javascript:x"), false, "k").unwrap_err(),
+            "INVALID_ARGUMENT",
+        ),
+        (b.create_payment(USER, Purchase::Plan("basic"), None, false, "").unwrap_err(), "INVALID_ARGUMENT"),
+        (b.create_payment("ghost", Purchase::Plan("basic"), None, false, "k").unwrap_err(), "UNKNOWN_USER"),
+        (b.set_autorenew(USER, true).unwrap_err(), "NO_SUBSCRIPTION"),
+    ];
+    for (err, code) in cases {
+        assert_eq!(err.code(), code, "{err}");
+    }
+    assert_eq!(f.snapshot(), before);
+    let no_provider = Fixture::new();
+    no_provider.billing.register_user(USER, true).unwrap();
+    let err = no_provider.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "k").unwrap_err();
+    assert_eq!((err.code(), err.details()["provider_code"].as_str()), ("PAYMENT_ERROR", Some("not_configured")));
+}
