@@ -191,8 +191,7 @@ macro_rules! payment_columns {
 impl Transaction for SqliteTx<'_> {
     fn account(&mut self, user_id: &str) -> Result<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        Ok(stmt.query_row([user_id], account_from_row).optional().map_err(StoreError::from)?)
+        self.one(sql, [user_id], account_from_row)
     }
 
     fn insert_account(&mut self, account: &Account) -> Result<()> {
@@ -212,10 +211,7 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn user_ids(&mut self) -> Result<Vec<String>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT user_id FROM accounts ORDER BY user_id").map_err(StoreError::from)?;
-        let ids = stmt.query_map([], |row| row.get(0)).and_then(Iterator::collect).map_err(StoreError::from)?;
-        Ok(ids)
+        self.many("SELECT user_id FROM accounts ORDER BY user_id", [], |row| row.get(0))
     }
 
     fn append_entry(&mut self, new: &NewEntry) -> Result<LedgerEntry> {
@@ -251,7 +247,7 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>> {
-        self.one_entry(concat!("SELECT ", entry_columns!(), " FROM ledger WHERE id = ?1"), params![id])
+        self.one(concat!("SELECT ", entry_columns!(), " FROM ledger WHERE id = ?1"), params![id], entry_from_row)
     }
 
     fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>> {
@@ -260,17 +256,12 @@ impl Transaction for SqliteTx<'_> {
             entry_columns!(),
             ", request_hash FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2"
         );
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let found = stmt
-            .query_row(params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
-            .optional()
-            .map_err(StoreError::from)?;
-        Ok(found)
+        self.one(sql, params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
     }
 
     fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>> {
         let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE kind = 'refund' AND reference = ?1");
-        self.one_entry(sql, params![charge_id.to_string()])
+        self.one(sql, params![charge_id.to_string()], entry_from_row)
     }
 
     fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>> {
@@ -279,16 +270,12 @@ impl Transaction for SqliteTx<'_> {
             entry_columns!(),
             " FROM ledger WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         );
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let rows = stmt.query_map(params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row);
-        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+        self.many(sql, params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row)
     }
 
     fn users_due(&mut self, until: OffsetDateTime) -> Result<Vec<String>> {
         let sql = "SELECT user_id FROM accounts WHERE subscription_due_at <= ?1 ORDER BY subscription_due_at";
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let ids = stmt.query_map([to_millis(until)], |row| row.get(0)).and_then(Iterator::collect);
-        Ok(ids.map_err(StoreError::from)?)
+        self.many(sql, [to_millis(until)], |row| row.get(0))
     }
 
     fn insert_payment(&mut self, p: &Payment, request_hash: Option<&str>) -> Result<()> {
@@ -355,12 +342,12 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn payment(&mut self, id: &str) -> Result<Option<Payment>> {
-        self.one_payment(concat!("SELECT ", payment_columns!(), " FROM payments WHERE id = ?1"), params![id])
+        self.one(concat!("SELECT ", payment_columns!(), " FROM payments WHERE id = ?1"), params![id], payment_from_row)
     }
 
     fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> Result<Option<Payment>> {
         let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE provider_payment_id = ?1");
-        self.one_payment(sql, params![provider_payment_id])
+        self.one(sql, params![provider_payment_id], payment_from_row)
     }
 
     fn payment_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(Payment, Option<String>)>> {
@@ -369,19 +356,12 @@ impl Transaction for SqliteTx<'_> {
             payment_columns!(),
             ", request_hash FROM payments WHERE user_id = ?1 AND idempotency_key = ?2"
         );
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let found = stmt
-            .query_row(params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(22)?)))
-            .optional()
-            .map_err(StoreError::from)?;
-        Ok(found)
+        self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(22)?)))
     }
 
     fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>> {
-        self.one_payment(
-            concat!("SELECT ", payment_columns!(), " FROM payments WHERE renewal_of = ?1"),
-            params![period_key],
-        )
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE renewal_of = ?1");
+        self.one(sql, params![period_key], payment_from_row)
     }
 
     fn unsent_renewals(&mut self) -> Result<Vec<Payment>> {
@@ -390,7 +370,7 @@ impl Transaction for SqliteTx<'_> {
             payment_columns!(),
             " FROM payments WHERE purpose = 'renewal' AND status = 'new' ORDER BY created_at"
         );
-        self.many_payments(sql, [])
+        self.many(sql, [], payment_from_row)
     }
 
     fn payments(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>> {
@@ -399,15 +379,12 @@ impl Transaction for SqliteTx<'_> {
             payment_columns!(),
             " FROM payments WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
         );
-        self.many_payments(sql, params![user_id, limit])
+        self.many(sql, params![user_id, limit], payment_from_row)
     }
 
     fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT card FROM payment_methods WHERE user_id = ?1")
-            .map_err(StoreError::from)?;
-        let card: Option<String> = stmt.query_row([user_id], |row| row.get(0)).optional().map_err(StoreError::from)?;
+        let card: Option<String> =
+            self.one("SELECT card FROM payment_methods WHERE user_id = ?1", [user_id], |row| row.get(0))?;
         Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(StoreError::from)?)
     }
 
@@ -422,22 +399,32 @@ impl Transaction for SqliteTx<'_> {
 
     fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>> {
         let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = ?1 ORDER BY id");
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let rows = stmt.query_map(params![user_id], entry_from_row);
-        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+        self.many(sql, params![user_id], entry_from_row)
     }
 }
 
 impl SqliteTx<'_> {
-    fn one_payment(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Option<Payment>> {
+    /// The row `sql` selects, if any, read by `from_row`.
+    fn one<T>(
+        &self,
+        sql: &'static str,
+        params: impl rusqlite::Params,
+        from_row: impl FnOnce(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        Ok(stmt.query_row(params, payment_from_row).optional().map_err(StoreError::from)?)
+        Ok(stmt.query_row(params, from_row).optional().map_err(StoreError::from)?)
     }
 
-    fn many_payments(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Vec<Payment>> {
+    /// Every row `sql` selects, in its order, read by `from_row`.
+    fn many<T>(
+        &self,
+        sql: &'static str,
+        params: impl rusqlite::Params,
+        from_row: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        let rows = stmt.query_map(params, payment_from_row);
-        Ok(rows.and_then(Iterator::collect).map_err(StoreError::from)?)
+        let rows = stmt.query_map(params, from_row).and_then(Iterator::collect);
+        Ok(rows.map_err(StoreError::from)?)
     }
 
     fn write_account(&self, sql: &str, a: &Account) -> Result<()> {
@@ -463,11 +450,6 @@ impl SqliteTx<'_> {
             return Err(BillingError::UnknownUser { user_id: a.user_id.clone() });
         }
         Ok(())
-    }
-
-    fn one_entry(&self, sql: &'static str, params: impl rusqlite::Params) -> Result<Option<LedgerEntry>> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        Ok(stmt.query_row(params, entry_from_row).optional().map_err(StoreError::from)?)
     }
 }
 
