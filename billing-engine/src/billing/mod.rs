@@ -415,7 +415,7 @@ impl<S: Store> Billing<S> {
                     tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
                 let entries = tx.all_entries(&user_id)?;
                 report.mismatches.extend(audit_account(&account, &entries));
-                let payments = tx.payments(&user_id, u32::MAX)?;
+                let payments = tx.all_payments(&user_id)?;
                 report.mismatches.extend(audit_payments(&user_id, &payments, &entries));
                 report.users_checked += 1;
                 report.entries_checked += entries.len() as u64;

@@ -85,8 +85,12 @@ pub trait Transaction {
     /// Renewals recorded but not yet accepted by the provider (status `new`).
     fn unsent_renewals(&mut self) -> Result<Vec<Payment>>;
 
-    /// A user's payments, newest first.
-    fn payments(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>>;
+    /// Up to `limit` of a user's payments the provider accepted (status other than
+    /// `new`), newest first.
+    fn payment_history(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>>;
+
+    /// All payments of a user, oldest first.
+    fn all_payments(&mut self, user_id: &str) -> Result<Vec<Payment>>;
 
     fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>>;
 

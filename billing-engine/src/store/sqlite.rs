@@ -373,13 +373,19 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, [], payment_from_row)
     }
 
-    fn payments(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>> {
+    fn payment_history(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
-            " FROM payments WHERE user_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+            " FROM payments WHERE user_id = ?1 AND status <> 'new' ORDER BY created_at DESC, rowid DESC LIMIT ?2"
         );
         self.many(sql, params![user_id, limit], payment_from_row)
+    }
+
+    fn all_payments(&mut self, user_id: &str) -> Result<Vec<Payment>> {
+        let sql =
+            concat!("SELECT ", payment_columns!(), " FROM payments WHERE user_id = ?1 ORDER BY created_at, rowid");
+        self.many(sql, params![user_id], payment_from_row)
     }
 
     fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>> {
