@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use super::Billing;
+use super::{credits_entry, Billing};
 use crate::account::Account;
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -173,13 +173,7 @@ impl<S: Store> Billing<S> {
         match (payment.status, payment.provider_payment_id.as_deref()) {
             (PaymentStatus::Refunded, _) => Ok(payment),
             (PaymentStatus::Succeeded, Some(provider_id)) => {
-                let key = format!("{}-refund", payment.id);
-                let refund = setup.provider.create_refund(provider_id, payment.amount, &payment.currency, &key)?;
-                if !refund.succeeded() {
-                    return Ok(payment);
-                }
-                let (_, payment) = self.record_refund(&refund)?;
-                payment.ok_or_else(|| unknown_payment(payment_id))
+                Ok(self.refund_in_full(setup, &payment, provider_id)?.unwrap_or(payment))
             }
             (status, _) => Err(BillingError::invalid(
                 "payment_id",
@@ -533,16 +527,23 @@ impl<S: Store> Billing<S> {
                 let canceled = setup.provider.cancel_payment(provider_id, &format!("{}-cancel", payment.id))?;
                 self.record_payment_state(&payment.id, &canceled).map(drop)
             }
-            PaymentStatus::Succeeded => {
-                let key = format!("{}-refund", payment.id);
-                let refund = setup.provider.create_refund(provider_id, payment.amount, &payment.currency, &key)?;
-                if refund.succeeded() {
-                    self.record_refund(&refund)?;
-                }
-                Ok(())
-            }
+            PaymentStatus::Succeeded => self.refund_in_full(setup, payment, provider_id).map(drop),
             _ => Ok(()),
         }
+    }
+
+    /// Asks the provider to refund `payment` in full, under a key of its own so a repeat
+    /// refunds once, and records the refund if the provider confirms it at once; it
+    /// returns the payment as recorded then. A pending refund is recorded when
+    /// `refund.succeeded` arrives.
+    fn refund_in_full(&self, setup: &PaymentSetup, payment: &Payment, provider_id: &str) -> Result<Option<Payment>> {
+        let key = format!("{}-refund", payment.id);
+        let refund = setup.provider.create_refund(provider_id, payment.amount, &payment.currency, &key)?;
+        if !refund.succeeded() {
+            return Ok(None);
+        }
+        let (_, recorded) = self.record_refund(&refund)?;
+        recorded.map(Some).ok_or_else(|| unknown_payment(&payment.id))
     }
 
     // ---- renewals and expiry ----
@@ -689,9 +690,7 @@ fn payment_entry(
     payment: &Payment,
     now: OffsetDateTime,
 ) -> NewEntry {
-    let mut entry = NewEntry::new(account, kind, now);
-    entry.entry.source = Some(ChargeSource::Credits);
-    entry.entry.credits_delta = delta;
+    let mut entry = credits_entry(account, kind, delta, now);
     entry.entry.reference = Some(payment.id.clone());
     entry.entry.metadata = Some(json!({ "package_code": payment.package_code, "amount": payment.amount.to_string() }));
     entry
