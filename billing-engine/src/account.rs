@@ -34,11 +34,8 @@ impl Allowance {
     /// by [`restart_at`](Self::restart_at), periods still follow the old anchor, and the
     /// stored `period_start` is one of its boundaries.
     pub fn period_start_at(&self, now: OffsetDateTime, period_days: u32) -> OffsetDateTime {
-        let period = Duration::days(i64::from(period_days));
-        if now < self.anchor {
-            return latest_boundary(self.period_start, now, period);
-        }
-        latest_boundary(self.anchor, now, period)
+        let from = if now < self.anchor { self.period_start } else { self.anchor };
+        latest_boundary(from, now, Duration::days(i64::from(period_days)))
     }
 
     /// Starts the period that contains `now` if it is newer than the stored one. A clock
