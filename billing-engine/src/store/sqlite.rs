@@ -486,10 +486,7 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
         id: row.get(0)?,
         user_id: row.get(1)?,
         kind: parsed(row, 2)?,
-        source: row
-            .get::<_, Option<String>>(3)?
-            .map(|s| ChargeSource::from_str(&s).map_err(|_| corrupt(3, &s)))
-            .transpose()?,
+        source: parsed_opt(row, 3)?,
         operation: row.get(4)?,
         credits_delta: parsed(row, 5)?,
         credits_balance_after: parsed(row, 6)?,
@@ -507,7 +504,6 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
 }
 
 fn payment_from_row(row: &Row) -> rusqlite::Result<Payment> {
-    let credits: Option<String> = row.get(7)?;
     let payload: Option<String> = row.get(17)?;
     Ok(Payment {
         id: row.get(0)?,
@@ -517,7 +513,7 @@ fn payment_from_row(row: &Row) -> rusqlite::Result<Payment> {
         package_code: row.get(4)?,
         amount: parsed(row, 5)?,
         currency: row.get(6)?,
-        credits: credits.map(|c| Decimal::from_str_exact(&c).map_err(|_| corrupt(7, &c))).transpose()?,
+        credits: parsed_opt(row, 7)?,
         description: row.get(8)?,
         status: parsed(row, 9)?,
         provider_payment_id: row.get(10)?,
@@ -545,27 +541,27 @@ impl ParseColumn for Decimal {
     }
 }
 
-impl ParseColumn for EntryKind {
-    fn parse_column(text: &str) -> Option<Self> {
-        EntryKind::from_str(text).ok()
-    }
+/// Enums stored by their `as_str` names.
+macro_rules! parse_column_by_name {
+    ($($t:ty),*) => {$(
+        impl ParseColumn for $t {
+            fn parse_column(text: &str) -> Option<Self> {
+                <$t>::from_str(text).ok()
+            }
+        }
+    )*};
 }
 
-impl ParseColumn for Purpose {
-    fn parse_column(text: &str) -> Option<Self> {
-        Purpose::from_str(text).ok()
-    }
-}
-
-impl ParseColumn for PaymentStatus {
-    fn parse_column(text: &str) -> Option<Self> {
-        PaymentStatus::from_str(text).ok()
-    }
-}
+parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
     T::parse_column(&text).ok_or_else(|| corrupt(idx, &text))
+}
+
+fn parsed_opt<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|text| T::parse_column(&text).ok_or_else(|| corrupt(idx, &text))).transpose()
 }
 
 fn julian_day(row: &Row, idx: usize) -> rusqlite::Result<Date> {
