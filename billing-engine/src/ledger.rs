@@ -102,7 +102,7 @@ pub struct LedgerEntry {
     pub ops_delta: i32,
     /// Which allowance period the op belongs to: `(subscription id or "freemium", period start)`.
     pub allowance: Option<AllowancePeriod>,
-    /// The local day the op counts toward for daily limits.
+    /// The local day the op counts toward for daily limits (`YYYY-MM-DD` in JSON).
     pub op_day: Option<Date>,
     pub idempotency_key: Option<String>,
     /// What the entry refers to: the refunded charge's id, the subscription's id, ...

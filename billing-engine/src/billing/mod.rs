@@ -20,7 +20,7 @@ use crate::ledger::{
     audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request,
     FREEMIUM_OWNER,
 };
-use crate::store::{SqliteOptions, SqliteStore, Store, Transaction};
+use crate::store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
@@ -55,7 +55,18 @@ impl Billing<SqliteStore> {
     }
 
     pub fn open_with_clock(path: impl AsRef<Path>, catalog: Catalog, clock: Arc<dyn Clock>) -> Result<Self> {
-        let options = SqliteOptions { lock_timeout: catalog.lock_timeout, ..SqliteOptions::default() };
+        Self::open_with(path, catalog, clock, Durability::default())
+    }
+
+    /// Opens the file with a chosen [`Durability`]; the catalog's `lock_timeout_ms` sets
+    /// how long a writer waits for another process.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+        durability: Durability,
+    ) -> Result<Self> {
+        let options = SqliteOptions { lock_timeout: catalog.lock_timeout, durability };
         Ok(Self::new(SqliteStore::open(path, options)?, catalog, clock))
     }
 }

@@ -1,0 +1,861 @@
+"""billing_engine: tariffs, charge priority, an append-only ledger and YooKassa payments
+over SQLite, for Python backends.
+
+    import billing_engine as be
+
+    catalog = be.Catalog.from_toml_file("tariffs.toml")
+    billing = be.Billing.open("billing.sqlite3", catalog)
+    billing.register_user("user-1")
+    charge = billing.charge("user-1", "generation", idempotency_key="request-42")
+
+The engine is Rust (``billing_engine._native``); this module gives it Python types: result
+objects with attributes and ``to_dict()``, ``decimal.Decimal`` money, aware UTC
+``datetime`` times, and one exception class per error code. One ``Billing`` is meant to be
+shared by every thread of a process: the engine releases the GIL while it works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+from . import _native
+
+__all__ = [
+    "ActiveSubscription",
+    "Billing",
+    "BillingError",
+    "BillingMe",
+    "BillingState",
+    "Catalog",
+    "Charge",
+    "ChargeNotFound",
+    "CreatedPayment",
+    "DailyLimitReached",
+    "DueReport",
+    "IdempotencyConflict",
+    "IntegrityReport",
+    "InternalError",
+    "InvalidArgument",
+    "InvalidCatalog",
+    "InvalidPlan",
+    "InvalidWebhook",
+    "LedgerEntry",
+    "ManualClock",
+    "Mismatch",
+    "NoPaymentMethod",
+    "NoSubscription",
+    "NotAvailableForFree",
+    "NotEnoughCredits",
+    "Payment",
+    "PaymentError",
+    "PaymentHistory",
+    "PaymentHistoryItem",
+    "PaymentMethod",
+    "QuotaExceeded",
+    "Quote",
+    "Refund",
+    "StorageError",
+    "SubscriptionDetails",
+    "SubscriptionPlan",
+    "UnknownOperation",
+    "UnknownUser",
+    "WebhookOutcome",
+    "YooKassaConfig",
+]
+
+Money = Union[Decimal, int, str]
+"""An amount: a ``Decimal``, an ``int`` or a decimal string. Never a ``float``."""
+
+Moment = Union[datetime, str]
+"""A time: an aware ``datetime`` or an RFC 3339 string such as ``2026-01-01T00:00:00Z``."""
+
+# ---------------------------------------------------------------------------- errors
+
+
+class BillingError(Exception):
+    """Every refusal of the engine. ``code`` is the contract's stable string code and
+    ``details`` a dict of machine-readable facts (``required``/``available``, ``field``...)."""
+
+    code: ClassVar[str] = "BILLING_ERROR"
+    details: Dict[str, Any]
+
+    def __init__(self, message: str, details: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.details = dict(details or {})
+
+
+class NotEnoughCredits(BillingError):
+    code = "NOT_ENOUGH_CREDITS"
+
+
+class DailyLimitReached(BillingError):
+    code = "DAILY_LIMIT_REACHED"
+
+
+class QuotaExceeded(BillingError):
+    code = "QUOTA_EXCEEDED"
+
+
+class NoSubscription(BillingError):
+    code = "NO_SUBSCRIPTION"
+
+
+class InvalidPlan(BillingError):
+    code = "INVALID_PLAN"
+
+
+class PaymentError(BillingError):
+    code = "PAYMENT_ERROR"
+
+
+class NoPaymentMethod(BillingError):
+    code = "NO_PAYMENT_METHOD"
+
+
+class NotAvailableForFree(BillingError):
+    code = "NOT_AVAILABLE_FOR_FREE"
+
+
+class ActiveSubscription(BillingError):
+    code = "ACTIVE_SUBSCRIPTION"
+
+
+class IdempotencyConflict(BillingError):
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class InvalidWebhook(BillingError):
+    code = "INVALID_WEBHOOK"
+
+
+class InvalidCatalog(BillingError):
+    code = "INVALID_CATALOG"
+
+
+class UnknownUser(BillingError):
+    code = "UNKNOWN_USER"
+
+
+class UnknownOperation(BillingError):
+    code = "UNKNOWN_OPERATION"
+
+
+class ChargeNotFound(BillingError):
+    code = "CHARGE_NOT_FOUND"
+
+
+class InvalidArgument(BillingError, ValueError):
+    """A bad argument value; ``details["field"]`` names the argument."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class StorageError(BillingError):
+    code = "STORAGE_ERROR"
+
+
+class InternalError(BillingError):
+    """A bug in the engine (a Rust panic), caught before it could abort the process."""
+
+    code = _native.INTERNAL_ERROR
+
+
+_ERRORS: Dict[str, Type[BillingError]] = {cls.code: cls for cls in BillingError.__subclasses__()}
+
+
+def _invalid(field: str, message: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid argument `{field}`: {message}", {"field": field, "message": message})
+
+
+_R = TypeVar("_R")
+
+
+def _call(method: Callable[..., _R], *args: Any) -> _R:
+    """Calls the engine, raising engine errors as their ``BillingError`` subclass."""
+    try:
+        return method(*args)
+    except _native.NativeError as error:
+        code, message, details = error.args
+        raise _ERRORS.get(code, BillingError)(message, json.loads(details)) from None
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def _check_type(name: str, value: Any, expected: Union[type, Tuple[type, ...]], what: str) -> None:
+    # bool is an int in Python; a count or an id given as True is a bug, not a 1.
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        raise TypeError(f"argument `{name}` must be {what}, got {type(value).__name__}")
+
+
+def _count(name: str, value: int) -> int:
+    _check_type(name, value, int, "an int")
+    if value < 0:
+        raise _invalid(name, f"must not be negative, got {value}")
+    return value
+
+
+def _money(name: str, value: Money) -> str:
+    if isinstance(value, float):
+        raise TypeError(f"argument `{name}` must be a Decimal, an int or a decimal string, not a float")
+    _check_type(name, value, (Decimal, int, str), "a Decimal, an int or a decimal string")
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def _moment(name: str, value: Moment) -> str:
+    if isinstance(value, str):
+        return value
+    _check_type(name, value, datetime, "a datetime or an RFC 3339 string")
+    if value.tzinfo is None:
+        raise _invalid(name, "a naive datetime is ambiguous: give it a timezone")
+    return _iso(value)
+
+
+def _json_arg(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as error:
+        raise _invalid(name, f"not JSON-serializable: {error}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return _iso(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _headers(value: Union[Mapping[str, str], Iterable[Tuple[str, str]], None]) -> List[Tuple[str, str]]:
+    if value is None:
+        return []
+    pairs = value.items() if isinstance(value, Mapping) else value
+    headers = []
+    for pair in pairs:
+        name, text = pair
+        _check_type("headers", name, str, "str names and values")
+        _check_type("headers", text, str, "str names and values")
+        headers.append((name, text))
+    return headers
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    # fromisoformat reads a trailing `Z` only from Python 3.11 on.
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------------------- results
+
+_Res = TypeVar("_Res", bound="_Result")
+_Decoder = Callable[[Any], Any]
+
+
+def _number(value: Decimal) -> Union[int, float]:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+class _Result:
+    """A result object: typed attributes decoded from the engine's JSON shape, and
+    ``to_dict()`` giving that shape back (decimals as strings, times as ISO 8601 UTC
+    strings), except where a seed 003 shape makes a decimal a JSON number
+    (``metadata={"json": "number"}`` on the field)."""
+
+    _decoders: ClassVar[Dict[type, List[Tuple[str, _Decoder]]]] = {}
+
+    @classmethod
+    def _from_wire(cls: Type[_Res], data: Mapping[str, Any]) -> _Res:
+        decoders = _Result._decoders.get(cls)
+        if decoders is None:
+            hints = get_type_hints(cls)
+            decoders = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+            _Result._decoders[cls] = decoders
+        return cls(**{name: decode(data.get(name)) for name, decode in decoders})
+
+    @classmethod
+    def _from_json(cls: Type[_Res], text: str) -> _Res:
+        return cls._from_wire(json.loads(text))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            f.name: _encode(getattr(self, f.name), f.metadata.get("json") == "number")
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+
+def _decoder(hint: Any) -> _Decoder:
+    """How to turn one JSON value into the field's Python type."""
+    origin = get_origin(hint)
+    if origin is Union:
+        inner = _decoder(next(arg for arg in get_args(hint) if arg is not type(None)))
+        return lambda value: None if value is None else inner(value)
+    if origin is tuple:
+        item = _decoder(get_args(hint)[0])
+        return lambda values: tuple(item(value) for value in values)
+    if hint is Decimal:
+        # Seed 003 numbers arrive as floats; their shortest repr is the decimal that was sent.
+        return lambda value: Decimal(repr(value) if isinstance(value, float) else value)
+    if hint is datetime:
+        return _parse_time
+    if isinstance(hint, type) and issubclass(hint, _Result):
+        return hint._from_wire
+    return lambda value: value
+
+
+def _encode(value: Any, as_number: bool = False) -> Any:
+    if isinstance(value, _Result):
+        return value.to_dict()
+    if isinstance(value, Decimal):
+        return _number(value) if as_number else format(value, "f")
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, tuple):
+        return [_encode(item, as_number) for item in value]
+    return value
+
+
+_NUMBER = {"json": "number"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BillingState(_Result):
+    """A user's whole billing at a glance; ``None`` means unlimited or not applicable."""
+
+    user_id: str
+    plan_code: str
+    plan_name: str
+    tier: str
+    is_active: bool
+    expires_at: Optional[datetime]
+    credits: Decimal
+    subscription_ops_limit: Optional[int]
+    subscription_ops_used: Optional[int]
+    subscription_ops_remaining: Optional[int]
+    subscription_ops_reset_at: Optional[datetime]
+    freemium_ops_limit: Optional[int]
+    freemium_ops_used: int
+    freemium_ops_remaining: Optional[int]
+    freemium_reset_at: datetime
+    daily_limit: Optional[int]
+    used_today: int
+    remaining_today: Optional[int]
+    today_resets_at: datetime
+    autorenew_enabled: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Quote(_Result):
+    """What a charge would do now; nothing is written."""
+
+    allowed: bool
+    source: Optional[str]
+    credits_cost: Decimal
+    credits_after: Decimal
+    reason_code: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Charge(_Result):
+    id: int
+    user_id: str
+    operation: str
+    source: str
+    credits_spent: Decimal
+    credits_balance: Decimal
+    replayed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Refund(_Result):
+    id: int
+    charge_id: int
+    user_id: str
+    source: str
+    credits_refunded: Decimal
+    op_returned: bool
+    credits_balance: Decimal
+    replayed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AllowancePeriod(_Result):
+    owner: str
+    start: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry(_Result):
+    id: int
+    user_id: str
+    kind: str
+    source: Optional[str]
+    operation: Optional[str]
+    credits_delta: Decimal
+    credits_balance_after: Decimal
+    ops_delta: int
+    allowance: Optional[AllowancePeriod]
+    op_day: Optional[str]
+    idempotency_key: Optional[str]
+    reference: Optional[str]
+    metadata: Optional[Any]
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Mismatch(_Result):
+    user_id: str
+    check: str
+    ledger: str
+    stored: str
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegrityReport(_Result):
+    ok: bool
+    users_checked: int
+    entries_checked: int
+    mismatches: Tuple[Mismatch, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BillingMe(_Result):
+    """Seed 003 ``BillingMe`` (``GET /billing/me/``)."""
+
+    plan_code: str
+    plan_name: str
+    expires_at: Optional[datetime]
+    is_active: bool
+    daily_photo_limit: Optional[int]
+    used_today: int
+    remaining_today: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class PaymentMethod(_Result):
+    """Seed 003 ``PaymentMethod`` (``GET /billing/payment-method/``)."""
+
+    is_attached: bool
+    card_mask: Optional[str]
+    card_brand: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionDetails(_Result):
+    """Seed 003 ``SubscriptionDetails`` (``GET /billing/subscription/``)."""
+
+    plan: str
+    plan_display: str
+    expires_at: Optional[datetime]
+    is_active: bool
+    autorenew_available: bool
+    autorenew_enabled: bool
+    card_bound: bool
+    payment_method: PaymentMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionPlan(_Result):
+    """Seed 003 ``SubscriptionPlan`` (``GET /billing/plans/``); prices are JSON numbers there."""
+
+    code: str
+    display_name: str
+    price: Decimal = dataclasses.field(metadata=_NUMBER)
+    duration_days: int
+    daily_photo_limit: Optional[int]
+    history_days: int
+    ai_recognition: bool
+    advanced_stats: bool
+    priority_support: bool
+    features: Tuple[str, ...]
+    is_popular: bool
+    old_price: Optional[Decimal] = dataclasses.field(metadata=_NUMBER)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = super().to_dict()
+        if self.old_price is None:
+            del data["old_price"]  # the seed 003 shape leaves it out rather than null
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class CreatedPayment(_Result):
+    """Seed 003 ``CreatePaymentResponse``: send the user to ``confirmation_url``."""
+
+    payment_id: str
+    yookassa_payment_id: str
+    confirmation_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PaymentHistoryItem(_Result):
+    id: str
+    amount: Decimal = dataclasses.field(metadata=_NUMBER)
+    currency: str
+    status: str
+    paid_at: Optional[datetime]
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PaymentHistory(_Result):
+    """Seed 003 ``PaymentHistory`` (``GET /billing/payments/``)."""
+
+    results: Tuple[PaymentHistoryItem, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment(_Result):
+    """One payment as the engine records it."""
+
+    id: str
+    user_id: str
+    purpose: str
+    plan_code: Optional[str]
+    package_code: Optional[str]
+    amount: Decimal
+    currency: str
+    credits: Optional[Decimal]
+    description: str
+    status: str
+    provider_payment_id: Optional[str]
+    provider_key: str
+    save_payment_method: bool
+    return_url: Optional[str]
+    confirmation_url: Optional[str]
+    renewal_of: Optional[str]
+    refund_id: Optional[str]
+    payload: Optional[Any]
+    idempotency_key: Optional[str]
+    created_at: datetime
+    updated_at: datetime
+    paid_at: Optional[datetime]
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookOutcome(_Result):
+    """``status``: ``applied``, ``duplicate`` or ``ignored``; answer 200 to all three."""
+
+    status: str
+    event: str
+    payment_id: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class DueReport(_Result):
+    """What ``process_due`` did."""
+
+    renewals_created: int
+    renewals_sent: int
+    expired: int
+    failures: int
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+class Catalog:
+    """The validated tariffs; an invalid file raises ``InvalidCatalog`` naming the field path."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @classmethod
+    def from_toml(cls, text: str) -> Catalog:
+        _check_type("text", text, str, "a str")
+        return cls(_call(_native.NativeCatalog.from_toml, text))
+
+    @classmethod
+    def from_toml_file(cls, path: Union[str, os.PathLike[str]]) -> Catalog:
+        return cls(_call(_native.NativeCatalog.from_toml_file, os.fspath(path)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        result: Dict[str, Any] = json.loads(self._native.to_json())
+        return result
+
+
+class ManualClock:
+    """A clock that moves only when told to, for tests: share it with ``Billing.open``."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, now: Moment) -> None:
+        self._native = _call(_native.NativeClock, _moment("now", now))
+
+    def now(self) -> datetime:
+        return _parse_time(self._native.now())
+
+    def set(self, now: Moment) -> None:
+        _call(self._native.set, _moment("now", now))
+
+    def advance(self, *, days: int = 0, hours: int = 0, minutes: int = 0, seconds: int = 0) -> None:
+        for name, value in (("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds)):
+            _check_type(name, value, int, "an int")
+        self._native.advance(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+YOOKASSA_API_URL = "https://api.yookassa.ru/v3"
+
+
+@dataclasses.dataclass(frozen=True)
+class YooKassaConfig:
+    """How to reach a YooKassa shop and which checks a notification must pass.
+
+    ``webhook_secret``: one secret or several (rotation) for the optional HMAC header;
+    ``trusted_networks``: ``None`` for YooKassa's published networks, ``[]`` for no
+    address check. The secrets never appear in ``repr`` or in errors."""
+
+    shop_id: str
+    secret_key: str = dataclasses.field(repr=False)
+    api_url: str = YOOKASSA_API_URL
+    return_url: Optional[str] = None
+    webhook_secret: Union[str, Sequence[str], None] = dataclasses.field(default=None, repr=False)
+    trusted_networks: Optional[Sequence[str]] = None
+    verify_by_fetch: bool = True
+    timeout_s: float = 10
+    retries: int = 2
+
+    @classmethod
+    def from_env(cls) -> YooKassaConfig:
+        """Reads ``YOOKASSA_SHOP_ID``, ``YOOKASSA_SECRET_KEY``, ``YOOKASSA_WEBHOOK_SECRET``
+        (comma-separated for several), ``YOOKASSA_API_URL`` and ``YOOKASSA_RETURN_URL``."""
+        fields = json.loads(_call(_native.NativeYooKassaConfig.from_env_json))
+        fields["webhook_secret"] = fields.pop("webhook_secrets")
+        return cls(**fields)
+
+    def _to_native(self) -> Any:
+        secrets = self.webhook_secret
+        secrets_list = [] if secrets is None else [secrets] if isinstance(secrets, str) else list(secrets)
+        networks = None if self.trusted_networks is None else list(self.trusted_networks)
+        return _call(
+            _native.NativeYooKassaConfig,
+            self.shop_id,
+            self.secret_key,
+            self.api_url,
+            self.return_url,
+            secrets_list,
+            networks,
+            self.verify_by_fetch,
+            float(self.timeout_s),
+            _count("retries", self.retries),
+        )
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+class Billing:
+    """The billing engine over one SQLite file. Share one object between threads;
+    processes may open the same file. Every call raises a ``BillingError`` subclass on
+    refusal and writes nothing then."""
+
+    __slots__ = ("_native", "path")
+
+    def __init__(self, native: Any, path: str) -> None:
+        self._native = native
+        self.path = path
+
+    @classmethod
+    def open(
+        cls,
+        path: Union[str, os.PathLike[str]],
+        catalog: Catalog,
+        *,
+        yookassa: Optional[YooKassaConfig] = None,
+        clock: Optional[ManualClock] = None,
+        durability: str = "full",
+    ) -> Billing:
+        """Opens (and creates or migrates) the file; ``":memory:"`` for a private
+        in-memory database. ``durability="normal"`` trades the last commits on power
+        loss (never on a crash) for speed."""
+        path = os.fspath(path)
+        _check_type("catalog", catalog, Catalog, "a Catalog")
+        if clock is not None:
+            _check_type("clock", clock, ManualClock, "a ManualClock")
+        if yookassa is not None:
+            _check_type("yookassa", yookassa, YooKassaConfig, "a YooKassaConfig")
+        native_clock = None if clock is None else clock._native
+        native_yookassa = None if yookassa is None else yookassa._to_native()
+        native = _call(_native.NativeBilling.open, path, catalog._native, native_clock, native_yookassa, durability)
+        return cls(native, path)
+
+    def __repr__(self) -> str:
+        return f"Billing(path={self.path!r})"
+
+    # ---- users and charges
+
+    def register_user(self, user_id: str, *, free_trial: bool = True) -> BillingState:
+        """Creates the account if missing; the free trial is awarded once per user ever."""
+        return BillingState._from_json(_call(self._native.register_user, user_id, free_trial))
+
+    def import_user(
+        self,
+        user_id: str,
+        *,
+        credits: Money,
+        freemium_used: int = 0,
+        subscription: Optional[Mapping[str, Any]] = None,
+    ) -> BillingState:
+        """Carries over a user of an earlier system. ``subscription``:
+        ``{"plan_code": "pro_month", "expires_at": datetime | str | None}``."""
+        sub = None
+        if subscription is not None:
+            _check_type("subscription", subscription, Mapping, "a mapping with plan_code and expires_at")
+            sub = dict(subscription)
+            if sub.get("expires_at") is not None:
+                sub["expires_at"] = _moment("subscription.expires_at", sub["expires_at"])
+        return BillingState._from_json(
+            _call(
+                self._native.import_user,
+                user_id,
+                _money("credits", credits),
+                _count("freemium_used", freemium_used),
+                _json_arg("subscription", sub),
+            )
+        )
+
+    def state(self, user_id: str) -> BillingState:
+        return BillingState._from_json(_call(self._native.state, user_id))
+
+    def quote(self, user_id: str, operation: str) -> Quote:
+        return Quote._from_json(_call(self._native.quote, user_id, operation))
+
+    def charge(
+        self, user_id: str, operation: str, *, idempotency_key: str, metadata: Optional[Mapping[str, Any]] = None
+    ) -> Charge:
+        return Charge._from_json(
+            _call(self._native.charge, user_id, operation, idempotency_key, _json_arg("metadata", metadata))
+        )
+
+    def refund_charge(self, charge_id: int, *, idempotency_key: str, reason: Optional[str] = None) -> Refund:
+        _check_type("charge_id", charge_id, int, "an int")
+        return Refund._from_json(_call(self._native.refund_charge, charge_id, idempotency_key, reason))
+
+    def grant_credits(self, user_id: str, amount: Money, *, idempotency_key: str, reason: str) -> LedgerEntry:
+        return LedgerEntry._from_json(
+            _call(self._native.grant_credits, user_id, _money("amount", amount), idempotency_key, reason)
+        )
+
+    # ---- subscriptions
+
+    def activate_subscription(self, user_id: str, plan_code: str, *, idempotency_key: str) -> SubscriptionDetails:
+        return SubscriptionDetails._from_json(
+            _call(self._native.activate_subscription, user_id, plan_code, idempotency_key)
+        )
+
+    def cancel_subscription(self, user_id: str, *, immediate: bool = False) -> SubscriptionDetails:
+        return SubscriptionDetails._from_json(_call(self._native.cancel_subscription, user_id, immediate))
+
+    def set_autorenew(self, user_id: str, enabled: bool) -> SubscriptionDetails:
+        return SubscriptionDetails._from_json(_call(self._native.set_autorenew, user_id, enabled))
+
+    # ---- payments
+
+    def create_payment(
+        self,
+        user_id: str,
+        *,
+        plan_code: Optional[str] = None,
+        package_code: Optional[str] = None,
+        return_url: Optional[str] = None,
+        save_payment_method: bool = False,
+        idempotency_key: str,
+    ) -> CreatedPayment:
+        """A payment for a paid plan or a credit package (exactly one of the two)."""
+        return CreatedPayment._from_json(
+            _call(
+                self._native.create_payment,
+                user_id,
+                plan_code,
+                package_code,
+                return_url,
+                save_payment_method,
+                idempotency_key,
+            )
+        )
+
+    def start_card_binding(self, user_id: str, *, return_url: Optional[str] = None) -> CreatedPayment:
+        return CreatedPayment._from_json(_call(self._native.start_card_binding, user_id, return_url))
+
+    def refund_payment(self, payment_id: str) -> Payment:
+        return Payment._from_json(_call(self._native.refund_payment, payment_id))
+
+    def handle_yookassa_webhook(
+        self,
+        body: bytes,
+        *,
+        remote_addr: Optional[str] = None,
+        headers: Union[Mapping[str, str], Iterable[Tuple[str, str]], None] = None,
+    ) -> WebhookOutcome:
+        """INVALID_WEBHOOK: answer 400 (never valid); PAYMENT_ERROR: answer 5xx (retry later)."""
+        _check_type("body", body, (bytes, bytearray, memoryview), "bytes")
+        return WebhookOutcome._from_json(
+            _call(self._native.handle_yookassa_webhook, bytes(body), remote_addr, _headers(headers))
+        )
+
+    def process_due(self) -> DueReport:
+        """Renewals and expiries due now; safe from several cron workers at once."""
+        return DueReport._from_json(_call(self._native.process_due))
+
+    def payment(self, payment_id: str) -> Payment:
+        return Payment._from_json(_call(self._native.payment, payment_id))
+
+    # ---- seed 003 views
+
+    def billing_me(self, user_id: str) -> BillingMe:
+        return BillingMe._from_json(_call(self._native.billing_me, user_id))
+
+    def subscription_details(self, user_id: str) -> SubscriptionDetails:
+        return SubscriptionDetails._from_json(_call(self._native.subscription_details, user_id))
+
+    def plans(self) -> List[SubscriptionPlan]:
+        return [SubscriptionPlan._from_wire(plan) for plan in json.loads(_call(self._native.plans))]
+
+    def payment_method(self, user_id: str) -> PaymentMethod:
+        return PaymentMethod._from_json(_call(self._native.payment_method, user_id))
+
+    def payments(self, user_id: str, limit: int = 10) -> PaymentHistory:
+        return PaymentHistory._from_json(_call(self._native.payments, user_id, _count("limit", limit)))
+
+    # ---- the ledger
+
+    def ledger(self, user_id: str, *, limit: int = 50, before: Optional[int] = None) -> List[LedgerEntry]:
+        """Newest first; pass the last entry's ``id`` as ``before`` for the next page."""
+        if before is not None:
+            _check_type("before", before, int, "an int")
+        entries = json.loads(_call(self._native.ledger, user_id, _count("limit", limit), before))
+        return [LedgerEntry._from_wire(entry) for entry in entries]
+
+    def verify_integrity(self) -> IntegrityReport:
+        """Recomputes every balance and allowance use from the ledger alone."""
+        return IntegrityReport._from_json(_call(self._native.verify_integrity))

@@ -1,0 +1,389 @@
+//! `billing_engine._native`: the engine behind the Python package. It only translates:
+//! Python arguments in, the engine's own JSON shapes out, and engine errors to
+//! `NativeError(code, message, details_json)`. Typed results and one exception class per
+//! code are built by `billing_engine/__init__.py`; no billing rule lives here.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing_engine::{
+    Billing, BillingError, Catalog, Clock, Durability, ImportedSubscription, ManualClock, Purchase, SystemClock,
+    YooKassaConfig,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
+
+create_exception!(_native, NativeError, PyException, "An engine error: args are (code, message, details_json).");
+
+/// The code a Rust panic is reported with; the engine's own codes never use it.
+const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+
+fn native_error(error: &BillingError) -> PyErr {
+    let details = Value::Object(error.details()).to_string();
+    NativeError::new_err((error.code(), error.to_string(), details))
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> PyErr {
+    native_error(&BillingError::InvalidArgument { field, message: message.into() })
+}
+
+fn json<T: Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| NativeError::new_err((INTERNAL_ERROR, e.to_string(), "{}")))
+}
+
+/// Runs engine work with the GIL released, so other Python threads run meanwhile, and
+/// turns a panic into an exception instead of letting it cross into the interpreter.
+fn run<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> billing_engine::Result<T> + Send,
+{
+    match py.allow_threads(|| catch_unwind(AssertUnwindSafe(work))) {
+        Ok(result) => result.map_err(|e| native_error(&e)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the engine panicked".to_owned());
+            Err(NativeError::new_err((INTERNAL_ERROR, format!("internal error: {message}"), "{}")))
+        }
+    }
+}
+
+fn run_json<T, F>(py: Python<'_>, work: F) -> PyResult<String>
+where
+    T: Serialize + Send,
+    F: FnOnce() -> billing_engine::Result<T> + Send,
+{
+    json(&run(py, work)?)
+}
+
+fn decimal(field: &'static str, text: &str) -> PyResult<Decimal> {
+    Decimal::from_str(text.trim()).map_err(|_| invalid(field, format!("expected a decimal number, got `{text}`")))
+}
+
+#[pyclass(frozen, module = "billing_engine._native")]
+struct NativeCatalog(Catalog);
+
+#[pymethods]
+impl NativeCatalog {
+    #[staticmethod]
+    fn from_toml(py: Python<'_>, text: String) -> PyResult<Self> {
+        run(py, || Catalog::from_toml(&text)).map(Self)
+    }
+
+    #[staticmethod]
+    fn from_toml_file(py: Python<'_>, path: String) -> PyResult<Self> {
+        run(py, || Catalog::from_toml_file(&path)).map(Self)
+    }
+
+    fn to_json(&self) -> PyResult<String> {
+        json(&self.0)
+    }
+}
+
+#[pyclass(frozen, module = "billing_engine._native")]
+struct NativeClock(Arc<ManualClock>);
+
+#[pymethods]
+impl NativeClock {
+    #[new]
+    fn new(iso: &str) -> PyResult<Self> {
+        ManualClock::parse(iso).map(|clock| Self(Arc::new(clock))).map_err(|e| native_error(&e))
+    }
+
+    fn set(&self, iso: &str) -> PyResult<()> {
+        self.0.set_iso(iso).map_err(|e| native_error(&e))
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.0.advance(time::Duration::seconds(seconds));
+    }
+
+    fn now(&self) -> String {
+        billing_engine::time_util::iso(self.0.now())
+    }
+}
+
+#[pyclass(frozen, module = "billing_engine._native")]
+struct NativeYooKassaConfig(YooKassaConfig);
+
+#[pymethods]
+impl NativeYooKassaConfig {
+    #[new]
+    #[pyo3(signature = (shop_id, secret_key, api_url, return_url, webhook_secrets, trusted_networks, verify_by_fetch, timeout_s, retries))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        shop_id: String,
+        secret_key: String,
+        api_url: String,
+        return_url: Option<String>,
+        webhook_secrets: Vec<String>,
+        trusted_networks: Option<Vec<String>>,
+        verify_by_fetch: bool,
+        timeout_s: f64,
+        retries: u32,
+    ) -> PyResult<Self> {
+        let timeout = Duration::try_from_secs_f64(timeout_s)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| invalid("timeout_s", format!("must be a positive number of seconds, got {timeout_s}")))?;
+        let mut config = YooKassaConfig::new(shop_id, secret_key);
+        config.api_url = api_url;
+        config.return_url = return_url;
+        config.webhook_secrets = webhook_secrets;
+        config.trusted_networks = trusted_networks;
+        config.verify_by_fetch = verify_by_fetch;
+        config.timeout = timeout;
+        config.retries = retries;
+        Ok(Self(config))
+    }
+
+    /// The fields `YooKassaConfig::from_env` reads, as JSON for the Python dataclass.
+    /// The secrets are in it: it never leaves the process.
+    #[staticmethod]
+    fn from_env_json() -> PyResult<String> {
+        let c = YooKassaConfig::from_env().map_err(|e| native_error(&e))?;
+        json(&serde_json::json!({
+            "shop_id": c.shop_id,
+            "secret_key": c.secret_key,
+            "api_url": c.api_url,
+            "return_url": c.return_url,
+            "webhook_secrets": c.webhook_secrets,
+            "trusted_networks": c.trusted_networks,
+            "verify_by_fetch": c.verify_by_fetch,
+            "timeout_s": c.timeout.as_secs_f64(),
+            "retries": c.retries,
+        }))
+    }
+}
+
+#[pyclass(frozen, module = "billing_engine._native")]
+struct NativeBilling(Billing);
+
+fn durability(name: &str) -> PyResult<Durability> {
+    match name {
+        "full" => Ok(Durability::Full),
+        "normal" => Ok(Durability::Normal),
+        other => Err(invalid("durability", format!("expected `full` or `normal`, got `{other}`"))),
+    }
+}
+
+#[pymethods]
+impl NativeBilling {
+    #[staticmethod]
+    #[pyo3(signature = (path, catalog, clock, yookassa, durability_name))]
+    fn open(
+        py: Python<'_>,
+        path: String,
+        catalog: &NativeCatalog,
+        clock: Option<&NativeClock>,
+        yookassa: Option<&NativeYooKassaConfig>,
+        durability_name: &str,
+    ) -> PyResult<Self> {
+        let durability = durability(durability_name)?;
+        let clock: Arc<dyn Clock> = match clock {
+            Some(clock) => clock.0.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let catalog = catalog.0.clone();
+        let yookassa = yookassa.map(|config| config.0.clone());
+        run(py, move || {
+            let billing = Billing::open_with(&path, catalog, clock, durability)?;
+            match yookassa {
+                Some(config) => billing.with_yookassa(&config),
+                None => Ok(billing),
+            }
+        })
+        .map(Self)
+    }
+
+    fn register_user(&self, py: Python<'_>, user_id: &str, free_trial: bool) -> PyResult<String> {
+        run_json(py, || self.0.register_user(user_id, free_trial))
+    }
+
+    #[pyo3(signature = (user_id, credits, freemium_used, subscription_json))]
+    fn import_user(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        credits: &str,
+        freemium_used: u32,
+        subscription_json: Option<&str>,
+    ) -> PyResult<String> {
+        let credits = decimal("credits", credits)?;
+        let subscription = subscription_json
+            .map(serde_json::from_str::<ImportedSubscription>)
+            .transpose()
+            .map_err(|e| invalid("subscription", e.to_string()))?;
+        run_json(py, || self.0.import_user(user_id, credits, freemium_used, subscription))
+    }
+
+    fn state(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.state(user_id))
+    }
+
+    fn quote(&self, py: Python<'_>, user_id: &str, operation: &str) -> PyResult<String> {
+        run_json(py, || self.0.quote(user_id, operation))
+    }
+
+    #[pyo3(signature = (user_id, operation, idempotency_key, metadata_json))]
+    fn charge(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        operation: &str,
+        idempotency_key: &str,
+        metadata_json: Option<&str>,
+    ) -> PyResult<String> {
+        let metadata = metadata_json
+            .map(serde_json::from_str::<Value>)
+            .transpose()
+            .map_err(|e| invalid("metadata", e.to_string()))?;
+        run_json(py, || self.0.charge(user_id, operation, idempotency_key, metadata))
+    }
+
+    #[pyo3(signature = (charge_id, idempotency_key, reason))]
+    fn refund_charge(
+        &self,
+        py: Python<'_>,
+        charge_id: i64,
+        idempotency_key: &str,
+        reason: Option<&str>,
+    ) -> PyResult<String> {
+        run_json(py, || self.0.refund_charge(charge_id, idempotency_key, reason))
+    }
+
+    fn grant_credits(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        amount: &str,
+        idempotency_key: &str,
+        reason: &str,
+    ) -> PyResult<String> {
+        let amount = decimal("amount", amount)?;
+        run_json(py, || self.0.grant_credits(user_id, amount, idempotency_key, reason))
+    }
+
+    fn activate_subscription(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        plan_code: &str,
+        idempotency_key: &str,
+    ) -> PyResult<String> {
+        run_json(py, || self.0.activate_subscription(user_id, plan_code, idempotency_key))
+    }
+
+    fn cancel_subscription(&self, py: Python<'_>, user_id: &str, immediate: bool) -> PyResult<String> {
+        run_json(py, || self.0.cancel_subscription(user_id, immediate))
+    }
+
+    fn set_autorenew(&self, py: Python<'_>, user_id: &str, enabled: bool) -> PyResult<String> {
+        run_json(py, || self.0.set_autorenew(user_id, enabled))
+    }
+
+    #[pyo3(signature = (user_id, plan_code, package_code, return_url, save_payment_method, idempotency_key))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_payment(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        plan_code: Option<&str>,
+        package_code: Option<&str>,
+        return_url: Option<&str>,
+        save_payment_method: bool,
+        idempotency_key: &str,
+    ) -> PyResult<String> {
+        let purchase = match (plan_code, package_code) {
+            (Some(plan), None) => Purchase::Plan(plan),
+            (None, Some(package)) => Purchase::Package(package),
+            _ => return Err(invalid("plan_code", "give exactly one of plan_code and package_code")),
+        };
+        run_json(py, || self.0.create_payment(user_id, purchase, return_url, save_payment_method, idempotency_key))
+    }
+
+    #[pyo3(signature = (user_id, return_url))]
+    fn start_card_binding(&self, py: Python<'_>, user_id: &str, return_url: Option<&str>) -> PyResult<String> {
+        run_json(py, || self.0.start_card_binding(user_id, return_url))
+    }
+
+    fn refund_payment(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.refund_payment(payment_id))
+    }
+
+    #[pyo3(signature = (body, remote_addr, headers))]
+    fn handle_yookassa_webhook(
+        &self,
+        py: Python<'_>,
+        body: &[u8],
+        remote_addr: Option<&str>,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<String> {
+        run_json(py, || self.0.handle_yookassa_webhook(body, remote_addr, &headers))
+    }
+
+    fn process_due(&self, py: Python<'_>) -> PyResult<String> {
+        run_json(py, || self.0.process_due())
+    }
+
+    fn billing_me(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.billing_me(user_id))
+    }
+
+    fn subscription_details(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.subscription_details(user_id))
+    }
+
+    fn plans(&self, py: Python<'_>) -> PyResult<String> {
+        run_json(py, || Ok(self.0.plans()))
+    }
+
+    fn payment_method(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.payment_method(user_id))
+    }
+
+    fn payments(&self, py: Python<'_>, user_id: &str, limit: u32) -> PyResult<String> {
+        run_json(py, || self.0.payments(user_id, limit))
+    }
+
+    fn payment(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.payment(payment_id))
+    }
+
+    #[pyo3(signature = (user_id, limit, before))]
+    fn ledger(&self, py: Python<'_>, user_id: &str, limit: u32, before: Option<i64>) -> PyResult<String> {
+        run_json(py, || self.0.ledger(user_id, limit, before))
+    }
+
+    fn verify_integrity(&self, py: Python<'_>) -> PyResult<String> {
+        run_json(py, || self.0.verify_integrity())
+    }
+}
+
+/// Panics inside the engine's call wrapper; the test suite checks that Python gets an
+/// exception and the interpreter goes on.
+#[pyfunction]
+fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
+    run(py, || -> billing_engine::Result<()> { panic!("a deliberate panic") })
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("NativeError", m.py().get_type_bound::<NativeError>())?;
+    m.add("INTERNAL_ERROR", INTERNAL_ERROR)?;
+    m.add_class::<NativeCatalog>()?;
+    m.add_class::<NativeClock>()?;
+    m.add_class::<NativeYooKassaConfig>()?;
+    m.add_class::<NativeBilling>()?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,346 @@
+"""The contract of ../shared/CONTRACT.md, call by call, through `import billing_engine`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import billing_engine as be
+from conftest import START, snapshot
+
+
+def sources(billing: be.Billing, user: str, operation: str, keys: list[str]) -> list[str]:
+    return [billing.charge(user, operation, idempotency_key=key).source for key in keys]
+
+
+def test_scenario_a_free_user_uses_the_free_tier_within_its_daily_limit_then_credits(
+    billing: be.Billing, clock: be.ManualClock
+) -> None:
+    state = billing.register_user("alice")
+    assert (state.plan_code, state.credits, state.freemium_ops_limit, state.daily_limit) == ("FREE", Decimal("10"), 5, 3)
+    assert isinstance(state.credits, Decimal) and state.freemium_reset_at.tzinfo is not None
+
+    assert sources(billing, "alice", "generation", ["a1", "a2", "a3"]) == ["freemium"] * 3
+    quote = billing.quote("alice", "generation")
+    assert (quote.allowed, quote.source, quote.credits_cost, quote.credits_after) == (True, "credits", Decimal(2), Decimal(8))
+    charge = billing.charge("alice", "generation", idempotency_key="a4")
+    assert (charge.source, charge.credits_spent, charge.credits_balance) == ("credits", Decimal("2"), Decimal("8"))
+
+    clock.advance(days=1)
+    assert sources(billing, "alice", "generation", ["a5", "a6", "a7"]) == ["freemium", "freemium", "credits"]
+    state = billing.state("alice")
+    assert (state.freemium_ops_used, state.freemium_ops_remaining, state.credits) == (5, 0, Decimal("6"))
+    assert billing.verify_integrity().ok
+
+
+def test_scenario_b_subscriber_uses_plan_ops_then_free_tier_then_credits(billing: be.Billing, clock: be.ManualClock) -> None:
+    billing.register_user("bob")
+    details = billing.activate_subscription("bob", "basic", idempotency_key="pay-1")
+    assert (details.plan, details.plan_display, details.is_active) == ("pro", "Basic", True)
+    assert details.expires_at == datetime(2026, 1, 31, 9, tzinfo=timezone.utc)
+
+    assert sources(billing, "bob", "assistant", [f"s{n}" for n in range(30)]) == ["subscription"] * 30
+    state = billing.state("bob")
+    assert (state.subscription_ops_used, state.subscription_ops_remaining, state.daily_limit) == (30, 0, None)
+    assert sources(billing, "bob", "generation", ["f1", "f2", "f3", "c1"]) == ["freemium"] * 3 + ["credits"]
+
+    clock.advance(days=30)
+    state = billing.state("bob")
+    assert (state.plan_code, state.is_active, state.expires_at) == ("FREE", False, None)
+    assert billing.verify_integrity().ok
+
+
+def test_scenario_c_a_refused_charge_names_the_shortfall_and_writes_nothing(
+    billing: be.Billing, db_path: Path, clock: be.ManualClock
+) -> None:
+    billing.register_user("carol", free_trial=False)
+    sources(billing, "carol", "assistant", ["k0", "k1", "k2"])
+    with pytest.raises(be.DailyLimitReached) as daily:
+        billing.charge("carol", "assistant", idempotency_key="k3")
+    assert daily.value.code == "DAILY_LIMIT_REACHED" and daily.value.details["limit"] == 3
+
+    clock.advance(days=1)
+    sources(billing, "carol", "assistant", ["k4", "k5"])
+    before = snapshot(db_path)
+    quote = billing.quote("carol", "generation")
+    assert (quote.allowed, quote.source, quote.reason_code) == (False, None, "NOT_ENOUGH_CREDITS")
+    with pytest.raises(be.NotEnoughCredits) as refused:
+        billing.charge("carol", "generation", idempotency_key="k6")
+    assert refused.value.details == {"required": "2", "available": "0"}
+    assert isinstance(refused.value, be.BillingError)
+    assert snapshot(db_path) == before
+
+    billing.grant_credits("carol", Decimal("5"), idempotency_key="topup", reason="support")
+    assert billing.charge("carol", "generation", idempotency_key="k6").credits_balance == Decimal("3")
+
+
+def test_a_replay_returns_the_first_result_and_another_request_under_the_key_conflicts(
+    billing: be.Billing, db_path: Path, catalog: be.Catalog
+) -> None:
+    billing.register_user("dan")
+    first = billing.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7})
+    again = billing.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7})
+    assert (again.id, again.replayed, first.replayed) == (first.id, True, False)
+
+    other_handle = be.Billing.open(db_path, catalog)
+    assert other_handle.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7}).id == first.id
+    before = snapshot(db_path)
+    for operation, metadata in (("assistant", {"prompt_id": 7}), ("generation", {"prompt_id": 8})):
+        with pytest.raises(be.IdempotencyConflict) as conflict:
+            other_handle.charge("dan", operation, idempotency_key="req-1", metadata=metadata)
+        assert conflict.value.details == {"idempotency_key": "req-1"}
+    assert snapshot(db_path) == before
+
+
+def test_refunds_return_the_op_or_the_credits_once(billing: be.Billing) -> None:
+    billing.register_user("erin")
+    free = billing.charge("erin", "generation", idempotency_key="g1")
+    refund = billing.refund_charge(free.id, idempotency_key="r1", reason="generation failed")
+    assert (refund.charge_id, refund.source, refund.op_returned, refund.credits_refunded) == (free.id, "freemium", True, Decimal(0))
+    assert billing.state("erin").freemium_ops_used == 0
+    assert billing.refund_charge(free.id, idempotency_key="r2").replayed
+
+    billing.charge("erin", "generation", idempotency_key="g2")
+    billing.charge("erin", "generation", idempotency_key="g3")
+    billing.charge("erin", "generation", idempotency_key="g4")
+    paid = billing.charge("erin", "generation", idempotency_key="g5")
+    assert paid.source == "credits"
+    refund = billing.refund_charge(paid.id, idempotency_key="r3")
+    assert (refund.credits_refunded, refund.credits_balance) == (Decimal("2"), Decimal("10"))
+    with pytest.raises(be.ChargeNotFound) as missing:
+        billing.refund_charge(999_999, idempotency_key="r4")
+    assert missing.value.details == {"charge_id": 999_999}
+
+
+def test_the_ledger_pages_newest_first_and_proves_the_balance(billing: be.Billing) -> None:
+    billing.register_user("finn", free_trial=False)
+    granted = billing.grant_credits("finn", "12.50", idempotency_key="g1", reason="migration")
+    assert (granted.kind, granted.credits_delta, granted.credits_balance_after) == ("grant", Decimal("12.50"), Decimal("12.50"))
+    billing.grant_credits("finn", -2, idempotency_key="g2", reason="correction")
+    for n in range(5):
+        billing.charge("finn", "assistant", idempotency_key=f"op{n}")
+
+    entries = billing.ledger("finn", limit=4)
+    assert [e.id for e in entries] == sorted((e.id for e in entries), reverse=True)
+    rest = billing.ledger("finn", limit=50, before=entries[-1].id)
+    assert len(entries) + len(rest) == 7
+    assert (rest[-1].idempotency_key, rest[-1].kind) == ("g1", "grant")
+    credits_entries = [e for e in entries + rest if e.credits_delta != 0]
+    assert sum(e.credits_delta for e in credits_entries) == billing.state("finn").credits == Decimal("8.50")
+    charge = next(e for e in rest if e.source == "freemium")
+    assert charge.op_day == "2026-01-01" and charge.created_at == datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
+
+    report = billing.verify_integrity()
+    assert (report.ok, report.users_checked, report.entries_checked, report.mismatches) == (True, 1, 7, ())
+    # to_dict() is JSON-ready: decimals as strings, times as ISO 8601 UTC.
+    data = json.loads(json.dumps(entries[0].to_dict()))
+    assert (data["credits_balance_after"], data["created_at"], data["kind"]) == ("8.50", "2026-01-01T09:00:00Z", "charge")
+
+
+def test_subscriptions_activate_cancel_and_refuse_what_they_must(billing: be.Billing, db_path: Path) -> None:
+    billing.register_user("gus")
+    with pytest.raises(be.NoSubscription):
+        billing.cancel_subscription("gus")
+    with pytest.raises(be.InvalidPlan) as invalid:
+        billing.activate_subscription("gus", "gold", idempotency_key="p0")
+    assert invalid.value.details["plan_code"] == "gold"
+
+    billing.activate_subscription("gus", "standard", idempotency_key="p1")
+    assert billing.activate_subscription("gus", "standard", idempotency_key="p1").is_active  # a replay
+    with pytest.raises(be.ActiveSubscription):
+        billing.activate_subscription("gus", "premium", idempotency_key="p2")
+    before = snapshot(db_path)
+    with pytest.raises(be.NoPaymentMethod):
+        billing.set_autorenew("gus", True)
+    assert snapshot(db_path) == before
+
+    details = billing.cancel_subscription("gus")
+    assert (details.is_active, details.autorenew_enabled) == (True, False)
+    details = billing.cancel_subscription("gus", immediate=True)
+    assert (details.is_active, details.plan) == (False, "free")
+
+
+def test_import_user_keeps_credits_and_clamps_the_free_tier(billing: be.Billing) -> None:
+    expires = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    state = billing.import_user(
+        "old-1", credits=Decimal("42.5"), freemium_used=99, subscription={"plan_code": "basic", "expires_at": expires}
+    )
+    assert (state.credits, state.freemium_ops_used, state.plan_code, state.expires_at) == (Decimal("42.5"), 5, "basic", expires)
+    again = billing.import_user("old-1", credits=0)
+    assert again.credits == Decimal("42.5"), "a re-run migration changes nothing"
+
+
+def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> None:
+    billing.register_user("hana")
+    billing.charge("hana", "generation", idempotency_key="x")
+    assert billing.billing_me("hana").to_dict() == {
+        "plan_code": "FREE",
+        "plan_name": "Free",
+        "expires_at": None,
+        "is_active": False,
+        "daily_photo_limit": 3,
+        "used_today": 1,
+        "remaining_today": 2,
+    }
+    details = billing.subscription_details("hana").to_dict()
+    assert details == {
+        "plan": "free",
+        "plan_display": "Free",
+        "expires_at": None,
+        "is_active": False,
+        "autorenew_available": False,
+        "autorenew_enabled": False,
+        "card_bound": False,
+        "payment_method": {"is_attached": False, "card_mask": None, "card_brand": None},
+    }
+    plans = billing.plans()
+    assert [p.code for p in plans] == ["FREE", "basic", "standard", "premium"]
+    standard = plans[2]
+    assert (standard.price, standard.old_price, standard.is_popular) == (Decimal("699.00"), Decimal("899.00"), True)
+    data = standard.to_dict()
+    assert (data["price"], data["old_price"], data["features"]) == (699, 899, ["ai_recognition", "advanced_stats"])
+    assert "old_price" not in plans[1].to_dict()
+    assert billing.payment_method("hana").to_dict() == {"is_attached": False, "card_mask": None, "card_brand": None}
+    assert billing.payments("hana").to_dict() == {"results": []}
+    json.dumps([p.to_dict() for p in plans])
+
+
+def test_bad_arguments_raise_typeerror_or_invalid_argument_naming_the_argument(
+    billing: be.Billing, db_path: Path, catalog: be.Catalog
+) -> None:
+    billing.register_user("ivan")
+    before = snapshot(db_path)
+    with pytest.raises(TypeError, match="amount"):
+        billing.grant_credits("ivan", 1.5, idempotency_key="g", reason="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="user_id"):
+        billing.charge(42, "generation", idempotency_key="k")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="limit"):
+        billing.ledger("ivan", limit=True)
+    with pytest.raises(TypeError, match="free_trial"):
+        billing.register_user("ivan", free_trial=1)  # type: ignore[arg-type]
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: billing.charge("ivan", "generation", idempotency_key=""), "idempotency_key"),
+        (lambda: billing.charge("", "generation", idempotency_key="k"), "user_id"),
+        (lambda: billing.charge("x" * 10_000, "generation", idempotency_key="k"), "user_id"),
+        (lambda: billing.grant_credits("ivan", "ten", idempotency_key="g", reason="x"), "amount"),
+        (lambda: billing.ledger("ivan", limit=-1), "limit"),
+        (lambda: billing.charge("ivan", "generation", idempotency_key="k", metadata={"x": object()}), "metadata"),
+        (lambda: billing.import_user("new", credits=-1), "credits"),
+        (lambda: be.Billing.open(db_path, catalog, durability="eventual"), "durability"),
+    ]
+    for call, field in cases:
+        with pytest.raises(be.InvalidArgument) as invalid:
+            call()
+        assert (invalid.value.code, invalid.value.details["field"]) == ("INVALID_ARGUMENT", field)
+        assert isinstance(invalid.value, ValueError)
+    with pytest.raises(be.UnknownOperation) as unknown:
+        billing.charge("ivan", "teleport", idempotency_key="k")
+    assert unknown.value.details == {"operation": "teleport"}
+    with pytest.raises(be.UnknownUser):
+        billing.state("nobody")
+    assert snapshot(db_path) == before
+
+
+def test_every_contract_code_has_its_exception_class() -> None:
+    codes = {
+        "NOT_ENOUGH_CREDITS": be.NotEnoughCredits, "DAILY_LIMIT_REACHED": be.DailyLimitReached,
+        "QUOTA_EXCEEDED": be.QuotaExceeded, "NO_SUBSCRIPTION": be.NoSubscription, "INVALID_PLAN": be.InvalidPlan,
+        "PAYMENT_ERROR": be.PaymentError, "NO_PAYMENT_METHOD": be.NoPaymentMethod,
+        "NOT_AVAILABLE_FOR_FREE": be.NotAvailableForFree, "ACTIVE_SUBSCRIPTION": be.ActiveSubscription,
+        "IDEMPOTENCY_CONFLICT": be.IdempotencyConflict, "INVALID_WEBHOOK": be.InvalidWebhook,
+        "INVALID_CATALOG": be.InvalidCatalog, "UNKNOWN_USER": be.UnknownUser,
+        "UNKNOWN_OPERATION": be.UnknownOperation, "CHARGE_NOT_FOUND": be.ChargeNotFound,
+        "INVALID_ARGUMENT": be.InvalidArgument, "STORAGE_ERROR": be.StorageError,
+    }
+    for code, cls in codes.items():
+        assert cls.code == code and issubclass(cls, be.BillingError)
+
+
+def test_a_panic_in_the_engine_is_an_exception_not_an_abort() -> None:
+    with pytest.raises(be.InternalError, match="deliberate panic"):
+        be._call(be._native._panic_for_test)
+
+
+def test_an_invalid_catalog_names_the_field_path() -> None:
+    text = (Path(__file__).resolve().parents[2] / "examples" / "tariffs.toml").read_text()
+    with pytest.raises(be.InvalidCatalog) as invalid:
+        be.Catalog.from_toml(text.replace('price = "299.00"', "price = 299.0"))
+    assert invalid.value.details["path"] == "plans[1].price"
+    with pytest.raises(be.InvalidCatalog):
+        be.Catalog.from_toml_file("/nonexistent/tariffs.toml")
+
+
+def test_the_manual_clock_moves_only_when_told(clock: be.ManualClock) -> None:
+    start = clock.now()
+    clock.advance(days=1, hours=2, minutes=3, seconds=4)
+    assert clock.now() - start == timedelta(days=1, hours=2, minutes=3, seconds=4)
+    clock.set(datetime(2027, 5, 1, 12, tzinfo=timezone(timedelta(hours=3))))
+    assert clock.now() == datetime(2027, 5, 1, 9, tzinfo=timezone.utc)
+    with pytest.raises(be.InvalidArgument):
+        clock.set(datetime(2027, 5, 1))
+    with pytest.raises(be.InvalidArgument):
+        clock.set("yesterday")
+
+
+def test_one_billing_shared_by_threads_spends_each_credit_once(billing: be.Billing) -> None:
+    billing.register_user("jo")  # 10 credits and 3 free ops today: 13 assistant charges fit
+    fit = 13
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        start.wait()
+        for attempt in range(6):
+            try:
+                billing.charge("jo", "assistant", idempotency_key=f"t{n}-{attempt}")
+                result = "ok"
+            except be.BillingError as error:
+                result = error.code
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == fit
+    assert set(outcomes) == {"ok", "DAILY_LIMIT_REACHED"}  # the free tier still has ops, for another day
+    assert billing.state("jo").credits == 0 and billing.verify_integrity().ok
+
+
+def test_processes_sharing_one_file_spend_each_credit_once(billing: be.Billing, db_path: Path) -> None:
+    import multiprocessing
+
+    from conftest import TARIFFS
+    from workers import charge_many
+
+    billing.register_user("kim")
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        start = manager.Event()
+        with context.Pool(4) as pool:
+            pending = [pool.apply_async(charge_many, (str(db_path), str(TARIFFS), "kim", n, 8, start)) for n in range(4)]
+            start.set()
+            outcomes = [outcome for result in pending for outcome in result.get(timeout=120)]
+    # The workers use the system clock; whatever day it is, 3 free ops and 10 credits fit.
+    assert outcomes.count("ok") == 13, outcomes
+    assert billing.state("kim").credits == 0 and billing.verify_integrity().ok
+
+
+def test_reopening_the_file_keeps_everything(db_path: Path, catalog: be.Catalog, clock: be.ManualClock) -> None:
+    first = be.Billing.open(db_path, catalog, clock=clock)
+    first.register_user("lea")
+    charge = first.charge("lea", "generation", idempotency_key="k")
+    del first
+    reopened = be.Billing.open(str(db_path), catalog, clock=clock)
+    assert reopened.state("lea").freemium_ops_used == 1
+    assert reopened.charge("lea", "generation", idempotency_key="k").id == charge.id
+    assert reopened.register_user("lea").credits == Decimal("10"), "the free trial is awarded once"

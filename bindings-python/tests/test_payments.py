@@ -1,0 +1,160 @@
+"""Payments through the binding, against the fake YooKassa on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import billing_engine as be
+from conftest import snapshot
+from fake_yookassa import SECRET_KEY, SHOP_ID, YOOKASSA_ADDR, FakeYooKassa
+
+
+def deliver(billing: be.Billing, body: bytes) -> be.WebhookOutcome:
+    return billing.handle_yookassa_webhook(body, remote_addr=YOOKASSA_ADDR, headers={"Content-Type": "application/json"})
+
+
+def test_a_paid_plan_arrives_by_webhook_once(paying: be.Billing, yookassa: FakeYooKassa) -> None:
+    paying.register_user("ann")
+    created = paying.create_payment("ann", plan_code="basic", idempotency_key="buy-1")
+    assert created.confirmation_url.startswith("https://yoomoney.test/checkout")
+    assert paying.create_payment("ann", plan_code="basic", idempotency_key="buy-1") == created
+    with pytest.raises(be.IdempotencyConflict):
+        paying.create_payment("ann", plan_code="standard", idempotency_key="buy-1")
+    assert paying.payments("ann").to_dict()["results"][0]["status"] == "pending"
+
+    yookassa.pay(created.yookassa_payment_id)
+    body = yookassa.notification("payment.succeeded", created.yookassa_payment_id)
+    outcome = deliver(paying, body)
+    assert (outcome.status, outcome.event, outcome.payment_id) == ("applied", "payment.succeeded", created.payment_id)
+    assert deliver(paying, body).status == "duplicate"
+
+    me = paying.billing_me("ann")
+    assert (me.plan_code, me.is_active) == ("basic", True)
+    history = paying.payments("ann")
+    item = history.results[0]
+    assert (item.id, item.amount, item.status, item.currency) == (created.payment_id, Decimal("299.00"), "succeeded", "RUB")
+    assert history.to_dict()["results"][0]["amount"] == 299
+    with pytest.raises(be.ActiveSubscription):
+        paying.create_payment("ann", plan_code="standard", idempotency_key="buy-2")
+    assert paying.verify_integrity().ok
+
+
+def test_concurrent_deliveries_apply_a_package_once_and_a_refund_takes_it_back(
+    paying: be.Billing, yookassa: FakeYooKassa
+) -> None:
+    paying.register_user("ben", free_trial=False)
+    created = paying.create_payment("ben", package_code="credits_20", idempotency_key="pkg-1")
+    yookassa.pay(created.yookassa_payment_id)
+    body = yookassa.notification("payment.succeeded", created.yookassa_payment_id)
+    statuses: list[str] = []
+    start = threading.Barrier(8)
+
+    def worker() -> None:
+        start.wait()
+        statuses.append(deliver(paying, body).status)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == ["applied"] + ["duplicate"] * 7
+    assert paying.state("ben").credits == Decimal("20")
+
+    refunded = paying.refund_payment(created.payment_id)
+    assert (refunded.status, refunded.amount) == ("refunded", Decimal("149.00"))
+    assert paying.state("ben").credits == 0
+    assert paying.payment(created.payment_id).refund_id is not None
+    assert paying.verify_integrity().ok
+
+
+def test_a_bound_card_enables_autorenew_and_process_due_renews_once(
+    paying: be.Billing, yookassa: FakeYooKassa, clock: be.ManualClock
+) -> None:
+    paying.register_user("cat")
+    binding = paying.start_card_binding("cat")
+    yookassa.pay(binding.yookassa_payment_id)
+    outcome = deliver(paying, yookassa.notification("payment.waiting_for_capture", binding.yookassa_payment_id))
+    assert outcome.status == "applied"
+    method = paying.payment_method("cat")
+    assert (method.is_attached, method.card_mask, method.card_brand) == (True, "•••• 4444", "MasterCard")
+    assert "POST /payments/{}/cancel".format(binding.yookassa_payment_id) in yookassa.requests
+
+    paying.activate_subscription("cat", "basic", idempotency_key="paid-elsewhere")
+    details = paying.set_autorenew("cat", True)
+    assert (details.autorenew_enabled, details.card_bound) == (True, True)
+    expires = details.expires_at
+    assert expires is not None
+
+    assert paying.process_due().renewals_created == 0
+    clock.set(expires - timedelta(hours=12))  # within a day of the end: time to charge the card
+    report = paying.process_due()
+    assert (report.renewals_created, report.renewals_sent, report.failures) == (1, 1, 0)
+    assert paying.process_due().renewals_created == 0
+    renewed = paying.subscription_details("cat").expires_at
+    assert renewed is not None and (renewed - expires).days == 30
+
+
+def test_an_untrusted_or_malformed_notification_is_refused_and_changes_nothing(
+    paying: be.Billing, yookassa: FakeYooKassa, db_path: Path
+) -> None:
+    paying.register_user("dov")
+    created = paying.create_payment("dov", package_code="credits_100", idempotency_key="pkg")
+    yookassa.pay(created.yookassa_payment_id)
+    body = yookassa.notification("payment.succeeded", created.yookassa_payment_id)
+    before = snapshot(db_path)
+    refusals: list[Callable[[], object]] = [
+        lambda: paying.handle_yookassa_webhook(body, remote_addr="203.0.113.9"),
+        lambda: paying.handle_yookassa_webhook(body),
+        lambda: deliver(paying, body[:-5]),
+        lambda: deliver(paying, b"not json"),
+    ]
+    for call in refusals:
+        with pytest.raises(be.InvalidWebhook) as refused:
+            call()
+        assert refused.value.details["reason"]
+    assert snapshot(db_path) == before
+    with pytest.raises(TypeError, match="body"):
+        paying.handle_yookassa_webhook(body.decode())  # type: ignore[arg-type]
+
+
+def test_provider_failures_are_payment_errors_without_secrets(
+    db_path: Path, catalog: be.Catalog, yookassa: FakeYooKassa
+) -> None:
+    unconfigured = be.Billing.open(db_path, catalog)
+    unconfigured.register_user("eve")
+    with pytest.raises(be.PaymentError) as not_configured:
+        unconfigured.create_payment("eve", plan_code="basic", idempotency_key="k")
+    assert not_configured.value.details["provider_code"] == "not_configured"
+
+    wrong = be.YooKassaConfig(SHOP_ID, "wrong-secret-123", api_url=yookassa.url, return_url="https://app.example/")
+    billing = be.Billing.open(db_path, catalog, yookassa=wrong)
+    with pytest.raises(be.PaymentError) as refused:
+        billing.create_payment("eve", plan_code="basic", idempotency_key="k")
+    assert refused.value.details["provider_code"] == "invalid_credentials"
+    assert refused.value.details["retryable"] is False
+    assert "wrong-secret-123" not in str(refused.value) + repr(refused.value.details)
+    with pytest.raises(be.InvalidArgument) as both:
+        billing.create_payment("eve", plan_code="basic", package_code="credits_20", idempotency_key="k2")
+    assert both.value.details["field"] == "plan_code"
+
+
+def test_yookassa_config_from_env_and_its_repr_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YOOKASSA_SHOP_ID", "123")
+    monkeypatch.setenv("YOOKASSA_SECRET_KEY", "live_topsecret")
+    monkeypatch.setenv("YOOKASSA_WEBHOOK_SECRET", "whsec-a,whsec-b")
+    monkeypatch.setenv("YOOKASSA_API_URL", "http://127.0.0.1:9/v3")
+    config = be.YooKassaConfig.from_env()
+    assert (config.shop_id, config.secret_key, config.api_url) == ("123", "live_topsecret", "http://127.0.0.1:9/v3")
+    assert list(config.webhook_secret or []) == ["whsec-a", "whsec-b"]
+    assert "topsecret" not in repr(config) and "whsec" not in repr(config)
+    monkeypatch.delenv("YOOKASSA_SECRET_KEY")
+    with pytest.raises(be.InvalidArgument) as missing:
+        be.YooKassaConfig.from_env()
+    assert missing.value.details["field"] == "YOOKASSA_SECRET_KEY"
