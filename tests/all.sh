@@ -7,9 +7,24 @@ cd "$(dirname "$0")/.."
 # the benches once each in test mode; then the doc examples, and the docs build without
 # broken links.
 cargo test --workspace --all-targets
-cargo test --workspace --doc
+cargo test -p billing-engine --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # The README's demo still runs and its ledger still proves every balance.
 cargo run -q --example quickstart > /dev/null
 echo "quickstart demo: ok"
+
+# The Python binding, installed the way users install it (`pip install ./bindings-python`,
+# maturin as the PEP 517 backend) into a venv of its own; then its tests, the type check
+# of the package and its stubs, and the FastAPI and Django examples.
+VENV=target/python-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bindings-python/requirements-test.txt
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings-python
+"$VENV/bin/python" -m mypy --strict bindings-python/python/billing_engine bindings-python/tests examples/fastapi benches/python_charge.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider bindings-python/tests
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/fastapi
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/django
+# The benchmark script still runs (a short run; its numbers come from a full one).
+"$VENV/bin/python" benches/python_charge.py --charges 50 --rounds 1 > /dev/null
+echo "python benchmark script: ok"

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator
 
 import pytest
 
@@ -11,9 +10,7 @@ import billing_engine as be
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
-
-TARIFFS = Path(__file__).resolve().parents[2] / "examples" / "tariffs.toml"
-START = "2026-01-01T09:00:00Z"
+from support import START, TARIFFS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +54,3 @@ def yookassa_config(yookassa: FakeYooKassa) -> be.YooKassaConfig:
 @pytest.fixture
 def paying(db_path: Path, catalog: be.Catalog, clock: be.ManualClock, yookassa_config: be.YooKassaConfig) -> be.Billing:
     return be.Billing.open(db_path, catalog, clock=clock, yookassa=yookassa_config)
-
-
-def snapshot(path: Path) -> Dict[str, List[Tuple[object, ...]]]:
-    """Every row of the engine's tables, read with the standard library."""
-    with sqlite3.connect(path) as db:
-        return {
-            table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
-            for table in ("accounts", "ledger", "payments", "payment_methods")
-        }

@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 import billing_engine as be
-from conftest import START, snapshot
+from support import snapshot
 
 
 def sources(billing: be.Billing, user: str, operation: str, keys: list[str]) -> list[str]:
@@ -319,7 +319,7 @@ def test_one_billing_shared_by_threads_spends_each_credit_once(billing: be.Billi
 def test_processes_sharing_one_file_spend_each_credit_once(billing: be.Billing, db_path: Path) -> None:
     import multiprocessing
 
-    from conftest import TARIFFS
+    from support import TARIFFS
     from workers import charge_many
 
     billing.register_user("kim")

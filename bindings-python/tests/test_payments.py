@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 import billing_engine as be
-from conftest import snapshot
+from support import snapshot
 from fake_yookassa import SECRET_KEY, SHOP_ID, YOOKASSA_ADDR, FakeYooKassa
 
 

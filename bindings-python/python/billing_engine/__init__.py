@@ -99,87 +99,112 @@ class BillingError(Exception):
     ``details`` a dict of machine-readable facts (``required``/``available``, ``field``...)."""
 
     code: ClassVar[str] = "BILLING_ERROR"
+    #: The status an HTTP API answers with: 402 for missing credits, 409 for a state
+    #: conflict, 429 for a spent limit, 5xx for what the client cannot fix.
+    http_status: ClassVar[int] = 500
     details: Dict[str, Any]
 
     def __init__(self, message: str, details: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(message)
         self.details = dict(details or {})
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The error as an API answers it: ``{"code", "message", "details"}``."""
+        return {"code": self.code, "message": str(self), "details": self.details}
+
 
 class NotEnoughCredits(BillingError):
     code = "NOT_ENOUGH_CREDITS"
+    http_status = 402
 
 
 class DailyLimitReached(BillingError):
     code = "DAILY_LIMIT_REACHED"
+    http_status = 429
 
 
 class QuotaExceeded(BillingError):
     code = "QUOTA_EXCEEDED"
+    http_status = 429
 
 
 class NoSubscription(BillingError):
     code = "NO_SUBSCRIPTION"
+    http_status = 409
 
 
 class InvalidPlan(BillingError):
     code = "INVALID_PLAN"
+    http_status = 400
 
 
 class PaymentError(BillingError):
     code = "PAYMENT_ERROR"
+    http_status = 502
 
 
 class NoPaymentMethod(BillingError):
     code = "NO_PAYMENT_METHOD"
+    http_status = 409
 
 
 class NotAvailableForFree(BillingError):
     code = "NOT_AVAILABLE_FOR_FREE"
+    http_status = 403
 
 
 class ActiveSubscription(BillingError):
     code = "ACTIVE_SUBSCRIPTION"
+    http_status = 409
 
 
 class IdempotencyConflict(BillingError):
     code = "IDEMPOTENCY_CONFLICT"
+    http_status = 409
 
 
 class InvalidWebhook(BillingError):
     code = "INVALID_WEBHOOK"
+    http_status = 400
 
 
 class InvalidCatalog(BillingError):
     code = "INVALID_CATALOG"
+    http_status = 500
 
 
 class UnknownUser(BillingError):
     code = "UNKNOWN_USER"
+    http_status = 404
 
 
 class UnknownOperation(BillingError):
     code = "UNKNOWN_OPERATION"
+    http_status = 404
 
 
 class ChargeNotFound(BillingError):
     code = "CHARGE_NOT_FOUND"
+    http_status = 404
 
 
 class InvalidArgument(BillingError, ValueError):
     """A bad argument value; ``details["field"]`` names the argument."""
 
     code = "INVALID_ARGUMENT"
+    http_status = 400
 
 
 class StorageError(BillingError):
     code = "STORAGE_ERROR"
+    http_status = 500
 
 
 class InternalError(BillingError):
     """A bug in the engine (a Rust panic), caught before it could abort the process."""
 
     code = _native.INTERNAL_ERROR
+    http_status = 500
 
 
 _ERRORS: Dict[str, Type[BillingError]] = {cls.code: cls for cls in BillingError.__subclasses__()}

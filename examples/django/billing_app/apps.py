@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class BillingAppConfig(AppConfig):
+    name = "billing_app"

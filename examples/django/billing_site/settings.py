@@ -1,0 +1,20 @@
+"""A minimal Django project on billing_engine. The engine keeps its own SQLite file, so
+the project needs no Django database for billing."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-a-secret")
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["billing_app"]
+MIDDLEWARE = ["billing_app.middleware.BillingErrorMiddleware"]
+ROOT_URLCONF = "billing_site.urls"
+DATABASES: dict = {}
+USE_TZ = True
+
+# Where the engine keeps its ledger, and the tariffs it charges by.
+BILLING_DB = os.environ.get("BILLING_DB", str(BASE_DIR / "billing.sqlite3"))
+BILLING_TARIFFS = os.environ.get("BILLING_TARIFFS", str(BASE_DIR.parent / "tariffs.toml"))

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from billing_app import views
+
+urlpatterns = [
+    path("billing/me/", views.me),
+    path("billing/state", views.state),
+    path("billing/charge-generation", views.charge_generation),
+]

@@ -1,0 +1,78 @@
+"""The Django example: views through Django's test client, and the process_due command."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+import billing_engine as be
+from billing_app import engine
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def clock() -> be.ManualClock:
+    return be.ManualClock("2026-03-01T10:00:00Z")
+
+
+@pytest.fixture
+def billing(tmp_path: Path, clock: be.ManualClock) -> Iterator[be.Billing]:
+    instance = be.Billing.open(tmp_path / "billing.sqlite3", be.Catalog.from_toml_file(HERE.parent / "tariffs.toml"), clock=clock)
+    engine.use(instance)
+    yield instance
+    engine.use(None)
+
+
+def test_views_answer_the_engine_and_its_errors(billing: be.Billing) -> None:
+    billing.register_user("u1", free_trial=False)
+    client = Client(headers={"X-User-Id": "u1"})
+    assert client.get("/billing/me/").json()["remaining_today"] == 3
+    for n in range(3):
+        answer = client.post("/billing/charge-generation", {"idempotency_key": f"k{n}"}, content_type="application/json")
+        assert (answer.status_code, answer.json()["source"]) == (200, "freemium")
+    refused = client.post("/billing/charge-generation", {"idempotency_key": "k3"}, content_type="application/json")
+    assert (refused.status_code, refused.json()["code"]) == (429, "DAILY_LIMIT_REACHED")
+    unknown = Client(headers={"X-User-Id": "ghost"}).get("/billing/state")
+    assert (unknown.status_code, unknown.json()["details"]) == (404, {"user_id": "ghost"})
+
+
+def test_process_due_ends_a_subscription_once_when_its_period_is_over(billing: be.Billing, clock: be.ManualClock) -> None:
+    billing.register_user("u2")
+    details = billing.activate_subscription("u2", "basic", idempotency_key="paid-outside")
+    billing.cancel_subscription("u2")  # no renewal: it runs to its end
+    assert details.expires_at is not None
+
+    out = io.StringIO()
+    call_command("process_due", stdout=out)
+    assert "expired 0" in out.getvalue()
+    clock.set(details.expires_at)
+    out = io.StringIO()
+    call_command("process_due", stdout=out)
+    assert out.getvalue().strip() == "renewals created 0, sent 0, expired 1, failures 0"
+    call_command("process_due", stdout=io.StringIO())
+    kinds = [entry.kind for entry in billing.ledger("u2")]
+    assert kinds.count("subscription_expired") == 1
+    assert billing.state("u2").plan_code == "FREE"
+
+
+def test_the_command_runs_from_manage_py_on_a_fresh_file(tmp_path: Path) -> None:
+    db = tmp_path / "cron.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "process_due"],
+        cwd=HERE,
+        env={"BILLING_DB": str(db), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "renewals created 0, sent 0, expired 0, failures 0"
+    assert db.exists()

@@ -1,0 +1,148 @@
+"""The FastAPI example through FastAPI's TestClient, on a real SQLite file and the fake
+YooKassa of the binding's tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+import billing_engine as be
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[1] / "bindings-python" / "tests")]
+from app import create_app  # noqa: E402
+from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
+
+WEBHOOK_SECRET = "whsec-test"
+
+
+@pytest.fixture
+def yookassa() -> Iterator[FakeYooKassa]:
+    fake = FakeYooKassa()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def billing(tmp_path: Path, yookassa: FakeYooKassa) -> be.Billing:
+    config = be.YooKassaConfig(
+        SHOP_ID,
+        SECRET_KEY,
+        api_url=yookassa.url,
+        return_url="https://app.example/billing/done",
+        webhook_secret=WEBHOOK_SECRET,
+        trusted_networks=[],  # the TestClient has no IP address; the signature is checked instead
+        timeout_s=2,
+    )
+    catalog = be.Catalog.from_toml_file(HERE.parent / "tariffs.toml")
+    return be.Billing.open(tmp_path / "billing.sqlite3", catalog, yookassa=config)
+
+
+@pytest.fixture
+def client(billing: be.Billing) -> TestClient:
+    return TestClient(create_app(billing))
+
+
+def as_user(user: str) -> Dict[str, str]:
+    return {"X-User-Id": user}
+
+
+def signed(body: bytes) -> Dict[str, str]:
+    t = int(time.time())
+    mac = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Webhook-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"}
+
+
+def test_a_free_user_reads_state_charges_and_is_refused_by_the_daily_limit(client: TestClient, billing: be.Billing) -> None:
+    billing.register_user("u1")  # what the host's sign-up hook does
+    me = client.get("/billing/me/", headers=as_user("u1"))
+    assert me.status_code == 200
+    assert me.json() == {
+        "plan_code": "FREE", "plan_name": "Free", "expires_at": None, "is_active": False,
+        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3,
+    }
+    sources = []
+    for n in range(8):
+        answer = client.post("/billing/charge-generation", json={"idempotency_key": f"g{n}"}, headers=as_user("u1"))
+        assert answer.status_code == 200, answer.json()
+        sources.append(answer.json()["source"])
+    assert sources == ["freemium"] * 3 + ["credits"] * 5  # 3 free today, then 10 credits at 2 each
+    refused = client.post("/billing/charge-generation", json={"idempotency_key": "g8"}, headers=as_user("u1"))
+    # The free tier still has 2 ops this month, but not today: 429, not 402.
+    assert (refused.status_code, refused.json()["code"]) == (429, "DAILY_LIMIT_REACHED")
+    assert refused.json()["details"]["limit"] == 3
+    replay = client.post("/billing/charge-generation", json={"idempotency_key": "g0"}, headers=as_user("u1"))
+    assert replay.json()["replayed"] is True
+    conflict = client.post("/billing/charge-assistant", json={"idempotency_key": "g0"}, headers=as_user("u1"))
+    assert (conflict.status_code, conflict.json()["code"]) == (409, "IDEMPOTENCY_CONFLICT")
+
+    state = client.get("/billing/state", headers=as_user("u1")).json()
+    assert (state["credits"], state["freemium_ops_used"], state["used_today"]) == ("0", 3, 3)
+    ledger = client.get("/billing/ledger", params={"limit": 3}, headers=as_user("u1")).json()["results"]
+    assert [e["idempotency_key"] for e in ledger] == ["g7", "g6", "g5"]
+
+
+def test_errors_map_to_the_statuses_a_frontend_expects(client: TestClient, billing: be.Billing) -> None:
+    billing.register_user("u2")
+    billing.import_user("spent", credits=1, freemium_used=5)
+    cases = [
+        (client.post("/billing/charge-generation", json={"idempotency_key": "k"}, headers=as_user("spent")), 402, "NOT_ENOUGH_CREDITS"),
+        (client.get("/billing/me/", headers=as_user("nobody")), 404, "UNKNOWN_USER"),
+        (client.post("/billing/subscription/autorenew/", json={"enabled": True}, headers=as_user("u2")), 409, "NO_SUBSCRIPTION"),
+        (client.post("/billing/create-payment/", json={"plan_code": "gold"}, headers=as_user("u2")), 400, "INVALID_PLAN"),
+        (client.get("/billing/payments/", params={"limit": -1}, headers=as_user("u2")), 400, "INVALID_ARGUMENT"),
+        (client.post("/billing/charge-assistant", json={"idempotency_key": ""}, headers=as_user("u2")), 400, "INVALID_ARGUMENT"),
+    ]
+    for answer, status, code in cases:
+        assert (answer.status_code, answer.json()["code"]) == (status, code)
+    billing.activate_subscription("u2", "basic", idempotency_key="paid")
+    autorenew = client.post("/billing/subscription/autorenew/", json={"enabled": True}, headers=as_user("u2"))
+    assert (autorenew.status_code, autorenew.json()["code"]) == (409, "NO_PAYMENT_METHOD")
+    again = client.post("/billing/create-payment/", json={"plan_code": "basic"}, headers=as_user("u2"))
+    assert (again.status_code, again.json()["code"]) == (409, "ACTIVE_SUBSCRIPTION")
+
+
+def test_buying_a_plan_binding_a_card_and_the_signed_webhook(
+    client: TestClient, billing: be.Billing, yookassa: FakeYooKassa
+) -> None:
+    billing.register_user("u3")
+    plans = client.get("/billing/plans/").json()
+    assert [(p["code"], p["price"]) for p in plans] == [("FREE", 0), ("basic", 299), ("standard", 699), ("premium", 7990)]
+
+    headers = {**as_user("u3"), "Idempotency-Key": "checkout-1"}
+    created = client.post("/billing/create-payment/", json={"plan_code": "standard"}, headers=headers).json()
+    assert created == client.post("/billing/create-payment/", json={"plan_code": "standard"}, headers=headers).json()
+    assert set(created) == {"payment_id", "yookassa_payment_id", "confirmation_url"}
+    yookassa.pay(created["yookassa_payment_id"])
+    body = yookassa.notification("payment.succeeded", created["yookassa_payment_id"])
+
+    unsigned = client.post("/billing/webhook/yookassa", content=body)
+    assert (unsigned.status_code, unsigned.json()["code"]) == (400, "INVALID_WEBHOOK")
+    applied = client.post("/billing/webhook/yookassa", content=body, headers=signed(body))
+    assert (applied.status_code, applied.json()["status"]) == (200, "applied")
+    duplicate = client.post("/billing/webhook/yookassa", content=body, headers=signed(body))
+    assert duplicate.json()["status"] == "duplicate"
+
+    subscription: Dict[str, Any] = client.get("/billing/subscription/", headers=as_user("u3")).json()
+    assert (subscription["plan"], subscription["plan_display"], subscription["card_bound"]) == ("pro", "Standard", False)
+    history = client.get("/billing/payments/", headers=as_user("u3")).json()["results"]
+    assert [(p["amount"], p["status"]) for p in history] == [(699, "succeeded")]
+
+    binding = client.post("/billing/bind-card/start/", headers=as_user("u3")).json()
+    assert set(binding) == {"payment_id", "confirmation_url"}
+    held = next(p for p in yookassa.payments.values() if p["metadata"]["payment_id"] == binding["payment_id"])
+    yookassa.pay(held["id"])
+    body = yookassa.notification("payment.waiting_for_capture", held["id"])
+    assert client.post("/billing/webhook/yookassa", content=body, headers=signed(body)).json()["status"] == "applied"
+    card = client.get("/billing/payment-method/", headers=as_user("u3")).json()
+    assert card == {"is_attached": True, "card_mask": "•••• 4444", "card_brand": "MasterCard"}
+    autorenew = client.post("/billing/subscription/autorenew/", json={"enabled": True}, headers=as_user("u3"))
+    assert (autorenew.status_code, autorenew.json()["autorenew_enabled"]) == (200, True)
+    assert billing.verify_integrity().ok
