@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -344,3 +347,36 @@ def test_reopening_the_file_keeps_everything(db_path: Path, catalog: be.Catalog,
     assert reopened.state("lea").freemium_ops_used == 1
     assert reopened.charge("lea", "generation", idempotency_key="k").id == charge.id
     assert reopened.register_user("lea").credits == Decimal("10"), "the free trial is awarded once"
+
+
+def test_the_gil_is_released_while_the_engine_waits(billing: be.Billing, db_path: Path) -> None:
+    billing.register_user("max")
+    # Another process takes the write lock (in this process, a second copy of SQLite
+    # would not see the engine's POSIX locks), so the engine's charge has to wait for it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+    results: list[be.Charge] = []
+    waiting = threading.Thread(target=lambda: results.append(billing.charge("max", "assistant", idempotency_key="w")))
+    waiting.start()
+    # This thread keeps running Python meanwhile. Were the GIL held by the waiting call,
+    # it could not, until the engine gave up after its 5 s lock timeout.
+    spins, deadline = 0, time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        spins += 1
+    assert waiting.is_alive() and not results
+    holder.communicate("release\n", timeout=10)
+    waiting.join(timeout=10)
+    assert spins > 1000 and results[0].source == "freemium"
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
