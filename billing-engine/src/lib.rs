@@ -22,6 +22,7 @@
 //! - [`subscription`]: activation, cancellation, expiry;
 //! - [`ledger`]: entries, idempotency fingerprints, the integrity audit;
 //! - [`payment`]: what a payment buys and the order of its statuses;
+//! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
 //! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
 //! - [`store`]: the persistence trait and the SQLite backend.
@@ -35,6 +36,7 @@ pub mod error;
 mod input;
 pub mod ledger;
 pub mod payment;
+pub mod plan_card;
 pub mod provider;
 pub mod store;
 pub mod subscription;
@@ -53,6 +55,7 @@ pub use payment::{
     CreatedPayment, DueReport, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
     SavedCard,
 };
+pub use plan_card::{CardAction, CardDetails, PlanCard};
 pub use provider::{PaymentProvider, ProviderError};
 pub use store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
 pub use views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};

@@ -20,6 +20,7 @@ use crate::ledger::{
     audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request,
     FREEMIUM_OWNER,
 };
+use crate::plan_card::{self, PlanCard};
 use crate::store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
@@ -393,6 +394,17 @@ impl<S: Store> Billing<S> {
         self.store.read(|tx| {
             let account = self.account_for_write(tx, user_id, now)?;
             self.subscription_view(tx, &account, now)
+        })
+    }
+
+    /// The pricing screen's card for every plan, in display order (see [`crate::plan_card`]).
+    pub fn plan_cards(&self, user_id: &str) -> Result<Vec<PlanCard>> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            let account = self.account_for_write(tx, user_id, now)?;
+            let card = tx.saved_card(user_id)?;
+            Ok(plan_card::plan_cards(&self.catalog, &account, now, card.as_ref()))
         })
     }
 
