@@ -28,3 +28,18 @@ VENV=target/python-venv
 # The benchmark script still runs (a short run; its numbers come from a full one).
 "$VENV/bin/python" benches/python_charge.py --charges 50 --rounds 1 > /dev/null
 echo "python benchmark script: ok"
+
+# The UniFFI binding: Kotlin and Swift sources generated from the built library; the
+# Kotlin compiled and run on the JVM by Maven (JUnit, JNA) against the real cdylib; the
+# Swift checked for its API (compiling it needs a Swift toolchain, which CI lacks).
+bash bindings-uniffi/generate.sh target/uniffi
+SWIFT=target/uniffi/BillingEngine.swift
+for api in "open class BillingEngine" "public static func openWithClock(path: String, tariffsToml: String, clock: ManualClock)" \
+    "open func planCards(userId: String)throws  -> [PlanCard]" "open func charge(userId: String, operation: String, idempotencyKey: String" \
+    "open func quote(" "open func ledger(" "open func billingMe(" "open func subscriptionDetails(" "open func registerUser(" \
+    "public struct PlanCard" "public enum CardAction" "enum BillingError: Swift.Error" "case Failed(code: String, reason: String, detailsJson: String"; do
+    grep -qF "$api" "$SWIFT" || { echo "the Swift binding lacks: $api" >&2; exit 1; }
+done
+[ -f target/uniffi/BillingEngineFFI.h ] && [ -f target/uniffi/BillingEngineFFI.modulemap ]
+echo "swift binding: generated, API present"
+mvn -B --no-transfer-progress -f bindings-uniffi/kotlin-tests/pom.xml test

@@ -350,6 +350,10 @@ impl NativeBilling {
         run_json(py, || Ok(self.0.plans()))
     }
 
+    fn plan_cards(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
+        run_json(py, || self.0.plan_cards(user_id))
+    }
+
     fn payment_method(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
         run_json(py, || self.0.payment_method(user_id))
     }

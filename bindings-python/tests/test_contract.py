@@ -209,6 +209,17 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
     data = standard.to_dict()
     assert (data["price"], data["old_price"], data["features"]) == (699, 899, ["ai_recognition", "advanced_stats"])
     assert "old_price" not in plans[1].to_dict()
+    cards = billing.plan_cards("hana")
+    assert [(c.plan_code, c.is_current, c.action) for c in cards] == [
+        ("FREE", True, "none"),
+        ("basic", False, "select"),
+        ("standard", False, "select"),
+        ("premium", False, "select"),
+    ]
+    billing.activate_subscription("hana", "basic", idempotency_key="paid")
+    current = billing.plan_cards("hana")[1]
+    assert current.details is not None and current.details.expires_at.tzinfo is not None
+    assert (current.action, current.to_dict()["details"]["payment_method"]["is_attached"]) == ("bind_card", False)
     assert billing.payment_method("hana").to_dict() == {"is_attached": False, "card_mask": None, "card_brand": None}
     assert billing.payments("hana").to_dict() == {"results": []}
     json.dumps([p.to_dict() for p in plans])

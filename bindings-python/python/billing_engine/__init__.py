@@ -48,6 +48,7 @@ __all__ = [
     "BillingError",
     "BillingMe",
     "BillingState",
+    "CardDetails",
     "Catalog",
     "Charge",
     "ChargeNotFound",
@@ -73,6 +74,7 @@ __all__ = [
     "PaymentHistory",
     "PaymentHistoryItem",
     "PaymentMethod",
+    "PlanCard",
     "QuotaExceeded",
     "Quote",
     "Refund",
@@ -532,6 +534,31 @@ class SubscriptionPlan(_Result):
 
 
 @dataclasses.dataclass(frozen=True)
+class CardDetails(_Result):
+    """What goes under a plan card's button: the subscription's end, renewal, the card."""
+
+    expires_at: datetime
+    expired: bool
+    autorenew_enabled: bool
+    payment_method: PaymentMethod
+    restore_price: Optional[Decimal]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanCard(_Result):
+    """One card of the pricing screen (seed 002's ``buildPlanCardState`` as data).
+    ``action``: ``none``, ``select``, ``manage_subscription``, ``enable_autorenew``,
+    ``bind_card`` or ``restore``; ``label_key`` names the button's text."""
+
+    plan_code: str
+    is_current: bool
+    disabled: bool
+    action: str
+    label_key: str
+    details: Optional[CardDetails]
+
+
+@dataclasses.dataclass(frozen=True)
 class CreatedPayment(_Result):
     """Seed 003 ``CreatePaymentResponse``: send the user to ``confirmation_url``."""
 
@@ -865,6 +892,10 @@ class Billing:
 
     def plans(self) -> List[SubscriptionPlan]:
         return [SubscriptionPlan._from_wire(plan) for plan in json.loads(_call(self._native.plans))]
+
+    def plan_cards(self, user_id: str) -> List[PlanCard]:
+        """The pricing screen's card for every plan, in display order."""
+        return [PlanCard._from_wire(card) for card in json.loads(_call(self._native.plan_cards, user_id))]
 
     def payment_method(self, user_id: str) -> PaymentMethod:
         return PaymentMethod._from_json(_call(self._native.payment_method, user_id))
