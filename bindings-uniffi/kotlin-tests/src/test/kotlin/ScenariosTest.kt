@@ -7,6 +7,8 @@ import billing.engine.CardAction
 import billing.engine.ManualClock
 import java.io.File
 import java.nio.file.Files
+import java.util.concurrent.ConcurrentLinkedQueue
+import java.util.concurrent.CountDownLatch
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
@@ -96,6 +98,32 @@ class ScenariosTest {
         assertTrue(money.detailsJson.contains("\"field\":\"amount\""))
         val catalog = assertThrows<BillingException.Failed> { BillingEngine.open(dbPath, "currency = 1") }
         assertEquals("INVALID_CATALOG", catalog.code)
+    }
+
+    @Test
+    fun threadsSharingOneEngineSpendEachCreditOnce() {
+        billing.registerUser("gil", true) // 10 credits and 3 free ops today: 13 assistant charges fit
+        val start = CountDownLatch(1)
+        val outcomes = ConcurrentLinkedQueue<String>()
+        val threads = (0 until 8).map { worker ->
+            Thread {
+                start.await()
+                repeat(6) { attempt ->
+                    val outcome = try {
+                        billing.charge("gil", "assistant", "t$worker-$attempt", null).source
+                    } catch (e: BillingException.Failed) {
+                        e.code
+                    }
+                    outcomes.add(outcome)
+                }
+            }.apply { start() }
+        }
+        start.countDown()
+        threads.forEach { it.join() }
+        assertEquals(13, outcomes.count { it == "credits" || it == "freemium" })
+        assertEquals(setOf("credits", "freemium", "DAILY_LIMIT_REACHED"), outcomes.toSet())
+        assertEquals("0", billing.state("gil").credits)
+        assertTrue(billing.verifyIntegrity())
     }
 
     @Test
