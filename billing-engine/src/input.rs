@@ -1,5 +1,8 @@
 //! Checks on caller input, done before any store access so bad input changes nothing.
+//! The bindings use the parsers here for arguments that cross as text (amounts, JSON).
 
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{BillingError, Result};
@@ -55,4 +58,33 @@ pub fn page_size(limit: u32) -> Result<()> {
         return Err(BillingError::invalid("limit", format!("expected 1 to {MAX_PAGE}, got {limit}")));
     }
     Ok(())
+}
+
+/// An amount given as a decimal string (`"12.50"`, `"-2"`), exactly: a value with more
+/// digits than a `Decimal` holds is refused rather than rounded.
+pub fn decimal(field: &'static str, text: &str) -> Result<Decimal> {
+    Decimal::from_str_exact(text.trim())
+        .map_err(|_| BillingError::invalid(field, format!("expected a decimal number, got `{text}`")))
+}
+
+/// An optional argument given as JSON text, read into `T`.
+pub fn json<T: DeserializeOwned>(field: &'static str, text: Option<&str>) -> Result<Option<T>> {
+    text.map(serde_json::from_str).transpose().map_err(|e| BillingError::invalid(field, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_arguments_parse_exactly_or_name_their_field() {
+        assert_eq!(decimal("amount", " -12.50 ").unwrap().to_string(), "-12.50");
+        for bad in ["ten", "", "1e3", "0.00000000000000000000000000001"] {
+            let err = decimal("amount", bad).unwrap_err();
+            assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("amount")), "{bad}");
+        }
+        assert_eq!(json::<Value>("metadata", None).unwrap(), None);
+        assert_eq!(json::<Value>("metadata", Some(r#"{"a":1}"#)).unwrap(), Some(serde_json::json!({"a": 1})));
+        assert_eq!(json::<Value>("metadata", Some("{")).unwrap_err().details()["field"], "metadata");
+    }
 }

@@ -25,7 +25,8 @@
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
 //! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
-//! - [`store`]: the persistence trait and the SQLite backend.
+//! - [`store`]: the persistence trait and the SQLite backend;
+//! - [`input`]: the checks on caller input, and the parsers bindings use for text arguments.
 
 pub mod account;
 mod billing;
@@ -33,7 +34,7 @@ pub mod catalog;
 pub mod charge;
 pub mod clock;
 pub mod error;
-mod input;
+pub mod input;
 pub mod ledger;
 pub mod payment;
 pub mod plan_card;

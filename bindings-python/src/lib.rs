@@ -7,10 +7,10 @@
 #![allow(clippy::useless_conversion)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use billing_engine::input;
 use billing_engine::{
     Billing, BillingError, Catalog, Clock, Durability, ImportedSubscription, ManualClock, Purchase, SystemClock,
     YooKassaConfig,
@@ -18,7 +18,6 @@ use billing_engine::{
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -66,10 +65,6 @@ where
     F: FnOnce() -> billing_engine::Result<T> + Send,
 {
     json(&run(py, work)?)
-}
-
-fn decimal(field: &'static str, text: &str) -> PyResult<Decimal> {
-    Decimal::from_str(text.trim()).map_err(|_| invalid(field, format!("expected a decimal number, got `{text}`")))
 }
 
 #[pyclass(frozen, module = "billing_engine._native")]
@@ -221,12 +216,11 @@ impl NativeBilling {
         freemium_used: u32,
         subscription_json: Option<&str>,
     ) -> PyResult<String> {
-        let credits = decimal("credits", credits)?;
-        let subscription = subscription_json
-            .map(serde_json::from_str::<ImportedSubscription>)
-            .transpose()
-            .map_err(|e| invalid("subscription", e.to_string()))?;
-        run_json(py, || self.0.import_user(user_id, credits, freemium_used, subscription))
+        run_json(py, || {
+            let credits = input::decimal("credits", credits)?;
+            let subscription = input::json::<ImportedSubscription>("subscription", subscription_json)?;
+            self.0.import_user(user_id, credits, freemium_used, subscription)
+        })
     }
 
     fn state(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
@@ -246,11 +240,10 @@ impl NativeBilling {
         idempotency_key: &str,
         metadata_json: Option<&str>,
     ) -> PyResult<String> {
-        let metadata = metadata_json
-            .map(serde_json::from_str::<Value>)
-            .transpose()
-            .map_err(|e| invalid("metadata", e.to_string()))?;
-        run_json(py, || self.0.charge(user_id, operation, idempotency_key, metadata))
+        run_json(py, || {
+            let metadata = input::json::<Value>("metadata", metadata_json)?;
+            self.0.charge(user_id, operation, idempotency_key, metadata)
+        })
     }
 
     #[pyo3(signature = (charge_id, idempotency_key, reason))]
@@ -272,8 +265,10 @@ impl NativeBilling {
         idempotency_key: &str,
         reason: &str,
     ) -> PyResult<String> {
-        let amount = decimal("amount", amount)?;
-        run_json(py, || self.0.grant_credits(user_id, amount, idempotency_key, reason))
+        run_json(py, || {
+            let amount = input::decimal("amount", amount)?;
+            self.0.grant_credits(user_id, amount, idempotency_key, reason)
+        })
     }
 
     fn activate_subscription(

@@ -116,10 +116,7 @@ impl BillingEngine {
         idempotency_key: String,
         metadata_json: Option<String>,
     ) -> Result<Charge> {
-        let metadata = metadata_json
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(|e| engine::BillingError::InvalidArgument { field: "metadata_json", message: e.to_string() })?;
+        let metadata = engine::input::json("metadata_json", metadata_json.as_deref())?;
         Ok(self.0.charge(&user_id, &operation, &idempotency_key, metadata)?.into())
     }
 
@@ -135,10 +132,7 @@ impl BillingEngine {
         idempotency_key: String,
         reason: String,
     ) -> Result<LedgerEntry> {
-        let amount: Decimal = amount.trim().parse().map_err(|_| engine::BillingError::InvalidArgument {
-            field: "amount",
-            message: format!("expected a decimal number, got `{amount}`"),
-        })?;
+        let amount = engine::input::decimal("amount", &amount)?;
         Ok(self.0.grant_credits(&user_id, amount, &idempotency_key, &reason)?.into())
     }
 
