@@ -332,6 +332,10 @@ class _Result:
     def _from_json(cls: Type[_Res], text: str) -> _Res:
         return cls._from_wire(json.loads(text))
 
+    @classmethod
+    def _list_from_json(cls: Type[_Res], text: str) -> List[_Res]:
+        return [cls._from_wire(item) for item in json.loads(text)]
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             f.name: _encode(getattr(self, f.name), f.metadata.get("json") == "number")
@@ -891,11 +895,11 @@ class Billing:
         return SubscriptionDetails._from_json(_call(self._native.subscription_details, user_id))
 
     def plans(self) -> List[SubscriptionPlan]:
-        return [SubscriptionPlan._from_wire(plan) for plan in json.loads(_call(self._native.plans))]
+        return SubscriptionPlan._list_from_json(_call(self._native.plans))
 
     def plan_cards(self, user_id: str) -> List[PlanCard]:
         """The pricing screen's card for every plan, in display order."""
-        return [PlanCard._from_wire(card) for card in json.loads(_call(self._native.plan_cards, user_id))]
+        return PlanCard._list_from_json(_call(self._native.plan_cards, user_id))
 
     def payment_method(self, user_id: str) -> PaymentMethod:
         return PaymentMethod._from_json(_call(self._native.payment_method, user_id))
@@ -909,8 +913,7 @@ class Billing:
         """Newest first; pass the last entry's ``id`` as ``before`` for the next page."""
         if before is not None:
             _check_type("before", before, int, "an int")
-        entries = json.loads(_call(self._native.ledger, user_id, _count("limit", limit), before))
-        return [LedgerEntry._from_wire(entry) for entry in entries]
+        return LedgerEntry._list_from_json(_call(self._native.ledger, user_id, _count("limit", limit), before))
 
     def verify_integrity(self) -> IntegrityReport:
         """Recomputes every balance and allowance use from the ledger alone."""
