@@ -288,6 +288,8 @@ def test_an_invalid_catalog_names_the_field_path() -> None:
     assert invalid.value.details["path"] == "plans[1].price"
     with pytest.raises(be.InvalidCatalog):
         be.Catalog.from_toml_file("/nonexistent/tariffs.toml")
+    valid = be.Catalog.from_toml(text).to_dict()
+    assert (valid["currency"], [plan["code"] for plan in valid["plans"]]) == ("RUB", ["FREE", "basic", "standard", "premium"])
 
 
 def test_the_manual_clock_moves_only_when_told(clock: be.ManualClock) -> None:
