@@ -98,7 +98,7 @@ fn a_paid_package_grants_its_credits_and_a_refund_takes_them_back() {
         f.billing.charge(USER, "generation", &format!("gen-{i}"), None).unwrap();
     }
     let before_refund = f.billing.state(USER).unwrap().credits;
-    let refunded = f.billing.refund_payment(&payment_id).unwrap();
+    let refunded = f.billing.refund_payment(&payment_id, None, None).unwrap();
     assert_eq!(refunded.status, PaymentStatus::Refunded);
     assert_eq!(f.billing.state(USER).unwrap().credits, before_refund - dec("20"));
     assert!(f.billing.state(USER).unwrap().credits < dec("0"));
@@ -350,7 +350,7 @@ fn refunding_a_plan_ends_the_subscription() {
     let (fake, f) = setup();
     let payment_id = buy_and_pay(&fake, &f, Purchase::Plan("basic"), false, "buy");
     assert!(f.billing.state(USER).unwrap().is_active);
-    f.billing.refund_payment(&payment_id).unwrap();
+    f.billing.refund_payment(&payment_id, None, None).unwrap();
     let state = f.billing.state(USER).unwrap();
     assert_eq!((state.plan_code.as_str(), state.is_active), ("FREE", false));
     assert!(f.billing.verify_integrity().unwrap().ok);

@@ -139,10 +139,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn from_toml(text: &str) -> Result<Self> {
-        let raw: RawCatalog = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let document = toml::Deserializer::parse(text).map_err(|e| toml_error(text, String::new(), &e))?;
+        let raw: RawCatalog = serde_path_to_error::deserialize(document).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            invalid(path, e.into_inner().message().trim_end())
+            toml_error(text, path, e.inner())
         })?;
         validate(raw)
     }
@@ -181,6 +182,27 @@ impl Catalog {
             None => Err(BillingError::InvalidPlan { plan_code: code.to_owned(), reason: "no such plan" }),
         }
     }
+}
+
+/// INVALID_CATALOG for what the TOML reader refused: at the field's path, or, where the
+/// text itself is broken, at its `line:column`; never with an empty message.
+fn toml_error(text: &str, path: String, error: &toml::de::Error) -> BillingError {
+    let message = error.message().trim();
+    let message = if message.is_empty() { "invalid TOML" } else { message };
+    match error.span() {
+        Some(span) if path.is_empty() => {
+            let (line, column) = line_column(text, span.start);
+            invalid(format!("{line}:{column}"), format!("line {line}, column {column}: {message}"))
+        }
+        _ => invalid(path, message),
+    }
+}
+
+/// The 1-based line and column (in characters) of a byte offset of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> BillingError {
@@ -302,6 +324,9 @@ fn parse_decimal(s: &str) -> Result<Decimal, String> {
 // ---- the rules ----
 
 const DEFAULT_LOCK_TIMEOUT_MS: i64 = 5000;
+/// SQLite takes its busy timeout as a C int of milliseconds; an hour is far below that
+/// and far above any wait worth making.
+const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
 const DEFAULT_PERIOD_DAYS: u32 = 30;
 
 fn validate(raw: RawCatalog) -> Result<Catalog> {
@@ -314,7 +339,10 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
     })?;
     let charge_order = validate_charge_order(raw.charge_order)?;
     let lock_timeout_ms = raw.lock_timeout_ms.unwrap_or(DEFAULT_LOCK_TIMEOUT_MS);
-    let lock_timeout = Duration::from_millis(non_negative("lock_timeout_ms", lock_timeout_ms)?);
+    let lock_timeout = Duration::from_millis(match non_negative("lock_timeout_ms", lock_timeout_ms)? {
+        ms if ms <= MAX_LOCK_TIMEOUT_MS => ms,
+        ms => return Err(invalid("lock_timeout_ms", format!("at most {MAX_LOCK_TIMEOUT_MS} (one hour), got {ms}"))),
+    });
 
     if raw.operations.is_empty() {
         return Err(invalid("operations", "at least one operation is needed"));
@@ -490,23 +518,23 @@ fn non_negative_amount(path: &str, amount: Decimal) -> Result<Decimal> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(invalid(path, format!("must not be negative, got {amount}")));
     }
-    Ok(amount)
+    crate::input::credits("amount", amount).map_err(|e| invalid(path, e.details()["message"].as_str().unwrap_or("")))
 }
 
 fn positive_amount(path: &str, amount: Decimal) -> Result<Decimal> {
     if amount <= Decimal::ZERO {
         return Err(invalid(path, format!("must be above zero, got {amount}")));
     }
-    Ok(amount)
+    non_negative_amount(path, amount)
 }
 
 /// Money has at most two decimal places, as the payment providers take it.
 fn price(path: &str, price: Decimal) -> Result<Decimal> {
     let price = non_negative_amount(path, price)?;
-    if price.normalize().scale() > 2 {
-        return Err(invalid(path, format!("at most two decimal places, got {price}")));
+    if price.is_zero() {
+        return Ok(price);
     }
-    Ok(price)
+    crate::input::money("price", price).map_err(|e| invalid(path, e.details()["message"].as_str().unwrap_or("")))
 }
 
 mod offset_text {

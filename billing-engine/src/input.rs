@@ -53,6 +53,38 @@ pub fn metadata(value: Option<&Value>) -> Result<()> {
     Ok(())
 }
 
+/// The most decimal places a credit amount has.
+pub const CREDIT_DECIMALS: u32 = 6;
+/// The most decimal places a money amount has: what payment providers take.
+pub const MONEY_DECIMALS: u32 = 2;
+/// The largest amount, of credits or money, one call may move: far beyond any real
+/// balance, and far enough below `Decimal::MAX` that no sum of them overflows.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xA764_0000, 0x0DE0_B6B3, 0, false, 0); // 10^18
+
+/// A credit amount: at most [`CREDIT_DECIMALS`] places and [`MAX_AMOUNT`] in size,
+/// refused rather than rounded.
+pub fn credits(field: &'static str, amount: Decimal) -> Result<Decimal> {
+    bounded(field, amount, CREDIT_DECIMALS)
+}
+
+/// A money amount: above zero, at most [`MONEY_DECIMALS`] places and [`MAX_AMOUNT`].
+pub fn money(field: &'static str, amount: Decimal) -> Result<Decimal> {
+    if amount <= Decimal::ZERO {
+        return Err(BillingError::invalid(field, format!("must be above zero, got {amount}")));
+    }
+    bounded(field, amount, MONEY_DECIMALS)
+}
+
+fn bounded(field: &'static str, amount: Decimal, decimals: u32) -> Result<Decimal> {
+    if amount.normalize().scale() > decimals {
+        return Err(BillingError::invalid(field, format!("at most {decimals} decimal places, got {amount}")));
+    }
+    if amount.abs() > MAX_AMOUNT {
+        return Err(BillingError::invalid(field, format!("at most {MAX_AMOUNT} in size, got {amount}")));
+    }
+    Ok(amount)
+}
+
 pub fn page_size(limit: u32) -> Result<()> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(BillingError::invalid("limit", format!("expected 1 to {MAX_PAGE}, got {limit}")));
@@ -81,6 +113,19 @@ mod tests {
         assert_eq!(decimal("amount", " -12.50 ").unwrap().to_string(), "-12.50");
         for bad in ["ten", "", "1e3", "0.00000000000000000000000000001"] {
             let err = decimal("amount", bad).unwrap_err();
+            assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("amount")), "{bad}");
+        }
+        assert_eq!(MAX_AMOUNT.to_string(), "1000000000000000000");
+        assert_eq!(credits("amount", "-2.000001".parse().unwrap()).unwrap().to_string(), "-2.000001");
+        assert_eq!(money("amount", "50.10".parse().unwrap()).unwrap().to_string(), "50.10");
+        for (check, bad) in [
+            (credits as fn(&'static str, Decimal) -> Result<Decimal>, "0.0000001"),
+            (credits, "1000000000000000001"),
+            (money, "0.001"),
+            (money, "0"),
+            (money, "-1.00"),
+        ] {
+            let err = check("amount", bad.parse().unwrap()).unwrap_err();
             assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("amount")), "{bad}");
         }
         assert_eq!(json::<Value>("metadata", None).unwrap(), None);

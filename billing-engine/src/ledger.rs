@@ -36,7 +36,9 @@ pub enum EntryKind {
     SubscriptionExpired,
     /// Credits of a package paid through the provider; `reference` is the payment.
     CreditPurchase,
-    /// A refunded package's credits taken back (the balance may go below zero).
+    /// Money given back for a payment (`reference`), keyed by the provider's refund id:
+    /// a package's credits taken back in proportion (the balance may go below zero), or
+    /// a fully refunded subscription period cut short. `metadata.amount` is the money.
     PurchaseRefund,
 }
 
@@ -231,7 +233,11 @@ pub(crate) fn audit_account(account: &Account, entries: &[LedgerEntry]) -> Vec<M
     let mut ops_by_period: BTreeMap<&AllowancePeriod, i64> = BTreeMap::new();
     let mut ops_by_day: BTreeMap<(ChargeSource, Date), i64> = BTreeMap::new();
     for entry in entries {
-        balance += entry.credits_delta;
+        let Some(sum) = balance.checked_add(entry.credits_delta) else {
+            found(&format!("credits_overflow@{}", entry.id), balance.to_string(), entry.credits_delta.to_string());
+            return mismatches;
+        };
+        balance = sum;
         if entry.credits_balance_after != balance {
             found(&format!("balance_chain@{}", entry.id), balance.to_string(), entry.credits_balance_after.to_string());
         }
@@ -267,65 +273,95 @@ pub(crate) fn audit_account(account: &Account, entries: &[LedgerEntry]) -> Vec<M
     mismatches
 }
 
-/// Checks the ledger against the user's payments: a succeeded package granted its credits
-/// exactly once (and a refunded one took them back once), a paid plan started or extended
-/// a subscription once, and no purchase entry lacks a payment behind it.
+/// Checks the ledger against the user's payments, for every purpose:
+/// - a succeeded package granted its credits exactly once;
+/// - a plan or renewal payment that records the period it bought started or extended a
+///   subscription exactly once, up to that period's end, and one that records none did
+///   not; a declined renewal stopped renewal once;
+/// - the refund entries of a payment add up to its `refunded_amount`, and a package's
+///   took back exactly [`Payment::credits_taken_back`] of it;
+/// - no purchase or refund entry lacks a payment behind it.
 pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[LedgerEntry]) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
-    let by_payment = |id: &str, kinds: &[EntryKind]| -> Vec<&LedgerEntry> {
+    let mut found = |check: String, ledger: String, stored: String| {
+        mismatches.push(Mismatch { user_id: user_id.to_owned(), check, ledger, stored });
+    };
+    let referring = |id: &str, kinds: &[EntryKind]| -> Vec<&LedgerEntry> {
         entries.iter().filter(|e| kinds.contains(&e.kind) && e.reference.as_deref() == Some(id)).collect()
     };
-    let mut expect = |check: String, found: Vec<&LedgerEntry>, expected: Option<Decimal>| {
-        let deltas: Vec<Decimal> = found.iter().map(|e| e.credits_delta).collect();
-        let want: Vec<Decimal> = expected.into_iter().collect();
-        if deltas != want {
-            mismatches.push(Mismatch {
-                user_id: user_id.to_owned(),
-                check,
-                ledger: format!("{deltas:?}"),
-                stored: format!("{want:?}"),
-            });
-        }
-    };
     for payment in payments {
+        let id = &payment.id;
         let settled = matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded);
-        let refunded = payment.status == PaymentStatus::Refunded;
-        match payment.purpose {
-            Purpose::Package => {
-                let credits = payment.credits.unwrap_or_default();
-                let id = &payment.id;
-                expect(
-                    format!("credit_purchase@{id}"),
-                    by_payment(id, &[EntryKind::CreditPurchase]),
-                    settled.then_some(credits),
-                );
-                expect(
-                    format!("purchase_refund@{id}"),
-                    by_payment(id, &[EntryKind::PurchaseRefund]),
-                    refunded.then(|| negate(credits)),
-                );
+        let credits: Vec<Decimal> =
+            referring(id, &[EntryKind::CreditPurchase]).iter().map(|e| e.credits_delta).collect();
+        let want: Vec<Decimal> =
+            (settled && payment.purpose == Purpose::Package).then(|| payment.credits.unwrap_or_default()).into_iter().collect();
+        if credits != want {
+            found(format!("credit_purchase@{id}"), format!("{credits:?}"), format!("{want:?}"));
+        }
+
+        let periods: Vec<Option<String>> =
+            referring(id, &[EntryKind::SubscriptionActivated, EntryKind::SubscriptionRenewed])
+                .iter()
+                .map(|e| e.metadata.as_ref().and_then(|m| m["expires_at"].as_str()).map(str::to_owned))
+                .collect();
+        let want: Vec<Option<String>> =
+            payment.paid_period.iter().map(|period| Some(crate::time_util::iso(period.end))).collect();
+        if periods != want {
+            found(format!("subscription_paid@{id}"), format!("{periods:?}"), format!("{want:?}"));
+        }
+        let expect_paid_period = settled && matches!(payment.purpose, Purpose::Plan);
+        if expect_paid_period && payment.paid_period.is_none() {
+            found(format!("paid_period@{id}"), "none".to_owned(), "a plan payment that succeeded".to_owned());
+        }
+
+        if payment.purpose == Purpose::Renewal && payment.status == PaymentStatus::Canceled {
+            let declined = referring(id, &[EntryKind::SubscriptionCanceled]).len();
+            if declined != 1 {
+                found(format!("renewal_declined@{id}"), declined.to_string(), "1".to_owned());
             }
-            Purpose::Plan => {
-                let found =
-                    by_payment(&payment.id, &[EntryKind::SubscriptionActivated, EntryKind::SubscriptionRenewed]);
-                expect(format!("subscription_paid@{}", payment.id), found, settled.then_some(Decimal::ZERO));
-            }
-            Purpose::Renewal | Purpose::CardBinding => {}
+        }
+
+        let refunds = referring(id, &[EntryKind::PurchaseRefund, EntryKind::SubscriptionCanceled]);
+        let mut refunded = Decimal::ZERO;
+        let mut taken = Decimal::ZERO;
+        for entry in refunds {
+            let reason = entry.metadata.as_ref().and_then(|m| m["reason"].as_str());
+            let amount = match (entry.kind, reason) {
+                (EntryKind::PurchaseRefund, _) => refund_amount(entry).unwrap_or(payment.amount),
+                // Before partial refunds, a plan refund was recorded as this cancellation.
+                (EntryKind::SubscriptionCanceled, Some("refunded")) => payment.amount,
+                _ => continue,
+            };
+            refunded += amount;
+            taken -= entry.credits_delta;
+        }
+        if refunded != payment.refunded_amount {
+            found(format!("refunded_amount@{id}"), refunded.to_string(), payment.refunded_amount.to_string());
+        }
+        let want_taken = if payment.purpose == Purpose::Package {
+            payment.credits_taken_back(payment.refunded_amount)
+        } else {
+            Decimal::ZERO
+        };
+        if taken != want_taken {
+            found(format!("refund_credits@{id}"), taken.to_string(), want_taken.to_string());
         }
     }
     for entry in entries.iter().filter(|e| matches!(e.kind, EntryKind::CreditPurchase | EntryKind::PurchaseRefund)) {
-        let paid = entry
-            .reference
-            .as_deref()
-            .is_some_and(|id| payments.iter().any(|p| p.id == id && p.purpose == Purpose::Package));
+        let paid = entry.reference.as_deref().is_some_and(|id| payments.iter().any(|p| p.id == id));
         if !paid {
-            mismatches.push(Mismatch {
-                user_id: user_id.to_owned(),
-                check: format!("{}@{}", entry.kind, entry.id),
-                ledger: entry.reference.clone().unwrap_or_default(),
-                stored: "no package payment".to_owned(),
-            });
+            found(
+                format!("{}@{}", entry.kind, entry.id),
+                entry.reference.clone().unwrap_or_default(),
+                "no payment".to_owned(),
+            );
         }
     }
     mismatches
+}
+
+/// The money a refund entry records as given back.
+fn refund_amount(entry: &LedgerEntry) -> Option<Decimal> {
+    entry.metadata.as_ref()?.get("amount")?.as_str()?.parse().ok()
 }

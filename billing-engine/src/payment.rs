@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -158,7 +158,16 @@ pub struct Payment {
     pub confirmation_url: Option<String>,
     /// For renewals: `"{subscription id}@{period end}"`, one renewal per period.
     pub renewal_of: Option<String>,
+    /// The provider's id of the last refund of this payment.
     pub refund_id: Option<String>,
+    /// Money given back so far, over every (partial) refund; at most `amount`. The
+    /// payment is `refunded` once this reaches `amount`.
+    #[serde(default)]
+    pub refunded_amount: Decimal,
+    /// For a plan or renewal payment that started or extended a subscription: the
+    /// period it bought. A refund takes back only this period.
+    #[serde(default)]
+    pub paid_period: Option<PaidPeriod>,
     /// The provider's last payment object, as received.
     pub payload: Option<Value>,
     pub idempotency_key: Option<String>,
@@ -170,7 +179,42 @@ pub struct Payment {
     pub paid_at: Option<OffsetDateTime>,
 }
 
+/// The part of a subscription one payment bought: `[start, end)` of `subscription_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidPeriod {
+    pub subscription_id: String,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub start: OffsetDateTime,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub end: OffsetDateTime,
+}
+
 impl Payment {
+    /// Money not refunded yet.
+    pub fn refundable(&self) -> Decimal {
+        self.amount - self.refunded_amount
+    }
+
+    /// The credits a package payment has taken back once `refunded` of its money is
+    /// returned in total: its credits in proportion to the money, **rounded down** to the
+    /// package's own precision, so rounding never costs the customer, and the whole
+    /// package once the whole payment is refunded. Refunds are applied cumulatively, so
+    /// several partial refunds take back exactly what one refund of their sum would.
+    ///
+    /// A 149.00 payment for 20 credits, refunded 50.00: 20 × 50 / 149 = 6.71, so 6
+    /// credits go back; refunding the other 99.00 later takes the remaining 14.
+    pub fn credits_taken_back(&self, refunded: Decimal) -> Decimal {
+        let credits = self.credits.unwrap_or_default();
+        if refunded >= self.amount || self.amount.is_zero() {
+            return credits;
+        }
+        let places = credits.normalize().scale();
+        credits
+            .checked_mul(refunded)
+            .and_then(|money| money.checked_div(self.amount))
+            .map_or(credits, |share| share.round_dp_with_strategy(places, RoundingStrategy::ToZero))
+    }
+
     /// Metadata sent with the payment, so a notification can be matched to the engine's
     /// record even before the provider's id is stored.
     pub fn provider_metadata(&self) -> Vec<(String, String)> {
@@ -231,6 +275,9 @@ pub struct PaymentHistoryItem {
     #[serde(with = "crate::time_util::serde_iso::option")]
     pub paid_at: Option<OffsetDateTime>,
     pub description: String,
+    /// Money given back so far (partial refunds leave the status `succeeded`).
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub refunded_amount: Decimal,
 }
 
 impl From<&Payment> for PaymentHistoryItem {
@@ -246,6 +293,7 @@ impl From<&Payment> for PaymentHistoryItem {
             status: status.as_str().to_owned(),
             paid_at: payment.paid_at,
             description: payment.description.clone(),
+            refunded_amount: payment.refunded_amount,
         }
     }
 }
@@ -261,11 +309,40 @@ pub struct DueReport {
     pub expired: u32,
     /// Renewals the provider could not take now; the next call tries again.
     pub failures: u32,
+    /// Auto-renewing subscriptions left due because this handle has no payment
+    /// provider; a worker with one renews them. They are never ended for that.
+    #[serde(default)]
+    pub renewals_skipped: u32,
 }
 
 #[cfg(test)]
 mod tests {
     use super::PaymentStatus::*;
+    use super::*;
+
+    #[test]
+    fn a_partial_refund_takes_back_credits_in_proportion_rounded_for_the_customer() {
+        let payment = |credits: &str| Payment {
+            credits: Some(credits.parse().unwrap()),
+            amount: "149.00".parse().unwrap(),
+            ..serde_json::from_value(serde_json::json!({
+                "id": "p", "user_id": "u", "purpose": "package", "plan_code": null, "package_code": "p20",
+                "amount": "149.00", "currency": "RUB", "credits": "20", "description": "", "status": "succeeded",
+                "provider_payment_id": null, "provider_key": "k", "save_payment_method": false, "return_url": null,
+                "confirmation_url": null, "renewal_of": null, "refund_id": null, "payload": null,
+                "idempotency_key": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                "paid_at": null
+            }))
+            .unwrap()
+        };
+        let taken = |p: &Payment, money: &str| p.credits_taken_back(money.parse().unwrap()).to_string();
+        let whole = payment("20");
+        assert_eq!(taken(&whole, "50.00"), "6", "20 × 50 / 149 = 6.71, rounded down");
+        assert_eq!(taken(&whole, "149.00"), "20");
+        assert_eq!(taken(&whole, "0"), "0");
+        assert_eq!(taken(&whole, "148.99"), "19", "19.9987 is still rounded down");
+        assert_eq!(taken(&payment("20.5"), "50.00"), "6.8", "the package's own precision");
+    }
 
     #[test]
     fn statuses_move_forward_only_and_final_states_stay() {

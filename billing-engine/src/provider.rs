@@ -68,6 +68,9 @@ pub enum ProviderError {
     /// request may be sent again later with the same idempotence key.
     #[error("the payment provider is unavailable: {message}")]
     Unavailable { message: String },
+    /// The provider has no object with that id (404): it was never created there.
+    #[error("the payment provider has no such object: {message}")]
+    NotFound { message: String },
     /// The provider refused the request (4xx). Another attempt needs a new key.
     #[error("the payment provider refused the request: {code}: {description}")]
     Refused { code: String, description: String },
@@ -87,6 +90,7 @@ impl ProviderError {
     fn code(&self) -> &str {
         match self {
             Self::Unavailable { .. } => "unavailable",
+            Self::NotFound { .. } => "not_found",
             Self::Refused { code, .. } => code,
             Self::BadResponse { .. } => "bad_response",
             Self::NotConfigured => "not_configured",

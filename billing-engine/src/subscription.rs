@@ -5,6 +5,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::account::Allowance;
 use crate::catalog::Plan;
+use crate::payment::PaidPeriod;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -57,6 +58,29 @@ impl Subscription {
         self.ops.restart_at(period_end);
         self.canceled_at = None;
         self.ended_at = None;
+    }
+
+    /// Takes back the part of a refunded `period` that is still ahead: the subscription
+    /// loses `[max(start, now), end)` of its time, and no longer renews. A period already
+    /// over, or one of an earlier subscription, changes nothing. Returns whether it did.
+    pub fn take_back(&mut self, period: &PaidPeriod, now: OffsetDateTime) -> bool {
+        if period.subscription_id != self.id || period.end <= now || self.expires_at < period.end {
+            return false;
+        }
+        let unused = period.end - period.start.max(now);
+        self.expires_at -= unused;
+        self.cancel(now, self.expires_at <= now);
+        true
+    }
+
+    /// The period a payment bought when it started this subscription or, from
+    /// `extended_from`, extended it.
+    pub fn paid_period(&self, extended_from: Option<OffsetDateTime>) -> PaidPeriod {
+        PaidPeriod {
+            subscription_id: self.id.clone(),
+            start: extended_from.unwrap_or(self.started_at),
+            end: self.expires_at,
+        }
     }
 
     /// Identifies the subscription's current paid period, so that one period is renewed

@@ -132,8 +132,14 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 impl YooKassa {
     fn new(config: &YooKassaConfig) -> Self {
         let credentials = format!("{}:{}", config.shop_id, config.secret_key);
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
+            // Statuses are read below: a 4xx body says why, and only a 5xx is retried.
+            .http_status_as_error(false)
+            .build()
+            .into();
         Self {
-            agent: ureq::AgentBuilder::new().timeout(config.timeout).build(),
+            agent,
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             authorization: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
             retries: config.retries,
@@ -154,24 +160,29 @@ impl YooKassa {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            let request = match post {
-                Some((_, key)) => self.agent.post(&url).set("Idempotence-Key", key),
-                None => self.agent.get(&url),
-            }
-            .set("Authorization", &self.authorization);
             let result = match post {
-                Some((body, _)) => request.send_json(body),
-                None => request.call(),
+                Some((body, key)) => self
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &self.authorization)
+                    .header("Idempotence-Key", key)
+                    .send_json(body),
+                None => self.agent.get(&url).header("Authorization", &self.authorization).call(),
             };
             let failure = match result {
-                Ok(response) => {
-                    return response
-                        .into_json::<Value>()
-                        .map_err(|e| ProviderError::BadResponse { message: format!("{path}: {e}") })
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    let body = response.body_mut().read_json::<Value>();
+                    match status {
+                        200..=299 => {
+                            return body.map_err(|e| ProviderError::BadResponse { message: format!("{path}: {e}") })
+                        }
+                        404 => return Err(ProviderError::NotFound { message: format!("{path}: HTTP 404") }),
+                        400..=499 => return Err(refusal(status, body.ok())),
+                        _ => format!("{path}: HTTP {status}"),
+                    }
                 }
-                Err(ureq::Error::Status(status, response)) if status < 500 => return Err(refusal(status, response)),
-                Err(ureq::Error::Status(status, _)) => format!("{path}: HTTP {status}"),
-                Err(ureq::Error::Transport(transport)) => format!("{path}: {}", transport.kind()),
+                Err(error) => format!("{path}: {}", transport_failure(&error)),
             };
             if attempt >= self.retries {
                 return Err(ProviderError::Unavailable { message: failure });
@@ -183,9 +194,21 @@ impl YooKassa {
     }
 }
 
+/// What went wrong on the way, in words that carry no request data.
+fn transport_failure(error: &ureq::Error) -> &'static str {
+    match error {
+        ureq::Error::Timeout(_) => "timed out",
+        ureq::Error::HostNotFound => "host not found",
+        ureq::Error::ConnectionFailed => "connection failed",
+        ureq::Error::Io(_) => "connection error",
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS error",
+        _ => "invalid response",
+    }
+}
+
 /// A 4xx answer: YooKassa's `{"type": "error", "code", "description"}` body.
-fn refusal(status: u16, response: ureq::Response) -> ProviderError {
-    let body: Value = response.into_json().unwrap_or(Value::Null);
+fn refusal(status: u16, body: Option<Value>) -> ProviderError {
+    let body = body.unwrap_or(Value::Null);
     let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::to_owned);
     ProviderError::Refused {
         code: text("code").unwrap_or_else(|| format!("http_{status}")),
@@ -251,11 +274,14 @@ fn money(amount: Decimal, currency: &str) -> Value {
     json!({ "value": value.to_string(), "currency": currency })
 }
 
-/// Provider ids go into URL paths; anything but the characters YooKassa uses is refused.
+/// Whether `id` can be a YooKassa object id (a UUID-like string). Ids go into URL
+/// paths, so anything else is refused before a request is made.
+pub fn is_object_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn path_segment(id: &str) -> Result<&str, ProviderError> {
-    let ok =
-        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if is_object_id(id) {
         Ok(id)
     } else {
         Err(ProviderError::BadResponse { message: format!("not a provider id: {id:?}") })

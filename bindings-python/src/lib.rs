@@ -3,9 +3,6 @@
 //! `NativeError(code, message, details_json)`. Typed results and one exception class per
 //! code are built by `billing_engine/__init__.py`; no billing rule lives here.
 
-// pyo3 0.22's #[pymethods] expansion converts every PyResult with `.into()`.
-#![allow(clippy::useless_conversion)]
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +43,7 @@ where
     T: Send,
     F: FnOnce() -> billing_engine::Result<T> + Send,
 {
-    match py.allow_threads(|| catch_unwind(AssertUnwindSafe(work))) {
+    match py.detach(|| catch_unwind(AssertUnwindSafe(work))) {
         Ok(result) => result.map_err(|e| native_error(&e)),
         Err(panic) => {
             let message = panic
@@ -378,9 +375,11 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
     run(py, || -> billing_engine::Result<()> { panic!("a deliberate panic") })
 }
 
-#[pymodule]
+// The engine holds no Python objects and locks its own state, so it runs without the
+// GIL on a free-threaded CPython too.
+#[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("NativeError", m.py().get_type_bound::<NativeError>())?;
+    m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add("INTERNAL_ERROR", INTERNAL_ERROR)?;
     m.add_class::<NativeCatalog>()?;
     m.add_class::<NativeClock>()?;

@@ -129,6 +129,7 @@ impl<S: Store> Billing<S> {
         subscription: Option<ImportedSubscription>,
     ) -> Result<BillingState> {
         input::id("user_id", user_id)?;
+        let credits = input::credits("credits", credits)?;
         if credits.is_sign_negative() && !credits.is_zero() {
             return Err(BillingError::invalid("credits", format!("must not be negative, got {credits}")));
         }
@@ -282,6 +283,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
         input::text("reason", reason)?;
+        let amount = input::credits("amount", amount)?;
         if amount.is_zero() {
             return Err(BillingError::invalid("amount", "must not be zero"));
         }
@@ -292,7 +294,9 @@ impl<S: Store> Billing<S> {
                 return Ok(entry);
             }
             let mut account = self.account_for_write(tx, user_id, now)?;
-            account.credits += amount;
+            account.credits = account.credits.checked_add(amount).filter(|b| b.abs() <= input::MAX_AMOUNT).ok_or_else(
+                || BillingError::invalid("amount", format!("would take the balance past {}", input::MAX_AMOUNT)),
+            )?;
             let mut new = credits_entry(&account, EntryKind::Grant, amount, now).keyed(idempotency_key, &request);
             new.entry.metadata = Some(json!({ "reason": reason }));
             tx.update_account(&account)?;

@@ -164,22 +164,59 @@ impl<S: Store> Billing<S> {
         created(&payment)
     }
 
-    /// Refunds a succeeded payment in full (an admin action). Its effects are taken back
-    /// when the provider confirms the refund, in the answer or in `refund.succeeded`.
-    pub fn refund_payment(&self, payment_id: &str) -> Result<Payment> {
+    /// Refunds a succeeded payment (an admin action): the whole of what is left when
+    /// `amount` is `None`, else `amount`, which needs an `idempotency_key` so that a
+    /// retried call refunds once. What the refund takes back is applied when the
+    /// provider confirms it, in the answer or in `refund.succeeded` (see
+    /// [`Payment::credits_taken_back`] and [`Subscription::take_back`]).
+    pub fn refund_payment(
+        &self,
+        payment_id: &str,
+        amount: Option<Decimal>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
         input::id("payment_id", payment_id)?;
+        if let Some(key) = idempotency_key {
+            input::id("idempotency_key", key)?;
+        }
+        if let Some(amount) = amount {
+            input::money("amount", amount)?;
+        }
         let setup = self.setup()?;
         let payment = self.store.read(|tx| tx.payment(payment_id))?.ok_or_else(|| unknown_payment(payment_id))?;
-        match (payment.status, payment.provider_payment_id.as_deref()) {
-            (PaymentStatus::Refunded, _) => Ok(payment),
-            (PaymentStatus::Succeeded, Some(provider_id)) => {
-                Ok(self.refund_in_full(setup, &payment, provider_id)?.unwrap_or(payment))
-            }
-            (status, _) => Err(BillingError::invalid(
-                "payment_id",
-                format!("payment {payment_id} is {status}; only a succeeded payment can be refunded"),
-            )),
+        if payment.status == PaymentStatus::Refunded && amount.is_none() {
+            return Ok(payment);
         }
+        let (PaymentStatus::Succeeded, Some(provider_id)) = (payment.status, payment.provider_payment_id.as_deref())
+        else {
+            return Err(BillingError::invalid(
+                "payment_id",
+                format!("payment {payment_id} is {}; only a succeeded payment can be refunded", payment.status),
+            ));
+        };
+        let left = payment.refundable();
+        let (amount, key) = match (amount, idempotency_key) {
+            (None, _) => (left, format!("{}-refund-{}", payment.id, payment.refunded_amount.normalize())),
+            (Some(_), None) => {
+                return Err(BillingError::invalid("idempotency_key", "is required for a partial refund"))
+            }
+            (Some(amount), Some(_)) if amount > left => {
+                return Err(BillingError::invalid(
+                    "amount",
+                    format!("{amount} is more than the {left} {} left to refund", payment.currency),
+                ))
+            }
+            (Some(amount), Some(key)) => {
+                let request = Request { action: "refund_payment", target: key, amount: None, metadata: None };
+                (amount, format!("{}-refund-{}", payment.id, &request.fingerprint()[..24]))
+            }
+        };
+        let refund = setup.provider.create_refund(provider_id, amount, &payment.currency, &key)?;
+        if !refund.succeeded() {
+            return Ok(payment);
+        }
+        let (_, recorded) = self.record_refund(&refund)?;
+        recorded.ok_or_else(|| unknown_payment(&payment.id))
     }
 
     fn return_url(&self, setup: &PaymentSetup, given: Option<&str>) -> Result<String> {
@@ -218,6 +255,8 @@ impl<S: Store> Billing<S> {
             confirmation_url: None,
             renewal_of: None,
             refund_id: None,
+            refunded_amount: Decimal::ZERO,
+            paid_period: None,
             payload: None,
             idempotency_key: None,
             created_at: now,
@@ -263,7 +302,7 @@ impl<S: Store> Billing<S> {
         payment.updated_at = now;
         if payment.purpose == Purpose::Renewal {
             payment.status = PaymentStatus::Canceled;
-            self.apply_effects(tx, &payment, now)?;
+            self.apply_effects(tx, &mut payment, now)?;
         } else {
             payment.provider_key = uuid::Uuid::new_v4().to_string();
         }
@@ -319,7 +358,7 @@ impl<S: Store> Billing<S> {
 
     /// What a payment reaching its current status does to the account. The rules of
     /// purchases, renewals and declines live here.
-    fn apply_effects(&self, tx: &mut dyn Transaction, payment: &Payment, now: OffsetDateTime) -> Result<()> {
+    fn apply_effects(&self, tx: &mut dyn Transaction, payment: &mut Payment, now: OffsetDateTime) -> Result<()> {
         match (payment.purpose, payment.status) {
             (Purpose::Package, PaymentStatus::Succeeded) => {
                 let credits = payment.credits.unwrap_or_default();
@@ -332,26 +371,29 @@ impl<S: Store> Billing<S> {
                 let plan_code = payment.plan_code.as_deref().unwrap_or_default();
                 let plan = self.catalog.paid_plan(plan_code)?;
                 let mut account = self.account_for_write(tx, &payment.user_id, now)?;
-                let kind = match account.active_subscription_mut(now) {
+                let (kind, extended_from) = match account.active_subscription_mut(now) {
                     // Bought again while active (two purchases raced): the period is added.
                     Some(sub) if sub.plan_code == plan.code => {
+                        let from = sub.expires_at;
                         sub.extend(plan);
-                        EntryKind::SubscriptionRenewed
+                        (EntryKind::SubscriptionRenewed, Some(from))
                     }
                     _ => {
                         account.subscription = Some(Subscription::start(plan, now));
-                        EntryKind::SubscriptionActivated
+                        (EntryKind::SubscriptionActivated, None)
                     }
                 };
-                self.record_subscription_change(tx, &mut account, kind, payment, now)
+                self.record_subscription_change(tx, &mut account, kind, extended_from, payment, now)
             }
             (Purpose::Renewal, PaymentStatus::Succeeded) => {
                 let mut account = self.account_for_write(tx, &payment.user_id, now)?;
                 let plan = payment.plan_code.as_deref().and_then(|code| self.catalog.plan(code));
                 match (account.subscription.as_mut(), plan) {
                     (Some(sub), Some(plan)) if payment.renewal_of.as_deref() == Some(sub.period_key().as_str()) => {
+                        let from = sub.expires_at;
                         sub.extend(plan);
-                        self.record_subscription_change(tx, &mut account, EntryKind::SubscriptionRenewed, payment, now)
+                        let kind = EntryKind::SubscriptionRenewed;
+                        self.record_subscription_change(tx, &mut account, kind, Some(from), payment, now)
                     }
                     // The subscription changed since the renewal was created: nothing to extend.
                     _ => Ok(()),
@@ -372,15 +414,19 @@ impl<S: Store> Billing<S> {
         }
     }
 
+    /// Records that `payment` started or (from `extended_from`) extended the account's
+    /// subscription: the period it bought, on the payment, and the ledger entry.
     fn record_subscription_change(
         &self,
         tx: &mut dyn Transaction,
         account: &mut Account,
         kind: EntryKind,
-        payment: &Payment,
+        extended_from: Option<OffsetDateTime>,
+        payment: &mut Payment,
         now: OffsetDateTime,
     ) -> Result<()> {
         let sub = account.subscription.as_ref().expect("a subscription was just set");
+        payment.paid_period = Some(sub.paid_period(extended_from));
         let mut entry = NewEntry::new(account, kind, now);
         entry.entry.source = Some(ChargeSource::Subscription);
         entry.entry.reference = Some(payment.id.clone());
@@ -393,43 +439,74 @@ impl<S: Store> Billing<S> {
         tx.update_account(account)
     }
 
-    /// Records a succeeded refund of one of our payments and takes back what the payment
-    /// gave: a package's credits (the balance may go below zero), or the subscription.
+    /// Records a succeeded refund of one of our payments, once per provider refund, and
+    /// takes back the refunded share of what the payment gave: a package's credits in
+    /// proportion (the balance may go below zero), or, once the whole payment is
+    /// refunded, what is still ahead of the subscription period it bought. A refund of
+    /// more than is left is capped to what is left, and its ledger entry says so.
     fn record_refund(&self, refund: &ProviderRefund) -> Result<(WebhookStatus, Option<Payment>)> {
         let now = self.now();
         self.store.write(|tx| {
             let Some(mut payment) = tx.payment_by_provider_id(&refund.payment_id)? else {
                 return Ok((WebhookStatus::Ignored, None));
             };
-            if payment.status == PaymentStatus::Refunded {
-                return Ok((WebhookStatus::Duplicate, Some(payment)));
-            }
-            if !payment.status.can_become(PaymentStatus::Refunded) {
+            if !matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded) {
                 return Ok((WebhookStatus::Ignored, Some(payment)));
             }
-            payment.status = PaymentStatus::Refunded;
+            let key = format!("refund:{}", refund.id);
+            let request = Request { action: "payment_refund", target: &refund.id, amount: None, metadata: None };
+            if tx.entry_by_key(&payment.user_id, &key)?.is_some() {
+                return Ok((WebhookStatus::Duplicate, Some(payment)));
+            }
+            let applied = refund.amount.min(payment.refundable()).max(Decimal::ZERO);
+            let refunded_before = payment.refunded_amount;
+            payment.refunded_amount += applied;
             payment.refund_id = Some(refund.id.clone());
             payment.updated_at = now;
+            if payment.refunded_amount == payment.amount {
+                payment.status = PaymentStatus::Refunded;
+            }
             let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+            let mut source = None;
+            let mut credits = Decimal::ZERO;
+            let mut subscription_expires_at = None;
             match payment.purpose {
                 Purpose::Package => {
-                    let credits = payment.credits.unwrap_or_default();
+                    credits = payment.credits_taken_back(payment.refunded_amount)
+                        - payment.credits_taken_back(refunded_before);
                     account.credits -= credits;
-                    let entry = payment_entry(&account, EntryKind::PurchaseRefund, negate(credits), &payment, now);
-                    tx.append_entry(&entry)?;
+                    source = Some(ChargeSource::Credits);
                 }
-                Purpose::Plan | Purpose::Renewal => {
-                    if let Some(sub) = account.active_subscription_mut(now) {
-                        sub.cancel(now, true);
-                        let mut entry = NewEntry::new(&account, EntryKind::SubscriptionCanceled, now);
-                        entry.entry.reference = Some(payment.id.clone());
-                        entry.entry.metadata =
-                            Some(json!({ "reason": "refunded", "plan_code": payment.plan_code, "immediate": true }));
-                        tx.append_entry(&entry)?;
+                Purpose::Plan | Purpose::Renewal if payment.status == PaymentStatus::Refunded => {
+                    let sub = account.subscription.as_mut();
+                    if let (Some(sub), Some(period)) = (sub, payment.paid_period.as_ref()) {
+                        if sub.take_back(period, now) {
+                            source = Some(ChargeSource::Subscription);
+                            subscription_expires_at = Some(time_util::iso(sub.expires_at));
+                        }
                     }
                 }
-                Purpose::CardBinding => {}
+                _ => {}
             }
+            let mut entry = NewEntry::new(&account, EntryKind::PurchaseRefund, now).keyed(&key, &request);
+            entry.entry.source = source;
+            entry.entry.credits_delta = negate(credits);
+            entry.entry.reference = Some(payment.id.clone());
+            let mut metadata = json!({
+                "refund_id": refund.id,
+                "amount": applied.to_string(),
+                "refunded_total": payment.refunded_amount.to_string(),
+                "package_code": payment.package_code,
+                "plan_code": payment.plan_code,
+            });
+            if applied != refund.amount {
+                metadata["capped_from"] = json!(refund.amount.to_string());
+            }
+            if let Some(expires_at) = subscription_expires_at {
+                metadata["subscription_expires_at"] = json!(expires_at);
+            }
+            entry.entry.metadata = Some(metadata);
+            tx.append_entry(&entry)?;
             tx.update_account(&account)?;
             tx.update_payment(&payment)?;
             Ok((WebhookStatus::Applied, Some(payment)))
@@ -459,8 +536,9 @@ impl<S: Store> Billing<S> {
             Notification::Other { event } => Ok(outcome(WebhookStatus::Ignored, event, None)),
             Notification::Payment { event, status: claimed, object } => {
                 let reported = yookassa::parse_payment(&object).map_err(not_a_notification)?;
+                refuse_foreign_id(&reported.id)?;
                 let object = if setup.checks.verify_by_fetch {
-                    let actual = setup.provider.get_payment(&reported.id)?;
+                    let actual = setup.provider.get_payment(&reported.id).map_err(unknown_to_the_provider)?;
                     if !claimed.may_precede(actual.status) {
                         return Err(BillingError::InvalidWebhook {
                             reason: format!(
@@ -481,8 +559,10 @@ impl<S: Store> Billing<S> {
             }
             Notification::Refund { event, object } => {
                 let reported = yookassa::parse_refund(&object).map_err(not_a_notification)?;
+                refuse_foreign_id(&reported.id)?;
+                refuse_foreign_id(&reported.payment_id)?;
                 let refund = if setup.checks.verify_by_fetch {
-                    setup.provider.get_refund(&reported.id)?
+                    setup.provider.get_refund(&reported.id).map_err(unknown_to_the_provider)?
                 } else {
                     reported.clone()
                 };
@@ -527,23 +607,20 @@ impl<S: Store> Billing<S> {
                 let canceled = setup.provider.cancel_payment(provider_id, &format!("{}-cancel", payment.id))?;
                 self.record_payment_state(&payment.id, &canceled).map(drop)
             }
-            PaymentStatus::Succeeded => self.refund_in_full(setup, payment, provider_id).map(drop),
+            PaymentStatus::Succeeded => self.refund_in_full(setup, payment, provider_id),
             _ => Ok(()),
         }
     }
 
-    /// Asks the provider to refund `payment` in full, under a key of its own so a repeat
-    /// refunds once, and records the refund if the provider confirms it at once; it
-    /// returns the payment as recorded then. A pending refund is recorded when
-    /// `refund.succeeded` arrives.
-    fn refund_in_full(&self, setup: &PaymentSetup, payment: &Payment, provider_id: &str) -> Result<Option<Payment>> {
+    /// Refunds what is left of a captured binding payment, under a key of its own so a
+    /// repeat refunds once.
+    fn refund_in_full(&self, setup: &PaymentSetup, payment: &Payment, provider_id: &str) -> Result<()> {
         let key = format!("{}-refund", payment.id);
-        let refund = setup.provider.create_refund(provider_id, payment.amount, &payment.currency, &key)?;
-        if !refund.succeeded() {
-            return Ok(None);
+        let refund = setup.provider.create_refund(provider_id, payment.refundable(), &payment.currency, &key)?;
+        if refund.succeeded() {
+            self.record_refund(&refund)?;
         }
-        let (_, recorded) = self.record_refund(&refund)?;
-        recorded.map(Some).ok_or_else(|| unknown_payment(&payment.id))
+        Ok(())
     }
 
     // ---- renewals and expiry ----
@@ -559,6 +636,7 @@ impl<S: Store> Billing<S> {
             match self.store.write(|tx| self.due_step(tx, &user_id, now))? {
                 DueStep::RenewalCreated => report.renewals_created += 1,
                 DueStep::Expired => report.expired += 1,
+                DueStep::NoProvider => report.renewals_skipped += 1,
                 DueStep::Nothing => {}
             }
         }
@@ -584,7 +662,12 @@ impl<S: Store> Billing<S> {
         };
         let period_key = sub.period_key();
         let renewal = tx.renewal_payment(&period_key)?;
-        let wants_renewal = sub.autorenew && sub.canceled_at.is_none() && self.payments.is_some();
+        let wants_renewal = sub.autorenew && sub.canceled_at.is_none();
+        if wants_renewal && renewal.is_none() && self.payments.is_none() {
+            // This worker cannot charge the card; one that can will renew it. Ending a
+            // paying customer's subscription for that would be this worker's mistake.
+            return Ok(DueStep::NoProvider);
+        }
         if wants_renewal && renewal.is_none() {
             let plan = self.catalog.plan(&sub.plan_code).filter(|plan| !plan.is_free());
             if let (Some(plan), Some(_card)) = (plan, tx.saved_card(user_id)?) {
@@ -651,6 +734,8 @@ impl<S: Store> Billing<S> {
 
 enum DueStep {
     Nothing,
+    /// An auto-renewing subscription is due, and this handle has no provider to renew it.
+    NoProvider,
     RenewalCreated,
     Expired,
 }
@@ -698,6 +783,26 @@ fn payment_entry(
 
 fn unknown_payment(payment_id: &str) -> BillingError {
     BillingError::invalid("payment_id", format!("no payment `{payment_id}`"))
+}
+
+/// A notification about an id no YooKassa object can have is forged or garbled.
+fn refuse_foreign_id(id: &str) -> Result<()> {
+    if yookassa::is_object_id(id) {
+        return Ok(());
+    }
+    Err(BillingError::InvalidWebhook { reason: format!("`{}` is not a YooKassa object id", id.escape_debug()) })
+}
+
+/// The verifying read: an object the provider does not have was never created there,
+/// so the notification is forged or misrouted, and final (a retry would be refused
+/// again). Only a provider that could not answer makes it worth retrying.
+fn unknown_to_the_provider(error: ProviderError) -> BillingError {
+    match error {
+        ProviderError::NotFound { message } => {
+            BillingError::InvalidWebhook { reason: format!("the provider has no such object ({message})") }
+        }
+        other => other.into(),
+    }
 }
 
 fn not_a_notification(error: ProviderError) -> BillingError {

@@ -92,12 +92,43 @@ const MIGRATIONS: &[&str] = &[
         WHERE subscription IS NOT NULL;
     CREATE INDEX accounts_by_due ON accounts (subscription_due_at) WHERE subscription_due_at IS NOT NULL;
     "#,
+    // 3: partial refunds and the period each payment bought; the ledger refuses
+    // `INSERT OR REPLACE`, which would delete a row without firing the DELETE trigger.
+    r#"
+    ALTER TABLE payments ADD COLUMN refunded_amount TEXT NOT NULL DEFAULT '0';
+    ALTER TABLE payments ADD COLUMN paid_subscription_id TEXT;
+    ALTER TABLE payments ADD COLUMN paid_from INTEGER;   -- unix ms
+    ALTER TABLE payments ADD COLUMN paid_until INTEGER;  -- unix ms
+    UPDATE payments SET refunded_amount = amount WHERE status = 'refunded';
+    -- The period a plan payment bought, from the entry that applied it. Its start is
+    -- that entry's time: exact for an activation, a little early for an extension.
+    UPDATE payments SET
+        paid_subscription_id = (SELECT json_extract(l.metadata, '$.subscription_id') FROM ledger l
+            WHERE l.user_id = payments.user_id AND l.reference = payments.id
+              AND l.kind IN ('subscription_activated', 'subscription_renewed')),
+        paid_from = (SELECT l.created_at FROM ledger l
+            WHERE l.user_id = payments.user_id AND l.reference = payments.id
+              AND l.kind IN ('subscription_activated', 'subscription_renewed')),
+        paid_until = (SELECT CAST(round(unixepoch(json_extract(l.metadata, '$.expires_at'), 'subsec') * 1000) AS INTEGER)
+            FROM ledger l
+            WHERE l.user_id = payments.user_id AND l.reference = payments.id
+              AND l.kind IN ('subscription_activated', 'subscription_renewed'))
+        WHERE purpose IN ('plan', 'renewal');
+
+    CREATE TRIGGER ledger_no_replace BEFORE INSERT ON ledger
+    WHEN EXISTS (SELECT 1 FROM ledger WHERE id = NEW.id)
+      OR (NEW.idempotency_key IS NOT NULL AND EXISTS
+            (SELECT 1 FROM ledger WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key))
+      OR (NEW.kind = 'refund' AND EXISTS (SELECT 1 FROM ledger WHERE kind = 'refund' AND reference = NEW.reference))
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: that entry or key exists'); END;
+    "#,
 ];
 
 /// Brings the schema up to date. Runs inside a write transaction, so processes that
 /// open a new file at once migrate it exactly once.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = version as usize;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt {
             column: "user_version",
@@ -106,7 +137,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
         conn.execute_batch(migration)?;
-        conn.pragma_update(None, "user_version", i + 1)?;
+        conn.pragma_update(None, "user_version", (i + 1) as u32)?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result, StoreError};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
-use crate::payment::{Payment, PaymentStatus, Purpose, SavedCard};
+use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
 
 /// How much a commit survives.
@@ -184,7 +184,8 @@ macro_rules! payment_columns {
     () => {
         "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
          provider_payment_id, provider_key, save_payment_method, return_url, confirmation_url, renewal_of, \
-         refund_id, payload, idempotency_key, created_at, updated_at, paid_at"
+         refund_id, payload, idempotency_key, created_at, updated_at, paid_at, refunded_amount, \
+         paid_subscription_id, paid_from, paid_until"
     };
 }
 
@@ -283,7 +284,7 @@ impl Transaction for SqliteTx<'_> {
             "INSERT INTO payments (",
             payment_columns!(),
             ", request_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-             ?19, ?20, ?21, ?22, ?23)"
+             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
         );
         let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
@@ -310,6 +311,10 @@ impl Transaction for SqliteTx<'_> {
             to_millis(p.created_at),
             to_millis(p.updated_at),
             p.paid_at.map(to_millis),
+            p.refunded_amount.to_string(),
+            p.paid_period.as_ref().map(|period| period.subscription_id.as_str()),
+            p.paid_period.as_ref().map(|period| to_millis(period.start)),
+            p.paid_period.as_ref().map(|period| to_millis(period.end)),
             request_hash,
         ])
         .map_err(StoreError::from)?;
@@ -319,7 +324,8 @@ impl Transaction for SqliteTx<'_> {
     fn update_payment(&mut self, p: &Payment) -> Result<()> {
         // Only what a payment's life changes; what it was created for stays as written.
         let sql = "UPDATE payments SET status = ?2, provider_payment_id = ?3, provider_key = ?4, \
-                   confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9 WHERE id = ?1";
+                   confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9, \
+                   refunded_amount = ?10, paid_subscription_id = ?11, paid_from = ?12, paid_until = ?13 WHERE id = ?1";
         let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
         let changed = stmt
@@ -333,6 +339,10 @@ impl Transaction for SqliteTx<'_> {
                 payload,
                 to_millis(p.updated_at),
                 p.paid_at.map(to_millis),
+                p.refunded_amount.to_string(),
+                p.paid_period.as_ref().map(|period| period.subscription_id.as_str()),
+                p.paid_period.as_ref().map(|period| to_millis(period.start)),
+                p.paid_period.as_ref().map(|period| to_millis(period.end)),
             ])
             .map_err(StoreError::from)?;
         if changed != 1 {
@@ -356,7 +366,7 @@ impl Transaction for SqliteTx<'_> {
             payment_columns!(),
             ", request_hash FROM payments WHERE user_id = ?1 AND idempotency_key = ?2"
         );
-        self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(22)?)))
+        self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(26)?)))
     }
 
     fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>> {
@@ -528,6 +538,13 @@ fn payment_from_row(row: &Row) -> rusqlite::Result<Payment> {
         created_at: from_millis(row.get(19)?),
         updated_at: from_millis(row.get(20)?),
         paid_at: row.get::<_, Option<i64>>(21)?.map(from_millis),
+        refunded_amount: parsed(row, 22)?,
+        paid_period: match (row.get::<_, Option<String>>(23)?, row.get::<_, Option<i64>>(24)?, row.get(25)?) {
+            (Some(subscription_id), Some(start), Some(end)) => {
+                Some(PaidPeriod { subscription_id, start: from_millis(start), end: from_millis(end) })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -639,7 +656,31 @@ mod tests {
         store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap();
         let again = store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap_err();
         assert_eq!(again.code(), "STORAGE_ERROR");
-        assert!(again.to_string().contains("UNIQUE"), "{again}");
+        assert!(again.to_string().contains("append-only"), "{again}");
+    }
+
+    #[test]
+    fn insert_or_replace_can_neither_rewrite_nor_erase_a_ledger_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let a = account("a");
+        let mut entry = NewEntry::new(&a, EntryKind::Grant, a.created_at);
+        entry.entry.idempotency_key = Some("k".into());
+        entry.entry.credits_delta = Decimal::TEN;
+        store.write(|tx| tx.append_entry(&entry).map(drop)).unwrap();
+        let conn = Connection::open(dir.path().join("store.sqlite3")).unwrap();
+        let rows = || -> Vec<(i64, String, Option<String>)> {
+            let mut stmt = conn.prepare("SELECT id, credits_delta, idempotency_key FROM ledger").unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let before = rows();
+        let replace = "INSERT OR REPLACE INTO ledger (id, user_id, kind, credits_delta, credits_balance_after, \
+                       ops_delta, idempotency_key, created_at) VALUES (?1, 'a', 'grant', '0', '0', 0, ?2, 0)";
+        for (id, key) in [(Some(1), None), (None, Some("k")), (Some(1), Some("other"))] {
+            let err = conn.execute(replace, params![id, key]).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        assert_eq!(rows(), before, "the row is neither rewritten nor erased, and its key still stands");
     }
 
     #[test]
@@ -649,9 +690,9 @@ mod tests {
         let path = dir.path().join("store.sqlite3");
         let version = |conn: &Connection| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
         let conn = Connection::open(&path).unwrap();
-        assert_eq!(version(&conn), 2);
+        assert_eq!(version(&conn), 3);
         drop(store(&dir));
-        assert_eq!(version(&conn), 2, "reopening does not migrate again");
+        assert_eq!(version(&conn), 3, "reopening does not migrate again");
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
         assert_eq!(err.code(), "STORAGE_ERROR");
