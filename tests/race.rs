@@ -156,6 +156,74 @@ fn four_processes_sharing_one_file_spend_each_credit_once() {
     assert_spent_exactly_k(&Billing::open(&path, common::catalog()).unwrap(), succeeded);
 }
 
+const HAMMER_ENV: &str = "BILLING_HAMMER_WORKER";
+const HAMMER_PROCESSES: usize = 16;
+const HAMMER_THREADS: usize = 4;
+const HAMMER_CHARGES: usize = 20;
+
+/// 16 processes of 4 threads write to one file at once. At the default lock timeout none
+/// of them ever sees BUSY or a storage error: a wait for the lock is not a failure, and
+/// the time a thread queues behind its own process's writers counts toward the timeout.
+#[test]
+fn sixteen_processes_of_four_threads_never_see_a_busy_store_at_the_default_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hammer.sqlite3");
+    let billing = Billing::open(&path, common::catalog()).unwrap();
+    let without_setting = std::fs::read_to_string(common::tariffs_path()).unwrap().replace("lock_timeout_ms", "# ");
+    let default = billing_engine::Catalog::from_toml(&without_setting).unwrap().lock_timeout;
+    assert_eq!((billing.catalog().lock_timeout, default), (Duration::from_secs(30), Duration::from_secs(30)));
+    for p in 0..HAMMER_PROCESSES {
+        billing.import_user(&format!("p{p}"), rust_decimal::Decimal::from(1000), u32::MAX, None).unwrap();
+    }
+    let start_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(2000);
+    let children: Vec<_> = (0..HAMMER_PROCESSES)
+        .map(|p| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "hammer_worker_process", "--include-ignored", "--nocapture", "--test-threads=1"])
+                .env(HAMMER_ENV, format!("{}|p{p}|{}", path.display(), start_at.as_millis()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(&format!("charged={}", HAMMER_THREADS * HAMMER_CHARGES)), "{stdout}");
+    }
+    let report = billing.verify_integrity().unwrap();
+    assert!(report.ok, "{:?}", report.mismatches);
+    // Each import wrote two entries (credits, free-tier use); every charge wrote one.
+    assert_eq!(report.entries_checked as usize, HAMMER_PROCESSES * (2 + HAMMER_THREADS * HAMMER_CHARGES));
+}
+
+/// Run by the hammer test in child processes: 4 threads share this process's `Billing`.
+#[test]
+#[ignore = "a worker process of the hammer test, not a test of its own"]
+fn hammer_worker_process() {
+    let Ok(spec) = std::env::var(HAMMER_ENV) else { return };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let (path, user, start_at) = (parts[0], parts[1].to_owned(), parts[2].parse::<u128>().unwrap());
+    let billing = Arc::new(Billing::open(path, common::catalog()).unwrap());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    std::thread::sleep(Duration::from_millis(start_at.saturating_sub(now) as u64));
+    let threads: Vec<_> = (0..HAMMER_THREADS)
+        .map(|t| {
+            let (billing, user) = (billing.clone(), user.clone());
+            std::thread::spawn(move || {
+                for i in 0..HAMMER_CHARGES {
+                    billing.charge(&user, "generation", &format!("t{t}-{i}"), None).unwrap();
+                }
+                HAMMER_CHARGES
+            })
+        })
+        .collect();
+    let charged: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    println!("charged={charged}");
+}
+
 /// Run by `four_processes_sharing_one_file_spend_each_credit_once` in child processes.
 #[test]
 #[ignore = "a worker process of the multi-process race test, not a test of its own"]

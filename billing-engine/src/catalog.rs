@@ -323,7 +323,7 @@ fn parse_decimal(s: &str) -> Result<Decimal, String> {
 
 // ---- the rules ----
 
-const DEFAULT_LOCK_TIMEOUT_MS: i64 = 5000;
+const DEFAULT_LOCK_TIMEOUT_MS: i64 = 30_000;
 /// SQLite takes its busy timeout as a C int of milliseconds; an hour is far below that
 /// and far above any wait worth making.
 const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;

@@ -40,6 +40,14 @@ pub enum BillingError {
     PaymentError { provider_code: String, description: String, retryable: bool },
     #[error("invalid webhook: {reason}")]
     InvalidWebhook { reason: String },
+    /// Another writer held the store's lock for the whole of the lock timeout. Nothing
+    /// was written; the same call may be tried again (HTTP 503).
+    #[error("the store is busy: waited {waited_ms} ms for the write lock")]
+    Busy { waited_ms: u64 },
+    /// The disk holding the store is full. Nothing was written; the store made what room
+    /// it could (a WAL checkpoint), and writes work again once there is space.
+    #[error("the disk is full: nothing was written")]
+    StorageFull,
     #[error("storage error: {message}")]
     Storage { message: String },
 }
@@ -62,6 +70,8 @@ impl BillingError {
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::PaymentError { .. } => "PAYMENT_ERROR",
             Self::InvalidWebhook { .. } => "INVALID_WEBHOOK",
+            Self::Busy { .. } => "BUSY",
+            Self::StorageFull => "STORAGE_FULL",
             Self::Storage { .. } => "STORAGE_ERROR",
         }
     }
@@ -91,8 +101,9 @@ impl BillingError {
                 json!({ "provider_code": provider_code, "description": description, "retryable": retryable })
             }
             Self::InvalidWebhook { reason } => json!({ "reason": reason }),
+            Self::Busy { waited_ms } => json!({ "waited_ms": waited_ms, "retryable": true }),
             Self::Storage { message } => json!({ "message": message }),
-            Self::NoSubscription | Self::NoPaymentMethod => json!({}),
+            Self::NoSubscription | Self::NoPaymentMethod | Self::StorageFull => json!({}),
         };
         match value {
             Value::Object(map) => map,
@@ -116,8 +127,29 @@ pub enum StoreError {
     Corrupt { column: &'static str, value: String },
 }
 
+impl StoreError {
+    /// SQLite gave up waiting for another connection's lock.
+    pub fn is_busy(&self) -> bool {
+        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return false };
+        matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    }
+
+    /// The disk (or the volume's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return false };
+        failure.code == rusqlite::ErrorCode::DiskFull
+    }
+}
+
 impl From<StoreError> for BillingError {
     fn from(error: StoreError) -> Self {
+        if error.is_busy() {
+            // The store that waited fills in how long (see `SqliteStore::write`).
+            return BillingError::Busy { waited_ms: 0 };
+        }
+        if error.is_disk_full() {
+            return BillingError::StorageFull;
+        }
         // SQLite's own messages name tables and constraints, never user data or secrets.
         BillingError::Storage { message: error.to_string() }
     }

@@ -7,8 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex as TimedMutex, MutexGuard};
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -52,8 +55,13 @@ pub struct SqliteStore {
     /// in-memory connection would be a database of its own).
     path: Option<PathBuf>,
     options: SqliteOptions,
-    writer: Mutex<Connection>,
+    /// Timed, so that the wait for it counts against the same deadline as SQLite's.
+    writer: TimedMutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Set once a write found the disk full. From then on every write checkpoints and
+    /// truncates the WAL after it: SQLite's own checkpoint comes only at 4 MiB of WAL,
+    /// more than a small disk may have, and a checkpoint needs room to copy pages into.
+    short_of_space: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -67,6 +75,8 @@ const MEMORY: &str = ":memory:";
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const BEGIN_READ: &str = "BEGIN DEFERRED";
 const STATEMENT_CACHE: usize = 32;
+/// About the WAL's size at SQLite's automatic checkpoint (1000 pages of 4 KiB).
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, or a private in-memory one for
@@ -76,16 +86,38 @@ impl SqliteStore {
         let path = (path.as_os_str() != MEMORY).then(|| path.to_path_buf());
         let writer = connect(path.as_deref(), &options)?;
         in_transaction(&writer, BEGIN_WRITE, |conn| Ok(schema::migrate(conn)?))?;
-        Ok(Self { path, options, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        Ok(Self {
+            path,
+            options,
+            writer: TimedMutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            short_of_space: AtomicBool::new(false),
+        })
     }
 
     pub fn open_in_memory() -> Result<Self> {
         Self::open(MEMORY, SqliteOptions::default())
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
-        // A panic inside a transaction rolled it back as it unwound; the connection is fine.
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The writer connection, once this process's other writers are done, with SQLite's
+    /// own wait for other processes set to what is left until `deadline`. A panic inside
+    /// a transaction rolled it back as it unwound, so the connection is always fine.
+    fn lock_writer(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>> {
+        let conn = self.writer.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })?;
+        conn.busy_timeout(deadline.saturating_duration_since(Instant::now())).map_err(StoreError::from)?;
+        Ok(conn)
+    }
+
+    /// Runs `work` against one deadline for every wait on the way (this process's queue,
+    /// then other processes' locks); BUSY, with the whole wait, when it runs out.
+    fn within_lock_timeout<T>(&self, work: impl FnOnce(Instant) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        work(started + self.options.lock_timeout).map_err(|error| match error {
+            BillingError::Busy { .. } => {
+                BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) }
+            }
+            other => other,
+        })
     }
 
     fn run<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
@@ -95,21 +127,33 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        Self::run(&self.lock_writer(), BEGIN_WRITE, f)
+        self.within_lock_timeout(|deadline| {
+            let conn = self.lock_writer(deadline)?;
+            let result = Self::run(&conn, BEGIN_WRITE, f);
+            if result.as_ref().err() == Some(&BillingError::StorageFull) {
+                self.short_of_space.store(true, Ordering::Relaxed);
+            }
+            if self.short_of_space.load(Ordering::Relaxed) {
+                make_room(&conn);
+            }
+            result
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let Some(path) = &self.path else {
-            return Self::run(&self.lock_writer(), BEGIN_READ, f);
+            return self.within_lock_timeout(|deadline| Self::run(&*self.lock_writer(deadline)?, BEGIN_READ, f));
         };
-        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => connect(Some(path), &self.options)?,
-        };
-        let result = Self::run(&conn, BEGIN_READ, f);
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        result
+        self.within_lock_timeout(|_| {
+            let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => connect(Some(path), &self.options)?,
+            };
+            let result = Self::run(&conn, BEGIN_READ, f);
+            self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
     }
 }
 
@@ -132,7 +176,17 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
         Durability::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
+    // A WAL that grew (a long reader held back checkpoints) shrinks back to this when it
+    // is next reset, instead of keeping its largest size on disk for good.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     Ok(conn)
+}
+
+/// Moves the WAL's pages into the database and truncates the WAL, which is what fills a
+/// small disk. Best effort: it fails too while the disk has no room at all, and succeeds
+/// after the first write that finds room once space is freed.
+fn make_room(conn: &Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 /// Runs `f` between `begin` and COMMIT; an error or a panic in `f` rolls back. Every
@@ -657,6 +711,58 @@ mod tests {
         let again = store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap_err();
         assert_eq!(again.code(), "STORAGE_ERROR");
         assert!(again.to_string().contains("append-only"), "{again}");
+    }
+
+    fn store_waiting(dir: &tempfile::TempDir, lock_timeout: Duration) -> SqliteStore {
+        SqliteStore::open(dir.path().join("store.sqlite3"), SqliteOptions { lock_timeout, ..SqliteOptions::default() })
+            .unwrap()
+    }
+
+    fn busy_wait(error: BillingError) -> u64 {
+        match error {
+            BillingError::Busy { waited_ms } => waited_ms,
+            other => panic!("expected BUSY, got {other}"),
+        }
+    }
+
+    #[test]
+    fn time_queued_behind_this_process_s_writers_counts_toward_the_lock_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(store_waiting(&dir, Duration::from_millis(300)));
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                store
+                    .write(|_| {
+                        held.wait();
+                        release.wait();
+                        Ok(())
+                    })
+                    .unwrap()
+            });
+            held.wait();
+            let started = Instant::now();
+            let waited = busy_wait(store.write(|tx| tx.insert_account(&account("b"))).unwrap_err());
+            let elapsed = started.elapsed();
+            release.wait();
+            assert!((300..1000).contains(&waited), "waited {waited} ms");
+            assert!(elapsed < Duration::from_millis(1000), "gave up at the deadline, after {elapsed:?}");
+        });
+        assert!(!exists(&store, "b"), "nothing was written");
+    }
+
+    #[test]
+    fn another_process_s_lock_is_busy_after_the_timeout_not_a_storage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_waiting(&dir, Duration::from_millis(200));
+        let other = Connection::open(dir.path().join("store.sqlite3")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let error = store.write(|tx| tx.insert_account(&account("a"))).unwrap_err();
+        assert_eq!(error.code(), "BUSY");
+        assert!(busy_wait(error) >= 200);
+        assert_eq!(BillingError::Busy { waited_ms: 7 }.details()["retryable"], true);
+        other.execute_batch("COMMIT").unwrap();
+        store.write(|tx| tx.insert_account(&account("a"))).unwrap();
     }
 
     #[test]
