@@ -382,3 +382,154 @@ fn payment_calls_check_their_input_first() {
     let err = no_provider.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "k").unwrap_err();
     assert_eq!((err.code(), err.details()["provider_code"].as_str()), ("PAYMENT_ERROR", Some("not_configured")));
 }
+
+fn refund_entries(f: &Fixture) -> Vec<billing_engine::LedgerEntry> {
+    let entries = f.billing.ledger(USER, 100, None).unwrap();
+    entries.into_iter().filter(|e| e.kind == EntryKind::PurchaseRefund).collect()
+}
+
+#[test]
+fn a_partial_refund_takes_back_credits_in_proportion_and_only_once() {
+    let (fake, f) = setup();
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "buy");
+    let before = f.billing.state(USER).unwrap().credits;
+
+    // 50.00 of 149.00: 20 × 50 / 149 = 6.71 credits, rounded down in the customer's favour.
+    let partial = f.billing.refund_payment(&payment_id, Some(dec("50.00")), Some("refund-1")).unwrap();
+    assert_eq!((partial.status, partial.refunded_amount), (PaymentStatus::Succeeded, dec("50.00")));
+    assert_eq!(f.billing.state(USER).unwrap().credits, before - dec("6"));
+    let again = f.billing.refund_payment(&payment_id, Some(dec("50.00")), Some("refund-1")).unwrap();
+    assert_eq!(again.refunded_amount, dec("50.00"), "a retried call refunds once");
+    assert_eq!(fake.refund_ids().len(), 1);
+    let notified = deliver(&f.billing, &fake.refund_notification(&fake.refund_ids()[0])).unwrap();
+    assert_eq!(notified.status, WebhookStatus::Duplicate, "the notification of the same refund");
+
+    let err = f.billing.refund_payment(&payment_id, Some(dec("100.00")), Some("refund-2")).unwrap_err();
+    assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("amount")), "99.00 is left");
+    let err = f.billing.refund_payment(&payment_id, Some(dec("1.001")), Some("refund-2")).unwrap_err();
+    assert_eq!(err.details()["field"], "amount", "money has two places");
+    let err = f.billing.refund_payment(&payment_id, Some(dec("1.00")), None).unwrap_err();
+    assert_eq!(err.details()["field"], "idempotency_key");
+
+    // The rest, without an amount: the whole package is back, and the payment is refunded.
+    let rest = f.billing.refund_payment(&payment_id, None, None).unwrap();
+    assert_eq!((rest.status, rest.refunded_amount), (PaymentStatus::Refunded, dec("149.00")));
+    assert_eq!(f.billing.state(USER).unwrap().credits, before - dec("20"));
+    let taken: Vec<_> = refund_entries(&f).iter().map(|e| e.credits_delta).collect();
+    assert_eq!(taken, [dec("-14"), dec("-6")], "newest first");
+    let item = &f.billing.payments(USER, 10).unwrap().results[0];
+    assert_eq!((item.status.as_str(), item.refunded_amount), ("refunded", dec("149.00")));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn a_refund_of_more_than_is_left_is_capped_and_the_ledger_says_so() {
+    // Notifications read as sent (no re-read), so one can claim more than the API allows.
+    let (fake, f) = setup_with(|config| config.verify_by_fetch = false);
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "buy");
+    f.billing.refund_payment(&payment_id, Some(dec("100.00")), Some("r1")).unwrap();
+    let provider_id = provider_id(&f, &payment_id);
+    let body = serde_json::json!({"type": "notification", "event": "refund.succeeded", "object": {
+        "id": "2f0000ff-000f-5000-9000-1b68e7b15f3f", "payment_id": provider_id, "status": "succeeded",
+        "amount": {"value": "149.00", "currency": "RUB"}}});
+    let outcome = deliver(&f.billing, &serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(outcome.status, WebhookStatus::Applied);
+    let payment = f.billing.payment(&payment_id).unwrap();
+    assert_eq!((payment.status, payment.refunded_amount), (PaymentStatus::Refunded, dec("149.00")));
+    let capped = &refund_entries(&f)[0];
+    let metadata = capped.metadata.as_ref().unwrap();
+    assert_eq!((metadata["amount"].as_str(), metadata["capped_from"].as_str()), (Some("49.00"), Some("149.00")));
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"), "the trial's 10: all 20 went back once");
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn a_plan_ends_only_when_its_whole_payment_is_refunded() {
+    let (fake, f) = setup();
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Plan("basic"), false, "buy");
+    f.billing.refund_payment(&payment_id, Some(dec("100.00")), Some("part")).unwrap();
+    assert!(f.billing.state(USER).unwrap().is_active, "a partial refund leaves the subscription");
+    let entry = &refund_entries(&f)[0];
+    assert_eq!((entry.source, entry.credits_delta), (None, dec("0")));
+    f.billing.refund_payment(&payment_id, None, None).unwrap();
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!((state.plan_code.as_str(), state.is_active), ("FREE", false));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn refunding_last_month_s_plan_payment_leaves_this_month_s_subscription_alone() {
+    let (fake, f) = setup();
+    let old = buy_and_pay(&fake, &f, Purchase::Plan("basic"), false, "january");
+    f.advance_days(31);
+    assert!(!f.billing.state(USER).unwrap().is_active, "january's period is over");
+    buy_and_pay(&fake, &f, Purchase::Plan("basic"), false, "february");
+    let february = f.billing.state(USER).unwrap();
+
+    let refunded = f.billing.refund_payment(&old, None, None).unwrap();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert_eq!(f.billing.state(USER).unwrap(), february, "a past period's refund changes no subscription");
+    let entry = &refund_entries(&f)[0];
+    assert_eq!((entry.source, entry.reference.as_deref()), (None, Some(old.as_str())));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn a_worker_without_a_provider_leaves_auto_renewals_due_for_one_that_has_one() {
+    let (fake, f) = setup();
+    subscribed_with_autorenew(&fake, &f);
+    let expires = f.billing.state(USER).unwrap().expires_at.unwrap();
+    let cron = Billing::open_with_clock(f.db_path(), common::catalog(), f.clock.clone()).unwrap();
+
+    let report = cron.process_due().unwrap();
+    assert_eq!((report.renewals_skipped, report.renewals_created, report.expired), (1, 0, 0));
+    f.advance_days(1); // past the end: still not ended by a worker that could not renew
+    let report = cron.process_due().unwrap();
+    assert_eq!((report.renewals_skipped, report.expired), (1, 0));
+    let last = &f.billing.ledger(USER, 1, None).unwrap()[0];
+    assert_ne!(last.kind, EntryKind::SubscriptionExpired, "nothing recorded an end");
+
+    let report = f.billing.process_due().unwrap();
+    assert_eq!((report.renewals_created, report.renewals_sent, report.expired), (1, 1, 0));
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!((state.plan_code.as_str(), state.expires_at), ("basic", Some(expires + time::Duration::days(30))));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn verify_integrity_checks_renewal_payments_too() {
+    let (fake, f) = setup();
+    subscribed_with_autorenew(&fake, &f);
+    assert_eq!(f.billing.process_due().unwrap().renewals_sent, 1);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+    let conn = rusqlite::Connection::open(f.db_path()).unwrap();
+    conn.execute("UPDATE payments SET paid_until = paid_until + 86400000 WHERE purpose = 'renewal'", []).unwrap();
+    let report = f.billing.verify_integrity().unwrap();
+    assert!(report.mismatches.iter().any(|m| m.check.starts_with("subscription_paid@")), "{:?}", report.mismatches);
+    conn.execute("UPDATE payments SET status = 'canceled' WHERE purpose = 'renewal'", []).unwrap();
+    let report = f.billing.verify_integrity().unwrap();
+    assert!(report.mismatches.iter().any(|m| m.check.starts_with("renewal_declined@")), "{:?}", report.mismatches);
+}
+
+#[test]
+fn notifications_about_objects_yookassa_does_not_have_are_invalid_for_good() {
+    let (fake, f) = setup();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "buy").unwrap();
+    fake.pay(&created.yookassa_payment_id);
+    let real = String::from_utf8(fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
+    let before = f.snapshot();
+    let missing = "2f999999-000f-5000-9000-1b68e7b15f3f";
+    let refund = format!(
+        r#"{{"type":"notification","event":"refund.succeeded","object":{{"id":"{missing}","payment_id":"{}","status":"succeeded","amount":{{"value":"149.00","currency":"RUB"}}}}}}"#,
+        created.yookassa_payment_id
+    );
+    for body in [
+        real.replace(&created.yookassa_payment_id, missing), // 404 on the verifying read
+        refund,                                               // a refund the API does not know
+        real.replace(&created.yookassa_payment_id, "../../payments/x"), // no YooKassa id looks like this
+    ] {
+        let err = deliver(&f.billing, body.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "INVALID_WEBHOOK", "{body}: {err}");
+    }
+    assert_eq!(f.snapshot(), before);
+}

@@ -50,6 +50,10 @@ pub enum BillingError {
     StorageFull,
     #[error("storage error: {message}")]
     Storage { message: String },
+    /// A stored value that no longer reads as what its column holds (edited by hand, or
+    /// damaged). `column` is `table.column`. Code STORAGE_ERROR.
+    #[error("storage error: unreadable value in `{column}`: {value}")]
+    Unreadable { column: String, value: String },
 }
 
 impl BillingError {
@@ -72,7 +76,7 @@ impl BillingError {
             Self::InvalidWebhook { .. } => "INVALID_WEBHOOK",
             Self::Busy { .. } => "BUSY",
             Self::StorageFull => "STORAGE_FULL",
-            Self::Storage { .. } => "STORAGE_ERROR",
+            Self::Storage { .. } | Self::Unreadable { .. } => "STORAGE_ERROR",
         }
     }
 
@@ -103,6 +107,7 @@ impl BillingError {
             Self::InvalidWebhook { reason } => json!({ "reason": reason }),
             Self::Busy { waited_ms } => json!({ "waited_ms": waited_ms, "retryable": true }),
             Self::Storage { message } => json!({ "message": message }),
+            Self::Unreadable { column, value } => json!({ "column": column, "value": value }),
             Self::NoSubscription | Self::NoPaymentMethod | Self::StorageFull => json!({}),
         };
         match value {
@@ -123,8 +128,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// A stored value that does not read as its column's type; `column` is `table.column`.
     #[error("corrupt stored value in `{column}`: {value}")]
-    Corrupt { column: &'static str, value: String },
+    Corrupt { column: String, value: String },
 }
 
 impl StoreError {
@@ -132,6 +138,17 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return false };
         matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    }
+
+    /// The unreadable value behind this error, directly or inside a row conversion.
+    fn corrupt(&self) -> Option<&StoreError> {
+        match self {
+            Self::Corrupt { .. } => Some(self),
+            Self::Sqlite(rusqlite::Error::FromSqlConversionFailure(_, _, cause)) => {
+                cause.downcast_ref::<StoreError>().filter(|inner| matches!(inner, Self::Corrupt { .. }))
+            }
+            _ => None,
+        }
     }
 
     /// The disk (or the volume's quota) is full.
@@ -149,6 +166,10 @@ impl From<StoreError> for BillingError {
         }
         if error.is_disk_full() {
             return BillingError::StorageFull;
+        }
+        if let Some(StoreError::Corrupt { column, value }) = error.corrupt() {
+            let value: String = value.chars().take(64).collect();
+            return BillingError::Unreadable { column: column.clone(), value };
         }
         // SQLite's own messages name tables and constraints, never user data or secrets.
         BillingError::Storage { message: error.to_string() }

@@ -17,8 +17,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, NewEntry, Request,
-    FREEMIUM_OWNER,
+    audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, Mismatch, NewEntry,
+    Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
@@ -433,19 +433,27 @@ impl<S: Store> Billing<S> {
     }
 
     /// Recomputes every user's balance and allowance use from the ledger alone and
-    /// reports each difference from the stored accounts.
+    /// reports each difference from the stored accounts and payments. Ledger entries or
+    /// payments whose account is gone, and stored values that no longer read (named by
+    /// `table.column`), are reported too, and the check goes on with the next user.
     pub fn verify_integrity(&self) -> Result<IntegrityReport> {
         self.store.read(|tx| {
             let mut report = IntegrityReport { ok: true, users_checked: 0, entries_checked: 0, mismatches: Vec::new() };
             for user_id in tx.user_ids()? {
-                let account =
-                    tx.account(&user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.clone() })?;
-                let entries = tx.all_entries(&user_id)?;
-                report.mismatches.extend(audit_account(&account, &entries));
-                let payments = tx.all_payments(&user_id)?;
-                report.mismatches.extend(audit_payments(&user_id, &payments, &entries));
                 report.users_checked += 1;
-                report.entries_checked += entries.len() as u64;
+                match audit_user(tx, &user_id) {
+                    Ok((mismatches, entries)) => {
+                        report.mismatches.extend(mismatches);
+                        report.entries_checked += entries;
+                    }
+                    Err(BillingError::Unreadable { column, value }) => report.mismatches.push(Mismatch {
+                        user_id: user_id.clone(),
+                        check: format!("unreadable:{column}"),
+                        ledger: String::new(),
+                        stored: value,
+                    }),
+                    Err(other) => return Err(other),
+                }
             }
             report.ok = report.mismatches.is_empty();
             Ok(report)
@@ -487,6 +495,24 @@ impl<S: Store> Billing<S> {
         let account = self.store.read(|tx| self.account_for_write(tx, user_id, now))?;
         Ok((account, now))
     }
+}
+
+/// One user's audit: the mismatches found, and how many entries were read.
+fn audit_user(tx: &mut dyn Transaction, user_id: &str) -> Result<(Vec<Mismatch>, u64)> {
+    let entries = tx.all_entries(user_id)?;
+    let payments = tx.all_payments(user_id)?;
+    let Some(account) = tx.account(user_id)? else {
+        let orphan = Mismatch {
+            user_id: user_id.to_owned(),
+            check: "account".to_owned(),
+            ledger: format!("{} entries, {} payments", entries.len(), payments.len()),
+            stored: "no account".to_owned(),
+        };
+        return Ok((vec![orphan], entries.len() as u64));
+    };
+    let mut mismatches = audit_account(&account, &entries);
+    mismatches.extend(audit_payments(user_id, &payments, &entries));
+    Ok((mismatches, entries.len() as u64))
 }
 
 /// The entry an earlier call with this key wrote, if the request is the same; a

@@ -39,7 +39,8 @@ pub trait Transaction {
     /// Replaces the stored account of `account.user_id`.
     fn update_account(&mut self, account: &Account) -> Result<()>;
 
-    /// Every user id, in order.
+    /// Every user id with an account, ledger entries or payments, in order: what the
+    /// integrity audit walks, so rows whose account is gone are found too.
     fn user_ids(&mut self) -> Result<Vec<String>>;
 
     /// Appends an entry and returns it with its id. Ids grow with every append. A second

@@ -131,7 +131,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version = version as usize;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt {
-            column: "user_version",
+            column: "user_version".to_owned(),
             value: format!("schema version {version} is newer than this engine ({})", MIGRATIONS.len()),
         });
     }

@@ -168,7 +168,7 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     if path.is_some() {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt { column: "journal_mode", value: mode });
+            return Err(StoreError::Corrupt { column: "journal_mode".to_owned(), value: mode });
         }
     }
     let synchronous = match options.durability {
@@ -266,7 +266,9 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn user_ids(&mut self) -> Result<Vec<String>> {
-        self.many("SELECT user_id FROM accounts ORDER BY user_id", [], |row| row.get(0))
+        let sql = "SELECT user_id FROM accounts UNION SELECT user_id FROM ledger \
+                   UNION SELECT user_id FROM payments ORDER BY user_id";
+        self.many(sql, [], |row| row.get(0))
     }
 
     fn append_entry(&mut self, new: &NewEntry) -> Result<LedgerEntry> {
@@ -400,7 +402,7 @@ impl Transaction for SqliteTx<'_> {
             ])
             .map_err(StoreError::from)?;
         if changed != 1 {
-            return Err(StoreError::Corrupt { column: "payments.id", value: p.id.clone() }.into());
+            return Err(StoreError::Corrupt { column: "payments.id".to_owned(), value: p.id.clone() }.into());
         }
         Ok(())
     }
@@ -524,6 +526,10 @@ impl SqliteTx<'_> {
 }
 
 fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
+    in_table("accounts", row, read_account)
+}
+
+fn read_account(row: &Row) -> rusqlite::Result<Account> {
     let subscription: Option<String> = row.get(10)?;
     Ok(Account {
         user_id: row.get(0)?,
@@ -543,6 +549,10 @@ fn account_from_row(row: &Row) -> rusqlite::Result<Account> {
 }
 
 fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
+    in_table("ledger", row, read_entry)
+}
+
+fn read_entry(row: &Row) -> rusqlite::Result<LedgerEntry> {
     let owner: Option<String> = row.get(8)?;
     let start: Option<i64> = row.get(9)?;
     let metadata: Option<String> = row.get(13)?;
@@ -568,6 +578,10 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<LedgerEntry> {
 }
 
 fn payment_from_row(row: &Row) -> rusqlite::Result<Payment> {
+    in_table("payments", row, read_payment)
+}
+
+fn read_payment(row: &Row) -> rusqlite::Result<Payment> {
     let payload: Option<String> = row.get(17)?;
     Ok(Payment {
         id: row.get(0)?,
@@ -640,7 +654,28 @@ fn julian_day(row: &Row, idx: usize) -> rusqlite::Result<Date> {
 }
 
 fn corrupt(idx: usize, text: &str) -> rusqlite::Error {
-    conversion_error(idx, StoreError::Corrupt { column: "ledger", value: text.to_owned() })
+    conversion_error(idx, StoreError::Corrupt { column: String::new(), value: text.to_owned() })
+}
+
+/// Reads a row of `table` with `read`; a value that does not read as its column's type
+/// becomes [`StoreError::Corrupt`] naming `table.column`, so the integrity audit can
+/// report it and go on.
+fn in_table<T>(table: &str, row: &Row, read: impl FnOnce(&Row) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    read(row).map_err(|error| {
+        let idx = match &error {
+            rusqlite::Error::FromSqlConversionFailure(idx, ..)
+            | rusqlite::Error::InvalidColumnType(idx, ..)
+            | rusqlite::Error::IntegralValueOutOfRange(idx, _) => *idx,
+            _ => return error,
+        };
+        let name = row.as_ref().column_name(idx).unwrap_or("?");
+        let value = match row.get_ref(idx) {
+            Ok(rusqlite::types::ValueRef::Text(text)) => String::from_utf8_lossy(text).into_owned(),
+            Ok(other) => format!("{other:?}"),
+            Err(_) => String::new(),
+        };
+        conversion_error(idx, StoreError::Corrupt { column: format!("{table}.{name}"), value })
+    })
 }
 
 fn conversion_error(idx: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
