@@ -27,7 +27,7 @@ fn main() -> Result<(), BillingError> {
     for n in 1..=5 {
         report(&billing, "alice", "generation", &format!("alice-gen-{n}"));
     }
-    clock.advance(Duration::days(1));
+    clock.advance(Duration::days(1))?;
     println!("   -- next day");
     report(&billing, "alice", "generation", "alice-gen-6");
     show_state(&billing, "alice")?;
@@ -42,7 +42,7 @@ fn main() -> Result<(), BillingError> {
     report(&billing, "bob", "generation", "bob-gen-1");
     report(&billing, "bob", "generation", "bob-gen-1"); // a retried request: replayed, not charged twice
     show_state(&billing, "bob")?;
-    clock.advance(Duration::days(30));
+    clock.advance(Duration::days(30))?;
     println!("   -- 30 days later `basic` has ended: bob is back on the free tier");
     report(&billing, "bob", "generation", "bob-gen-2");
     show_state(&billing, "bob")?;
@@ -52,7 +52,7 @@ fn main() -> Result<(), BillingError> {
     for n in 1..=4 {
         report(&billing, "carol", "assistant", &format!("carol-op-{n}"));
     }
-    clock.advance(Duration::days(1));
+    clock.advance(Duration::days(1))?;
     println!("   -- next day");
     for n in 5..=7 {
         report(&billing, "carol", "assistant", &format!("carol-op-{n}"));

@@ -292,7 +292,7 @@ impl Run {
                 prop_assert_eq!(engine.map(drop).map_err(|e: BillingError| e.code()), expected);
             }
             Step::Advance { hours } => {
-                self.clock.advance(time::Duration::hours(hours));
+                self.clock.advance(time::Duration::hours(hours)).unwrap();
                 self.now += hours * HOUR_MS;
             }
         }

@@ -45,8 +45,14 @@ impl ManualClock {
         Ok(())
     }
 
-    pub fn advance(&self, by: Duration) {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) += by;
+    /// Moves the clock by `by` (back when negative); a time outside what the clock can
+    /// hold is INVALID_ARGUMENT and leaves it where it was.
+    pub fn advance(&self, by: Duration) -> Result<()> {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now = now.checked_add(by).filter(|t| t.year().abs() <= 9999).ok_or_else(|| {
+            BillingError::invalid("clock", format!("advancing {} by {by} leaves the years 0000 to 9999", time_util::iso(*now)))
+        })?;
+        Ok(())
     }
 }
 

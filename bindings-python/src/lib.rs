@@ -98,8 +98,8 @@ impl NativeClock {
         self.0.set_iso(iso).map_err(|e| native_error(&e))
     }
 
-    fn advance(&self, seconds: i64) {
-        self.0.advance(time::Duration::seconds(seconds));
+    fn advance(&self, seconds: i64) -> PyResult<()> {
+        self.0.advance(time::Duration::seconds(seconds)).map_err(|e| native_error(&e))
     }
 
     fn now(&self) -> String {
@@ -311,8 +311,18 @@ impl NativeBilling {
         run_json(py, || self.0.start_card_binding(user_id, return_url))
     }
 
-    fn refund_payment(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.refund_payment(payment_id))
+    #[pyo3(signature = (payment_id, amount, idempotency_key))]
+    fn refund_payment(
+        &self,
+        py: Python<'_>,
+        payment_id: &str,
+        amount: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> PyResult<String> {
+        run_json(py, || {
+            let amount = amount.map(|amount| input::decimal("amount", amount)).transpose()?;
+            self.0.refund_payment(payment_id, amount, idempotency_key)
+        })
     }
 
     #[pyo3(signature = (body, remote_addr, headers))]

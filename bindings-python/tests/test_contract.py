@@ -10,12 +10,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Dict
 
 import pytest
 
 import billing_engine as be
-from support import snapshot
+from support import TARIFFS, snapshot
 
 
 def sources(billing: be.Billing, user: str, operation: str, keys: list[str]) -> list[str]:
@@ -270,7 +270,8 @@ def test_every_contract_code_has_its_exception_class() -> None:
         "IDEMPOTENCY_CONFLICT": be.IdempotencyConflict, "INVALID_WEBHOOK": be.InvalidWebhook,
         "INVALID_CATALOG": be.InvalidCatalog, "UNKNOWN_USER": be.UnknownUser,
         "UNKNOWN_OPERATION": be.UnknownOperation, "CHARGE_NOT_FOUND": be.ChargeNotFound,
-        "INVALID_ARGUMENT": be.InvalidArgument, "STORAGE_ERROR": be.StorageError,
+        "INVALID_ARGUMENT": be.InvalidArgument, "STORAGE_ERROR": be.StorageError, "BUSY": be.Busy,
+        "STORAGE_FULL": be.StorageFull,
     }
     for code, cls in codes.items():
         assert cls.code == code and issubclass(cls, be.BillingError)
@@ -375,7 +376,7 @@ def test_the_gil_is_released_while_the_engine_waits(billing: be.Billing, db_path
     waiting = threading.Thread(target=lambda: results.append(billing.charge("max", "assistant", idempotency_key="w")))
     waiting.start()
     # This thread keeps running Python meanwhile. Were the GIL held by the waiting call,
-    # it could not, until the engine gave up after its 5 s lock timeout.
+    # it could not, until the engine gave up after its 30 s lock timeout.
     spins, deadline = 0, time.monotonic() + 0.3
     while time.monotonic() < deadline:
         spins += 1
@@ -393,3 +394,51 @@ print("locked", flush=True)
 sys.stdin.readline()
 db.execute("ROLLBACK")
 """
+
+
+def test_arguments_python_holds_but_the_engine_cannot_take_are_invalid_arguments(
+    billing: be.Billing, db_path: Path, clock: be.ManualClock
+) -> None:
+    billing.register_user("olga")
+    charge = billing.charge("olga", "generation", idempotency_key="k")
+    before = snapshot(db_path)
+    deep: Dict[str, Any] = {}
+    for _ in range(100_000):
+        deep = {"x": deep}
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: billing.ledger("olga", limit=2**40), "limit"),
+        (lambda: billing.ledger("olga", before=2**70), "before"),
+        (lambda: billing.refund_charge(2**64, idempotency_key="r"), "charge_id"),
+        (lambda: billing.import_user("new", credits=10, freemium_used=2**33), "freemium_used"),
+        (lambda: billing.grant_credits("olga", 10**40, idempotency_key="g", reason="x"), "amount"),
+        (lambda: billing.charge("olga", "generation", idempotency_key="\ud800"), "idempotency_key"),
+        (lambda: billing.charge("ol\udfffga", "generation", idempotency_key="k2"), "user_id"),
+        (lambda: billing.create_payment("olga", plan_code="basic", idempotency_key="k", return_url="https://\ud800"), "return_url"),
+        (lambda: billing.charge("olga", "generation", idempotency_key="k3", metadata={"a": "\ud800"}), "metadata"),
+        (lambda: billing.charge("olga", "generation", idempotency_key="k4", metadata=deep), "metadata"),
+        (lambda: clock.advance(days=10**9), "clock"),
+        (lambda: clock.advance(days=10**20), "clock"),
+    ]
+    for call, field in cases:
+        with pytest.raises(be.InvalidArgument) as invalid:
+            call()
+        assert invalid.value.details["field"] == field, invalid.value
+    assert snapshot(db_path) == before
+    assert billing.refund_charge(charge.id, idempotency_key="r").charge_id == charge.id
+
+
+def test_a_lock_held_past_the_timeout_is_busy_with_the_wait_and_writes_nothing(db_path: Path, clock: be.ManualClock) -> None:
+    text = TARIFFS.read_text().replace("lock_timeout_ms = 30000", "lock_timeout_ms = 300")
+    billing = be.Billing.open(db_path, be.Catalog.from_toml(text), clock=clock)
+    billing.register_user("pia")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    try:
+        with pytest.raises(be.Busy) as busy:
+            billing.charge("pia", "generation", idempotency_key="k")
+    finally:
+        holder.communicate("release\n", timeout=10)
+    assert busy.value.http_status == 503 and busy.value.details["waited_ms"] >= 300
+    assert billing.charge("pia", "generation", idempotency_key="k").replayed is False

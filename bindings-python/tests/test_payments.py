@@ -158,3 +158,54 @@ def test_yookassa_config_from_env_and_its_repr_hides_secrets(monkeypatch: pytest
     with pytest.raises(be.InvalidArgument) as missing:
         be.YooKassaConfig.from_env()
     assert missing.value.details["field"] == "YOOKASSA_SECRET_KEY"
+
+
+def test_a_partial_refund_takes_back_a_share_of_the_credits_once(paying: be.Billing, yookassa: FakeYooKassa) -> None:
+    paying.register_user("fay", free_trial=False)
+    created = paying.create_payment("fay", package_code="credits_20", idempotency_key="pkg")
+    yookassa.pay(created.yookassa_payment_id)
+    deliver(paying, yookassa.notification("payment.succeeded", created.yookassa_payment_id))
+    part = paying.refund_payment(created.payment_id, amount=Decimal("50.00"), idempotency_key="r1")
+    assert (part.status, part.refunded_amount) == ("succeeded", Decimal("50.00"))
+    assert paying.refund_payment(created.payment_id, amount="50.00", idempotency_key="r1").refunded_amount == Decimal("50")
+    assert paying.state("fay").credits == Decimal("14"), "20 x 50/149 = 6.71: 6 credits back, rounded down"
+    with pytest.raises(be.InvalidArgument) as too_much:
+        paying.refund_payment(created.payment_id, amount="99.01", idempotency_key="r2")
+    assert too_much.value.details["field"] == "amount"
+    rest = paying.refund_payment(created.payment_id)
+    assert (rest.status, paying.state("fay").credits) == ("refunded", Decimal("0"))
+    assert paying.payments("fay").to_dict()["results"][0]["refunded_amount"] == 149
+    assert len(yookassa.refunds) == 2 and paying.verify_integrity().ok
+
+
+def test_a_5xx_is_retried_with_the_same_key_and_pays_once(paying: be.Billing, yookassa: FakeYooKassa) -> None:
+    paying.register_user("gus")
+    yookassa.fail("/payments", 2)  # the first attempt and the first retry, each after creating
+    created = paying.create_payment("gus", plan_code="basic", idempotency_key="buy")
+    assert len(yookassa.payments) == 1, "three attempts under one key create one payment"
+    assert yookassa.requests.count("POST /payments") == 3
+    yookassa.fail("/payments", 3)
+    with pytest.raises(be.PaymentError) as unavailable:
+        paying.create_payment("gus", package_code="credits_20", idempotency_key="pkg")
+    assert unavailable.value.details["retryable"] is True
+    assert paying.create_payment("gus", package_code="credits_20", idempotency_key="pkg").payment_id
+    assert len(yookassa.payments) == 2 and created.payment_id
+
+
+def test_a_declined_renewal_stops_renewing_and_the_plan_runs_out(
+    paying: be.Billing, yookassa: FakeYooKassa, clock: be.ManualClock
+) -> None:
+    paying.register_user("hal")
+    created = paying.create_payment("hal", plan_code="basic", save_payment_method=True, idempotency_key="buy")
+    yookassa.pay(created.yookassa_payment_id)
+    deliver(paying, yookassa.notification("payment.succeeded", created.yookassa_payment_id))
+    expires = paying.set_autorenew("hal", True).expires_at
+    assert expires is not None
+    yookassa.decline_recurring(True)
+    clock.set(expires - timedelta(hours=12))
+    report = paying.process_due()
+    assert (report.renewals_created, report.renewals_sent, report.failures) == (1, 1, 0)
+    assert paying.subscription_details("hal").autorenew_enabled is False
+    clock.set(expires + timedelta(hours=1))
+    assert paying.process_due().expired == 1
+    assert paying.billing_me("hal").plan_code == "FREE" and paying.verify_integrity().ok

@@ -51,8 +51,8 @@ impl ManualClock {
         Ok(self.0.set_iso(&now)?)
     }
 
-    pub fn advance_seconds(&self, seconds: i64) {
-        self.0.advance(time::Duration::seconds(seconds));
+    pub fn advance_seconds(&self, seconds: i64) -> Result<()> {
+        Ok(self.0.advance(time::Duration::seconds(seconds))?)
     }
 
     pub fn now(&self) -> String {

@@ -50,7 +50,9 @@ def create_app(billing: be.Billing) -> FastAPI:
 
     @app.exception_handler(be.BillingError)
     async def billing_error(request: Request, error: be.BillingError) -> JSONResponse:
-        return JSONResponse(error.to_dict(), status_code=error.http_status)
+        # BUSY (503) is worth retrying in a moment; every other status is final.
+        retry = {"Retry-After": "1"} if isinstance(error, be.Busy) else None
+        return JSONResponse(error.to_dict(), status_code=error.http_status, headers=retry)
 
     # ---- seed 003: what the frontend reads and starts
 

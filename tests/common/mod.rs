@@ -69,11 +69,11 @@ impl Fixture {
     }
 
     pub fn advance_days(&self, days: i64) {
-        self.clock.advance(time::Duration::days(days));
+        self.clock.advance(time::Duration::days(days)).unwrap();
     }
 
     pub fn advance_hours(&self, hours: i64) {
-        self.clock.advance(time::Duration::hours(hours));
+        self.clock.advance(time::Duration::hours(hours)).unwrap();
     }
 
     /// Every row of every table, to show a refused call changed nothing.

@@ -48,6 +48,7 @@ __all__ = [
     "BillingError",
     "BillingMe",
     "BillingState",
+    "Busy",
     "CardDetails",
     "Catalog",
     "Charge",
@@ -73,12 +74,14 @@ __all__ = [
     "PaymentError",
     "PaymentHistory",
     "PaymentHistoryItem",
+    "PaidPeriod",
     "PaymentMethod",
     "PlanCard",
     "QuotaExceeded",
     "Quote",
     "Refund",
     "StorageError",
+    "StorageFull",
     "SubscriptionDetails",
     "SubscriptionPlan",
     "UnknownOperation",
@@ -202,6 +205,21 @@ class StorageError(BillingError):
     http_status = 500
 
 
+class Busy(BillingError):
+    """Another writer held the store's lock for the whole lock timeout; nothing was
+    written and the same call may be retried. ``details["waited_ms"]``."""
+
+    code = "BUSY"
+    http_status = 503
+
+
+class StorageFull(BillingError):
+    """The disk is full; nothing was written. Writes work again once there is space."""
+
+    code = "STORAGE_FULL"
+    http_status = 507
+
+
 class InternalError(BillingError):
     """A bug in the engine (a Rust panic), caught before it could abort the process."""
 
@@ -220,12 +238,42 @@ _R = TypeVar("_R")
 
 
 def _call(method: Callable[..., _R], *args: Any) -> _R:
-    """Calls the engine, raising engine errors as their ``BillingError`` subclass."""
+    """Calls the engine, raising engine errors as their ``BillingError`` subclass, and an
+    argument the extension cannot take (an int past 64 bits, a str with a lone surrogate)
+    as ``InvalidArgument`` naming it."""
     try:
         return method(*args)
     except _native.NativeError as error:
         code, message, details = error.args
         raise _ERRORS.get(code, BillingError)(message, json.loads(details)) from None
+    except (OverflowError, UnicodeEncodeError) as error:
+        name = _unfit_argument(method, args)
+        raise _invalid(name, f"cannot be passed to the engine: {error}") from None
+
+
+_I64 = range(-(2**63), 2**63)
+
+
+def _unfit_argument(method: Callable[..., Any], args: Tuple[Any, ...]) -> str:
+    """The name of the first argument the extension cannot take, from the native method's
+    signature (``metadata_json`` is the caller's ``metadata``)."""
+    signature = getattr(method, "__text_signature__", None) or "()"
+    names = [n.strip() for n in signature.strip("()").split(",") if n.strip() and not n.strip().startswith("$")]
+    for name, value in zip(names, args):
+        unfit = (isinstance(value, int) and value not in _I64) or (
+            isinstance(value, str) and not value.isascii() and not _encodes(value)
+        )
+        if unfit:
+            return name.removesuffix("_json")
+    return "arguments"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -237,10 +285,21 @@ def _check_type(name: str, value: Any, expected: Union[type, Tuple[type, ...]], 
         raise TypeError(f"argument `{name}` must be {what}, got {type(value).__name__}")
 
 
+_U32_MAX = 2**32 - 1
+
+
 def _count(name: str, value: int) -> int:
     _check_type(name, value, int, "an int")
-    if value < 0:
-        raise _invalid(name, f"must not be negative, got {value}")
+    if not 0 <= value <= _U32_MAX:
+        raise _invalid(name, f"expected 0 to {_U32_MAX}, got {value}")
+    return value
+
+
+def _id_number(name: str, value: int) -> int:
+    """A ledger id: a 64-bit integer."""
+    _check_type(name, value, int, "an int")
+    if value not in _I64:
+        raise _invalid(name, f"expected a 64-bit integer, got {value}")
     return value
 
 
@@ -251,6 +310,13 @@ def _money(name: str, value: Money) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     return str(value)
+
+
+def _seconds(name: str, value: float) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        raise _invalid(name, f"expected a number of seconds, got {value!r}") from None
 
 
 def _moment(name: str, value: Moment) -> str:
@@ -269,6 +335,8 @@ def _json_arg(name: str, value: Any) -> Optional[str]:
         return json.dumps(value, default=_json_default)
     except (TypeError, ValueError) as error:
         raise _invalid(name, f"not JSON-serializable: {error}") from None
+    except RecursionError:
+        raise _invalid(name, "nested too deeply") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -573,12 +641,16 @@ class CreatedPayment(_Result):
 
 @dataclasses.dataclass(frozen=True)
 class PaymentHistoryItem(_Result):
+    """``refunded_amount``: money given back so far; a partly refunded payment stays
+    ``succeeded``."""
+
     id: str
     amount: Decimal = dataclasses.field(metadata=_NUMBER)
     currency: str
     status: str
     paid_at: Optional[datetime]
     description: str
+    refunded_amount: Decimal = dataclasses.field(metadata=_NUMBER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -586,6 +658,15 @@ class PaymentHistory(_Result):
     """Seed 003 ``PaymentHistory`` (``GET /billing/payments/``)."""
 
     results: Tuple[PaymentHistoryItem, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PaidPeriod(_Result):
+    """The part ``[start, end)`` of a subscription that one payment bought."""
+
+    subscription_id: str
+    start: datetime
+    end: datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -609,6 +690,8 @@ class Payment(_Result):
     confirmation_url: Optional[str]
     renewal_of: Optional[str]
     refund_id: Optional[str]
+    refunded_amount: Decimal
+    paid_period: Optional[PaidPeriod]
     payload: Optional[Any]
     idempotency_key: Optional[str]
     created_at: datetime
@@ -633,6 +716,7 @@ class DueReport(_Result):
     renewals_sent: int
     expired: int
     failures: int
+    renewals_skipped: int
 
 
 # ---------------------------------------------------------------------------- setup
@@ -677,7 +761,10 @@ class ManualClock:
     def advance(self, *, days: int = 0, hours: int = 0, minutes: int = 0, seconds: int = 0) -> None:
         for name, value in (("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds)):
             _check_type(name, value, int, "an int")
-        self._native.advance(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+        total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        if total not in _I64:
+            raise _invalid("clock", f"cannot advance by {total} seconds")
+        _call(self._native.advance, total)
 
 
 YOOKASSA_API_URL = "https://api.yookassa.ru/v3"
@@ -722,7 +809,7 @@ class YooKassaConfig:
             secrets_list,
             networks,
             self.verify_by_fetch,
-            float(self.timeout_s),
+            _seconds("timeout_s", self.timeout_s),
             _count("retries", self.retries),
         )
 
@@ -814,8 +901,9 @@ class Billing:
         )
 
     def refund_charge(self, charge_id: int, *, idempotency_key: str, reason: Optional[str] = None) -> Refund:
-        _check_type("charge_id", charge_id, int, "an int")
-        return Refund._from_json(_call(self._native.refund_charge, charge_id, idempotency_key, reason))
+        return Refund._from_json(
+            _call(self._native.refund_charge, _id_number("charge_id", charge_id), idempotency_key, reason)
+        )
 
     def grant_credits(self, user_id: str, amount: Money, *, idempotency_key: str, reason: str) -> LedgerEntry:
         return LedgerEntry._from_json(
@@ -863,8 +951,14 @@ class Billing:
     def start_card_binding(self, user_id: str, *, return_url: Optional[str] = None) -> CreatedPayment:
         return CreatedPayment._from_json(_call(self._native.start_card_binding, user_id, return_url))
 
-    def refund_payment(self, payment_id: str) -> Payment:
-        return Payment._from_json(_call(self._native.refund_payment, payment_id))
+    def refund_payment(
+        self, payment_id: str, *, amount: Optional[Money] = None, idempotency_key: Optional[str] = None
+    ) -> Payment:
+        """Refunds what is left of a succeeded payment, or ``amount`` of it (which needs an
+        ``idempotency_key``). A package's credits go back in proportion, rounded down; a
+        plan's period ends only when the whole payment is refunded."""
+        money = None if amount is None else _money("amount", amount)
+        return Payment._from_json(_call(self._native.refund_payment, payment_id, money, idempotency_key))
 
     def handle_yookassa_webhook(
         self,
@@ -912,7 +1006,7 @@ class Billing:
     def ledger(self, user_id: str, *, limit: int = 50, before: Optional[int] = None) -> List[LedgerEntry]:
         """Newest first; pass the last entry's ``id`` as ``before`` for the next page."""
         if before is not None:
-            _check_type("before", before, int, "an int")
+            _id_number("before", before)
         return LedgerEntry._list_from_json(_call(self._native.ledger, user_id, _count("limit", limit), before))
 
     def verify_integrity(self) -> IntegrityReport:

@@ -18,5 +18,8 @@ class BillingErrorMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, be.BillingError):
-            return JsonResponse(exception.to_dict(), status=exception.http_status)
+            response = JsonResponse(exception.to_dict(), status=exception.http_status)
+            if isinstance(exception, be.Busy):  # worth retrying in a moment
+                response["Retry-After"] = "1"
+            return response
         return None
