@@ -23,7 +23,7 @@ fn the_example_tariffs_load_as_documented() {
     assert_eq!(catalog.currency, "RUB");
     assert_eq!(catalog.timezone_offset, time::UtcOffset::from_hms(3, 0, 0).unwrap());
     assert_eq!(catalog.charge_order, [ChargeSource::Subscription, ChargeSource::Freemium, ChargeSource::Credits]);
-    assert_eq!(catalog.lock_timeout, std::time::Duration::from_millis(5000));
+    assert_eq!(catalog.lock_timeout, std::time::Duration::from_millis(30_000));
     assert_eq!(catalog.free_trial_credits, dec("10"));
     assert_eq!(
         (catalog.operation("generation").unwrap().credits, catalog.operation("assistant").unwrap().credits),

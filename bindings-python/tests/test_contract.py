@@ -1,4 +1,4 @@
-"""The contract of ../shared/CONTRACT.md, call by call, through `import billing_engine`."""
+"""The API of docs/API.md, call by call, through `import billing_engine`."""
 
 from __future__ import annotations
 

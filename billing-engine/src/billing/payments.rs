@@ -455,7 +455,9 @@ impl<S: Store> Billing<S> {
             }
             let key = format!("refund:{}", refund.id);
             let request = Request { action: "payment_refund", target: &refund.id, amount: None, metadata: None };
-            if tx.entry_by_key(&payment.user_id, &key)?.is_some() {
+            // Applied before (a refund recorded before refunds were keyed has only `refund_id`).
+            let recorded = payment.refund_id.as_deref() == Some(refund.id.as_str());
+            if recorded || tx.entry_by_key(&payment.user_id, &key)?.is_some() {
                 return Ok((WebhookStatus::Duplicate, Some(payment)));
             }
             let applied = refund.amount.min(payment.refundable()).max(Decimal::ZERO);
