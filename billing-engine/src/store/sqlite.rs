@@ -763,25 +763,26 @@ mod tests {
     #[test]
     fn time_queued_behind_this_process_s_writers_counts_toward_the_lock_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(store_waiting(&dir, Duration::from_millis(300)));
-        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let store = store_waiting(&dir, Duration::from_millis(300));
+        let held = std::sync::Barrier::new(2);
         std::thread::scope(|scope| {
+            // Another thread of this process writes for 1.5 s.
             scope.spawn(|| {
                 store
                     .write(|_| {
                         held.wait();
-                        release.wait();
+                        std::thread::sleep(Duration::from_millis(1500));
                         Ok(())
                     })
                     .unwrap()
             });
             held.wait();
             let started = Instant::now();
-            let waited = busy_wait(store.write(|tx| tx.insert_account(&account("b"))).unwrap_err());
+            let result = store.write(|tx| tx.insert_account(&account("b")));
             let elapsed = started.elapsed();
-            release.wait();
-            assert!((300..1000).contains(&waited), "waited {waited} ms");
             assert!(elapsed < Duration::from_millis(1000), "gave up at the deadline, after {elapsed:?}");
+            let waited = busy_wait(result.unwrap_err());
+            assert!((300..1000).contains(&waited), "waited {waited} ms");
         });
         assert!(!exists(&store, "b"), "nothing was written");
     }
