@@ -1,10 +1,11 @@
-//! The one public error type and its stable codes.
+//! The one public error type, and [`ERROR_CODES`], the one table of its stable codes.
 //!
-//! Internal failures (SQLite, JSON, stored data that no longer parses) are mapped to
-//! [`BillingError::Storage`] in exactly one place, [`StoreError`]'s `From` impl, so no
-//! lower-level message leaks through any other path.
+//! Failures below the domain are mapped to these errors by the store that meets them,
+//! in one place (the SQLite store's `store::sqlite_error`), with fixed messages: no
+//! database text, stored value or user data reaches a public message.
 
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -52,8 +53,8 @@ pub enum BillingError {
     Storage { message: String },
     /// A stored value that no longer reads as what its column holds (edited by hand, or
     /// damaged). `column` is `table.column`. Code STORAGE_ERROR.
-    #[error("storage error: unreadable value in `{column}`: {value}")]
-    Unreadable { column: String, value: String },
+    #[error("storage error: a value in `{column}` does not read")]
+    Unreadable { column: String },
 }
 
 impl BillingError {
@@ -107,7 +108,7 @@ impl BillingError {
             Self::InvalidWebhook { reason } => json!({ "reason": reason }),
             Self::Busy { waited_ms } => json!({ "waited_ms": waited_ms, "retryable": true }),
             Self::Storage { message } => json!({ "message": message }),
-            Self::Unreadable { column, value } => json!({ "column": column, "value": value }),
+            Self::Unreadable { column } => json!({ "column": column }),
             Self::NoSubscription | Self::NoPaymentMethod | Self::StorageFull => json!({}),
         };
         match value {
@@ -121,59 +122,102 @@ impl BillingError {
     }
 }
 
-/// A failure below the domain: the database, or stored data that no longer parses.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-    /// A stored value that does not read as its column's type; `column` is `table.column`.
-    #[error("corrupt stored value in `{column}`: {value}")]
-    Corrupt { column: String, value: String },
+/// One error code: what an HTTP API answers it with, and whether the same call may
+/// succeed when tried again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ErrorCode {
+    pub code: &'static str,
+    pub http_status: u16,
+    pub retryable: bool,
 }
 
-impl StoreError {
-    /// SQLite gave up waiting for another connection's lock.
-    pub fn is_busy(&self) -> bool {
-        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return false };
-        matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    }
-
-    /// The unreadable value behind this error, directly or inside a row conversion.
-    fn corrupt(&self) -> Option<&StoreError> {
-        match self {
-            Self::Corrupt { .. } => Some(self),
-            Self::Sqlite(rusqlite::Error::FromSqlConversionFailure(_, _, cause)) => {
-                cause.downcast_ref::<StoreError>().filter(|inner| matches!(inner, Self::Corrupt { .. }))
-            }
-            _ => None,
-        }
-    }
-
-    /// The disk (or the volume's quota) is full.
-    pub fn is_disk_full(&self) -> bool {
-        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return false };
-        failure.code == rusqlite::ErrorCode::DiskFull
-    }
+const fn code(code: &'static str, http_status: u16, retryable: bool) -> ErrorCode {
+    ErrorCode { code, http_status, retryable }
 }
 
-impl From<StoreError> for BillingError {
-    fn from(error: StoreError) -> Self {
-        if error.is_busy() {
-            // The store that waited fills in how long (see `SqliteStore::write`).
-            return BillingError::Busy { waited_ms: 0 };
-        }
-        if error.is_disk_full() {
-            return BillingError::StorageFull;
-        }
-        if let Some(StoreError::Corrupt { column, value }) = error.corrupt() {
-            let value: String = value.chars().take(64).collect();
-            return BillingError::Unreadable { column: column.clone(), value };
-        }
-        // SQLite's own messages name tables and constraints, never user data or secrets.
-        BillingError::Storage { message: error.to_string() }
-    }
-}
+/// Every code a call can fail with, and only those. [`BillingError::code`], the Python
+/// exception classes, the README and `docs/API.md` are checked against this table by tests.
+pub const ERROR_CODES: &[ErrorCode] = &[
+    code("NOT_ENOUGH_CREDITS", 402, false),
+    code("DAILY_LIMIT_REACHED", 429, false),
+    code("NO_SUBSCRIPTION", 409, false),
+    code("INVALID_PLAN", 400, false),
+    code("NO_PAYMENT_METHOD", 409, false),
+    code("ACTIVE_SUBSCRIPTION", 409, false),
+    code("IDEMPOTENCY_CONFLICT", 409, false),
+    code("INVALID_CATALOG", 500, false),
+    code("UNKNOWN_USER", 404, false),
+    code("UNKNOWN_OPERATION", 404, false),
+    code("CHARGE_NOT_FOUND", 404, false),
+    code("INVALID_ARGUMENT", 400, false),
+    code("PAYMENT_ERROR", 502, true),
+    code("INVALID_WEBHOOK", 400, false),
+    code("BUSY", 503, true),
+    code("STORAGE_FULL", 507, true),
+    code("STORAGE_ERROR", 500, false),
+    // Not an engine error: a binding's report of a panic it caught.
+    code(INTERNAL_ERROR, 500, false),
+];
+
+/// The code a binding reports a Rust panic with.
+pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
 
 pub type Result<T, E = BillingError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant, so that a new variant without a row in the table fails here.
+    fn every_variant() -> Vec<BillingError> {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        vec![
+            BillingError::NotEnoughCredits { required: Decimal::ONE, available: Decimal::ZERO },
+            BillingError::DailyLimitReached { limit: 1, resets_at: at },
+            BillingError::NoSubscription,
+            BillingError::InvalidPlan { plan_code: "p".into(), reason: "r" },
+            BillingError::NoPaymentMethod,
+            BillingError::ActiveSubscription { plan_code: "p".into(), expires_at: at },
+            BillingError::IdempotencyConflict { key: "k".into() },
+            BillingError::InvalidCatalog { path: "p".into(), message: "m".into() },
+            BillingError::UnknownUser { user_id: "u".into() },
+            BillingError::UnknownOperation { operation: "o".into() },
+            BillingError::ChargeNotFound { charge_id: 1 },
+            BillingError::InvalidArgument { field: "f", message: "m".into() },
+            BillingError::PaymentError { provider_code: "c".into(), description: "d".into(), retryable: true },
+            BillingError::InvalidWebhook { reason: "r".into() },
+            BillingError::Busy { waited_ms: 1 },
+            BillingError::StorageFull,
+            BillingError::Storage { message: "m".into() },
+            BillingError::Unreadable { column: "t.c".into() },
+        ]
+    }
+
+    #[test]
+    fn the_table_holds_every_code_of_every_variant_and_nothing_else() {
+        let mut raised: Vec<&str> = every_variant().iter().map(BillingError::code).collect();
+        raised.push(INTERNAL_ERROR);
+        raised.sort_unstable();
+        raised.dedup();
+        let mut table: Vec<&str> = ERROR_CODES.iter().map(|c| c.code).collect();
+        table.sort_unstable();
+        assert_eq!(raised, table);
+    }
+
+    #[test]
+    fn the_readme_and_the_api_docs_list_every_code() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        for doc in ["README.md", "docs/API.md"] {
+            let text = std::fs::read_to_string(format!("{root}/{doc}")).unwrap();
+            for code in ERROR_CODES {
+                assert!(text.contains(code.code), "{doc} does not mention {}", code.code);
+            }
+        }
+        let api = std::fs::read_to_string(format!("{root}/docs/API.md")).unwrap();
+        for code in ERROR_CODES {
+            let first_cell = |line: &str| line.split('|').nth(1).unwrap_or_default().contains(code.code);
+            let row = api.lines().find(|l| l.starts_with('|') && first_cell(l)).expect(code.code);
+            assert!(row.contains(&format!("| {} |", code.http_status)), "docs/API.md: {} is not {}", code.code, code.http_status);
+        }
+    }
+}

@@ -183,10 +183,12 @@ pub(crate) struct Request<'a> {
 
 impl Request<'_> {
     /// SHA-256 over the length-prefixed fields, so no two different requests share bytes.
-    /// serde_json orders object keys, so equal metadata gives equal text.
+    /// Metadata is written canonically (object keys sorted at every depth), so equal
+    /// metadata gives equal bytes whatever order it was built in, and whether or not a
+    /// crate elsewhere in the host turned on serde_json's `preserve_order`.
     pub fn fingerprint(&self) -> String {
         let amount = self.amount.map(|a| a.normalize().to_string());
-        let metadata = self.metadata.map(Value::to_string);
+        let metadata = self.metadata.map(canonical_json);
         let mut hasher = Sha256::new();
         for part in [Some(self.action), Some(self.target), amount.as_deref(), metadata.as_deref()] {
             match part {
@@ -198,6 +200,45 @@ impl Request<'_> {
             }
         }
         format!("{:x}", hasher.finalize())
+    }
+}
+
+/// `value` as compact JSON with the keys of every object in sorted order: the text
+/// serde_json writes for it when its objects are sorted maps (its default), so the
+/// fingerprints stored before this function existed still match.
+fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(key.as_str()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
@@ -364,4 +405,28 @@ pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[Led
 /// The money a refund entry records as given back.
 fn refund_amount(entry: &LedgerEntry) -> Option<Decimal> {
     entry.metadata.as_ref()?.get("amount")?.as_str()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fingerprints_do_not_depend_on_key_order() {
+        // The test build turns on serde_json's `preserve_order` (see Cargo.toml), under
+        // which these two objects keep the order they were built in.
+        let built_ab: Value = serde_json::from_str(r#"{"a":1,"b":{"y":[1,{"q":2,"p":1}],"x":"é\"q"}}"#).unwrap();
+        let built_ba: Value = serde_json::from_str(r#"{"b":{"x":"é\"q","y":[1,{"p":1,"q":2}]},"a":1}"#).unwrap();
+        assert_ne!(built_ab.to_string(), built_ba.to_string(), "preserve_order is on in this build");
+        let request = |metadata| Request { action: "charge", target: "generation", amount: None, metadata };
+        assert_eq!(request(Some(&built_ab)).fingerprint(), request(Some(&built_ba)).fingerprint());
+        assert_eq!(canonical_json(&built_ba), r#"{"a":1,"b":{"x":"é\"q","y":[1,{"p":1,"q":2}]}}"#);
+        // A fingerprint stored before canonical writing (computed independently): unchanged.
+        let metadata = json!({"model": "m", "chat": "c1"});
+        assert_eq!(
+            request(Some(&metadata)).fingerprint(),
+            "fa9a32e28544d4e025af96a955d570e043ff10e4aa7a9468cb09aad29814907e"
+        );
+    }
 }

@@ -20,8 +20,7 @@ use serde_json::Value;
 
 create_exception!(_native, NativeError, PyException, "An engine error: args are (code, message, details_json).");
 
-/// The code a Rust panic is reported with; the engine's own codes never use it.
-const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+use billing_engine::error::{ERROR_CODES, INTERNAL_ERROR};
 
 fn native_error(error: &BillingError) -> PyErr {
     let details = Value::Object(error.details()).to_string();
@@ -391,6 +390,9 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add("INTERNAL_ERROR", INTERNAL_ERROR)?;
+    // The one table of codes, so the package's exception classes can be checked against it.
+    let codes: Vec<(&str, u16, bool)> = ERROR_CODES.iter().map(|c| (c.code, c.http_status, c.retryable)).collect();
+    m.add("ERROR_CODES", codes)?;
     m.add_class::<NativeCatalog>()?;
     m.add_class::<NativeClock>()?;
     m.add_class::<NativeYooKassaConfig>()?;

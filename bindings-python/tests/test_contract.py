@@ -261,20 +261,14 @@ def test_bad_arguments_raise_typeerror_or_invalid_argument_naming_the_argument(
     assert snapshot(db_path) == before
 
 
-def test_every_contract_code_has_its_exception_class() -> None:
-    codes = {
-        "NOT_ENOUGH_CREDITS": be.NotEnoughCredits, "DAILY_LIMIT_REACHED": be.DailyLimitReached,
-        "QUOTA_EXCEEDED": be.QuotaExceeded, "NO_SUBSCRIPTION": be.NoSubscription, "INVALID_PLAN": be.InvalidPlan,
-        "PAYMENT_ERROR": be.PaymentError, "NO_PAYMENT_METHOD": be.NoPaymentMethod,
-        "NOT_AVAILABLE_FOR_FREE": be.NotAvailableForFree, "ACTIVE_SUBSCRIPTION": be.ActiveSubscription,
-        "IDEMPOTENCY_CONFLICT": be.IdempotencyConflict, "INVALID_WEBHOOK": be.InvalidWebhook,
-        "INVALID_CATALOG": be.InvalidCatalog, "UNKNOWN_USER": be.UnknownUser,
-        "UNKNOWN_OPERATION": be.UnknownOperation, "CHARGE_NOT_FOUND": be.ChargeNotFound,
-        "INVALID_ARGUMENT": be.InvalidArgument, "STORAGE_ERROR": be.StorageError, "BUSY": be.Busy,
-        "STORAGE_FULL": be.StorageFull,
-    }
-    for code, cls in codes.items():
-        assert cls.code == code and issubclass(cls, be.BillingError)
+def test_every_code_of_the_engine_s_table_has_its_exception_class_and_status() -> None:
+    classes = {cls.code: cls for cls in be.BillingError.__subclasses__()}
+    table = {code: status for code, status, _retryable in be._native.ERROR_CODES}
+    assert set(classes) == set(table), "one class per code of the engine's table, and no other"
+    for code, status in table.items():
+        assert classes[code].http_status == status, code
+        assert be._ERRORS[code] is classes[code]
+    assert table["NOT_ENOUGH_CREDITS"] == 402 and classes["INVALID_ARGUMENT"] is be.InvalidArgument
 
 
 def test_a_panic_in_the_engine_is_an_exception_not_an_abort() -> None:

@@ -213,7 +213,7 @@ impl<S: Store> Billing<S> {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
                 return Ok(Charge::from_entry(&entry, true));
             }
-            let mut account = self.account_for_write(tx, user_id, now)?;
+            let mut account = self.current_account(tx, user_id, now)?;
             let spend = charge::spend(&mut account, &self.catalog, op, now)?;
             let mut new = NewEntry::new(&account, EntryKind::Charge, now).keyed(idempotency_key, &request);
             let e = &mut new.entry;
@@ -252,7 +252,7 @@ impl<S: Store> Billing<S> {
             if let Some(entry) = tx.refund_of(charge_id)? {
                 return Ok(Refund::from_entry(&entry, &charge, true));
             }
-            let mut account = self.account_for_write(tx, &charge.user_id, now)?;
+            let mut account = self.current_account(tx, &charge.user_id, now)?;
             let back = charge::give_back(&mut account, &charge);
             let mut new = NewEntry::new(&account, EntryKind::Refund, now).keyed(idempotency_key, &request);
             let e = &mut new.entry;
@@ -293,7 +293,7 @@ impl<S: Store> Billing<S> {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
                 return Ok(entry);
             }
-            let mut account = self.account_for_write(tx, user_id, now)?;
+            let mut account = self.current_account(tx, user_id, now)?;
             account.credits = account.credits.checked_add(amount).filter(|b| b.abs() <= input::MAX_AMOUNT).ok_or_else(
                 || BillingError::invalid("amount", format!("would take the balance past {}", input::MAX_AMOUNT)),
             )?;
@@ -320,7 +320,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(|tx| {
             let replayed = replay(tx, user_id, idempotency_key, &request)?.is_some();
-            let mut account = self.account_for_write(tx, user_id, now)?;
+            let mut account = self.current_account(tx, user_id, now)?;
             if replayed {
                 return self.subscription_view(tx, &account, now);
             }
@@ -344,7 +344,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.write(|tx| {
-            let mut account = self.account_for_write(tx, user_id, now)?;
+            let mut account = self.current_account(tx, user_id, now)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
             if already_canceled && !immediate {
@@ -371,7 +371,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.write(|tx| {
-            let mut account = self.account_for_write(tx, user_id, now)?;
+            let mut account = self.current_account(tx, user_id, now)?;
             let card = tx.saved_card(user_id)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             if enabled && card.is_none() {
@@ -396,7 +396,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.account_for_write(tx, user_id, now)?;
+            let account = self.current_account(tx, user_id, now)?;
             self.subscription_view(tx, &account, now)
         })
     }
@@ -406,7 +406,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.account_for_write(tx, user_id, now)?;
+            let account = self.current_account(tx, user_id, now)?;
             let card = tx.saved_card(user_id)?;
             Ok(plan_card::plan_cards(&self.catalog, &account, now, card.as_ref()))
         })
@@ -446,11 +446,11 @@ impl<S: Store> Billing<S> {
                         report.mismatches.extend(mismatches);
                         report.entries_checked += entries;
                     }
-                    Err(BillingError::Unreadable { column, value }) => report.mismatches.push(Mismatch {
+                    Err(BillingError::Unreadable { column }) => report.mismatches.push(Mismatch {
                         user_id: user_id.clone(),
                         check: format!("unreadable:{column}"),
                         ledger: String::new(),
-                        stored: value,
+                        stored: "unreadable".to_owned(),
                     }),
                     Err(other) => return Err(other),
                 }
@@ -484,7 +484,9 @@ impl<S: Store> Billing<S> {
         }))
     }
 
-    fn account_for_write(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
+    /// The user's account rolled forward to `now`, for reading or writing; UNKNOWN_USER
+    /// when there is none.
+    fn current_account(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
         self.existing_account(tx, user_id, now)?
             .ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })
     }
@@ -492,7 +494,7 @@ impl<S: Store> Billing<S> {
     fn read_account(&self, user_id: &str) -> Result<(Account, OffsetDateTime)> {
         input::id("user_id", user_id)?;
         let now = self.now();
-        let account = self.store.read(|tx| self.account_for_write(tx, user_id, now))?;
+        let account = self.store.read(|tx| self.current_account(tx, user_id, now))?;
         Ok((account, now))
     }
 }

@@ -133,7 +133,7 @@ impl<S: Store> Billing<S> {
                 }
                 return Ok(earlier);
             }
-            let account = self.account_for_write(tx, user_id, now)?;
+            let account = self.current_account(tx, user_id, now)?;
             if payment.purpose == Purpose::Plan {
                 refuse_if_subscribed(&account, now)?;
             }
@@ -156,7 +156,7 @@ impl<S: Store> Billing<S> {
         payment.save_payment_method = true;
         payment.return_url = Some(return_url.clone());
         let payment = self.store.write(|tx| {
-            self.account_for_write(tx, user_id, now)?;
+            self.current_account(tx, user_id, now)?;
             tx.insert_payment(&payment, None)?;
             Ok(payment)
         })?;
@@ -362,7 +362,7 @@ impl<S: Store> Billing<S> {
         match (payment.purpose, payment.status) {
             (Purpose::Package, PaymentStatus::Succeeded) => {
                 let credits = payment.credits.unwrap_or_default();
-                let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+                let mut account = self.current_account(tx, &payment.user_id, now)?;
                 account.credits += credits;
                 tx.append_entry(&payment_entry(&account, EntryKind::CreditPurchase, credits, payment, now))?;
                 tx.update_account(&account)
@@ -370,7 +370,7 @@ impl<S: Store> Billing<S> {
             (Purpose::Plan, PaymentStatus::Succeeded) => {
                 let plan_code = payment.plan_code.as_deref().unwrap_or_default();
                 let plan = self.catalog.paid_plan(plan_code)?;
-                let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+                let mut account = self.current_account(tx, &payment.user_id, now)?;
                 let (kind, extended_from) = match account.active_subscription_mut(now) {
                     // Bought again while active (two purchases raced): the period is added.
                     Some(sub) if sub.plan_code == plan.code => {
@@ -386,7 +386,7 @@ impl<S: Store> Billing<S> {
                 self.record_subscription_change(tx, &mut account, kind, extended_from, payment, now)
             }
             (Purpose::Renewal, PaymentStatus::Succeeded) => {
-                let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+                let mut account = self.current_account(tx, &payment.user_id, now)?;
                 let plan = payment.plan_code.as_deref().and_then(|code| self.catalog.plan(code));
                 match (account.subscription.as_mut(), plan) {
                     (Some(sub), Some(plan)) if payment.renewal_of.as_deref() == Some(sub.period_key().as_str()) => {
@@ -401,7 +401,7 @@ impl<S: Store> Billing<S> {
             }
             (Purpose::Renewal, PaymentStatus::Canceled) => {
                 // Declined: no more attempts; the subscription runs to its end, then the free tier.
-                let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+                let mut account = self.current_account(tx, &payment.user_id, now)?;
                 let Some(sub) = account.subscription.as_mut() else { return Ok(()) };
                 sub.cancel(now, false);
                 let mut entry = NewEntry::new(&account, EntryKind::SubscriptionCanceled, now);
@@ -468,7 +468,7 @@ impl<S: Store> Billing<S> {
             if payment.refunded_amount == payment.amount {
                 payment.status = PaymentStatus::Refunded;
             }
-            let mut account = self.account_for_write(tx, &payment.user_id, now)?;
+            let mut account = self.current_account(tx, &payment.user_id, now)?;
             let mut source = None;
             let mut credits = Decimal::ZERO;
             let mut subscription_expires_at = None;
@@ -655,7 +655,7 @@ impl<S: Store> Billing<S> {
     }
 
     fn due_step(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<DueStep> {
-        let mut account = self.account_for_write(tx, user_id, now)?;
+        let mut account = self.current_account(tx, user_id, now)?;
         // Re-checked inside the transaction: another worker may have renewed it since
         // the list of due users was read.
         let due = |sub: &&Subscription| sub.ended_at.is_none() && sub.expires_at <= now + RENEWAL_LEAD;
@@ -709,7 +709,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            self.account_for_write(tx, user_id, now)?;
+            self.current_account(tx, user_id, now)?;
             Ok(PaymentMethodView::from(tx.saved_card(user_id)?.as_ref()))
         })
     }
@@ -721,7 +721,7 @@ impl<S: Store> Billing<S> {
         input::page_size(limit)?;
         let now = self.now();
         self.store.read(|tx| {
-            self.account_for_write(tx, user_id, now)?;
+            self.current_account(tx, user_id, now)?;
             let results = tx.payment_history(user_id, limit)?.iter().map(PaymentHistoryItem::from).collect();
             Ok(PaymentHistory { results })
         })

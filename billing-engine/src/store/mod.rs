@@ -8,6 +8,7 @@
 
 mod schema;
 mod sqlite;
+mod sqlite_error;
 
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 

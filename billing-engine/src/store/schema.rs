@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::error::StoreError;
+use super::sqlite_error::SqliteError;
 
 const MIGRATIONS: &[&str] = &[
     // 1: accounts and the ledger.
@@ -126,14 +126,11 @@ const MIGRATIONS: &[&str] = &[
 
 /// Brings the schema up to date. Runs inside a write transaction, so processes that
 /// open a new file at once migrate it exactly once.
-pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &Connection) -> Result<(), SqliteError> {
     let version: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let version = version as usize;
     if version > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt {
-            column: "user_version".to_owned(),
-            value: format!("schema version {version} is newer than this engine ({})", MIGRATIONS.len()),
-        });
+        return Err(SqliteError::NewerSchema { found: version, known: MIGRATIONS.len() });
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
         conn.execute_batch(migration)?;

@@ -21,7 +21,8 @@ use time::{Date, OffsetDateTime};
 use super::{schema, Store, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
-use crate::error::{BillingError, Result, StoreError};
+use super::sqlite_error::SqliteError;
+use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
@@ -95,16 +96,12 @@ impl SqliteStore {
         })
     }
 
-    pub fn open_in_memory() -> Result<Self> {
-        Self::open(MEMORY, SqliteOptions::default())
-    }
-
     /// The writer connection, once this process's other writers are done, with SQLite's
     /// own wait for other processes set to what is left until `deadline`. A panic inside
     /// a transaction rolled it back as it unwound, so the connection is always fine.
     fn lock_writer(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>> {
         let conn = self.writer.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })?;
-        conn.busy_timeout(deadline.saturating_duration_since(Instant::now())).map_err(StoreError::from)?;
+        conn.busy_timeout(deadline.saturating_duration_since(Instant::now())).map_err(SqliteError::from)?;
         Ok(conn)
     }
 
@@ -157,7 +154,7 @@ impl Store for SqliteStore {
     }
 }
 
-fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, StoreError> {
+fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, SqliteError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match path {
         Some(path) => Connection::open_with_flags(path, flags)?,
@@ -168,7 +165,7 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     if path.is_some() {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt { column: "journal_mode".to_owned(), value: mode });
+            return Err(SqliteError::Unreadable { column: format!("journal_mode ({mode})") });
         }
     }
     let synchronous = match options.durability {
@@ -193,10 +190,10 @@ fn make_room(conn: &Connection) {
 /// transaction of the store, the schema migration included, goes through here. BEGIN and
 /// COMMIT are cached statements: parsing them anew is a measurable part of a charge.
 fn in_transaction<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+    conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(SqliteError::from)?;
     let mut open = OpenTransaction { conn, committed: false };
     let value = f(conn)?;
-    conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(StoreError::from)?;
+    conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(SqliteError::from)?;
     open.committed = true;
     Ok(value)
 }
@@ -280,8 +277,8 @@ impl Transaction for SqliteTx<'_> {
                  allowance_owner, allowance_start, op_day, idempotency_key, request_hash, reference, metadata, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
-            .map_err(StoreError::from)?;
-        let metadata = e.metadata.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
+            .map_err(SqliteError::from)?;
+        let metadata = e.metadata.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
         stmt.execute(params![
             e.user_id,
             e.kind.as_str(),
@@ -299,7 +296,7 @@ impl Transaction for SqliteTx<'_> {
             metadata,
             to_millis(e.created_at),
         ])
-        .map_err(StoreError::from)?;
+        .map_err(SqliteError::from)?;
         Ok(LedgerEntry { id: self.conn.last_insert_rowid(), ..e.clone() })
     }
 
@@ -342,8 +339,8 @@ impl Transaction for SqliteTx<'_> {
             ", request_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
              ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
         );
-        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         stmt.execute(params![
             p.id,
             p.user_id,
@@ -373,7 +370,7 @@ impl Transaction for SqliteTx<'_> {
             p.paid_period.as_ref().map(|period| to_millis(period.end)),
             request_hash,
         ])
-        .map_err(StoreError::from)?;
+        .map_err(SqliteError::from)?;
         Ok(())
     }
 
@@ -382,8 +379,8 @@ impl Transaction for SqliteTx<'_> {
         let sql = "UPDATE payments SET status = ?2, provider_payment_id = ?3, provider_key = ?4, \
                    confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9, \
                    refunded_amount = ?10, paid_subscription_id = ?11, paid_from = ?12, paid_until = ?13 WHERE id = ?1";
-        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let changed = stmt
             .execute(params![
                 p.id,
@@ -400,9 +397,9 @@ impl Transaction for SqliteTx<'_> {
                 p.paid_period.as_ref().map(|period| to_millis(period.start)),
                 p.paid_period.as_ref().map(|period| to_millis(period.end)),
             ])
-            .map_err(StoreError::from)?;
+            .map_err(SqliteError::from)?;
         if changed != 1 {
-            return Err(StoreError::Corrupt { column: "payments.id".to_owned(), value: p.id.clone() }.into());
+            return Err(SqliteError::Unreadable { column: "payments.id".to_owned() }.into());
         }
         Ok(())
     }
@@ -457,15 +454,15 @@ impl Transaction for SqliteTx<'_> {
     fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>> {
         let card: Option<String> =
             self.one("SELECT card FROM payment_methods WHERE user_id = ?1", [user_id], |row| row.get(0))?;
-        Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(StoreError::from)?)
+        Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(SqliteError::from)?)
     }
 
     fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> Result<()> {
         let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES (?1, ?2, ?3) \
                    ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
-        let card = serde_json::to_string(card).map_err(StoreError::from)?;
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        stmt.execute(params![user_id, card, to_millis(now)]).map_err(StoreError::from)?;
+        let card = serde_json::to_string(card).map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![user_id, card, to_millis(now)]).map_err(SqliteError::from)?;
         Ok(())
     }
 
@@ -483,8 +480,8 @@ impl SqliteTx<'_> {
         params: impl rusqlite::Params,
         from_row: impl FnOnce(&Row) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
-        Ok(stmt.query_row(params, from_row).optional().map_err(StoreError::from)?)
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        Ok(stmt.query_row(params, from_row).optional().map_err(SqliteError::from)?)
     }
 
     /// Every row `sql` selects, in its order, read by `from_row`.
@@ -494,14 +491,14 @@ impl SqliteTx<'_> {
         params: impl rusqlite::Params,
         from_row: impl FnMut(&Row) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let rows = stmt.query_map(params, from_row).and_then(Iterator::collect);
-        Ok(rows.map_err(StoreError::from)?)
+        Ok(rows.map_err(SqliteError::from)?)
     }
 
     fn write_account(&self, sql: &str, a: &Account) -> Result<()> {
-        let subscription = a.subscription.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::from)?;
-        let mut stmt = self.conn.prepare_cached(sql).map_err(StoreError::from)?;
+        let subscription = a.subscription.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let changed = stmt
             .execute(params![
                 a.user_id,
@@ -517,7 +514,7 @@ impl SqliteTx<'_> {
                 subscription,
                 a.subscription.as_ref().filter(|sub| sub.ended_at.is_none()).map(|sub| to_millis(sub.expires_at)),
             ])
-            .map_err(StoreError::from)?;
+            .map_err(SqliteError::from)?;
         if changed != 1 {
             return Err(BillingError::UnknownUser { user_id: a.user_id.clone() });
         }
@@ -653,28 +650,22 @@ fn julian_day(row: &Row, idx: usize) -> rusqlite::Result<Date> {
     Date::from_julian_day(row.get(idx)?).map_err(|e| conversion_error(idx, e))
 }
 
-fn corrupt(idx: usize, text: &str) -> rusqlite::Error {
-    conversion_error(idx, StoreError::Corrupt { column: String::new(), value: text.to_owned() })
+fn corrupt(idx: usize, _text: &str) -> rusqlite::Error {
+    conversion_error(idx, SqliteError::Unreadable { column: String::new() })
 }
 
 /// Reads a row of `table` with `read`; a value that does not read as its column's type
-/// becomes [`StoreError::Corrupt`] naming `table.column`, so the integrity audit can
+/// becomes [`SqliteError::Unreadable`] naming `table.column`, so the integrity audit can
 /// report it and go on.
 fn in_table<T>(table: &str, row: &Row, read: impl FnOnce(&Row) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    read(row).map_err(|error| {
-        let idx = match &error {
-            rusqlite::Error::FromSqlConversionFailure(idx, ..)
-            | rusqlite::Error::InvalidColumnType(idx, ..)
-            | rusqlite::Error::IntegralValueOutOfRange(idx, _) => *idx,
-            _ => return error,
-        };
-        let name = row.as_ref().column_name(idx).unwrap_or("?");
-        let value = match row.get_ref(idx) {
-            Ok(rusqlite::types::ValueRef::Text(text)) => String::from_utf8_lossy(text).into_owned(),
-            Ok(other) => format!("{other:?}"),
-            Err(_) => String::new(),
-        };
-        conversion_error(idx, StoreError::Corrupt { column: format!("{table}.{name}"), value })
+    read(row).map_err(|error| match error {
+        rusqlite::Error::FromSqlConversionFailure(idx, ..)
+        | rusqlite::Error::InvalidColumnType(idx, ..)
+        | rusqlite::Error::IntegralValueOutOfRange(idx, _) => {
+            let name = row.as_ref().column_name(idx).unwrap_or("?");
+            conversion_error(idx, SqliteError::Unreadable { column: format!("{table}.{name}") })
+        }
+        other => other,
     })
 }
 
@@ -745,7 +736,7 @@ mod tests {
         store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap();
         let again = store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap_err();
         assert_eq!(again.code(), "STORAGE_ERROR");
-        assert!(again.to_string().contains("append-only"), "{again}");
+        assert!(again.to_string().contains("refused the write"), "{again}");
     }
 
     fn store_waiting(dir: &tempfile::TempDir, lock_timeout: Duration) -> SqliteStore {

@@ -68,7 +68,6 @@ __all__ = [
     "Mismatch",
     "NoPaymentMethod",
     "NoSubscription",
-    "NotAvailableForFree",
     "NotEnoughCredits",
     "Payment",
     "PaymentError",
@@ -77,7 +76,6 @@ __all__ = [
     "PaidPeriod",
     "PaymentMethod",
     "PlanCard",
-    "QuotaExceeded",
     "Quote",
     "Refund",
     "StorageError",
@@ -128,11 +126,6 @@ class DailyLimitReached(BillingError):
     http_status = 429
 
 
-class QuotaExceeded(BillingError):
-    code = "QUOTA_EXCEEDED"
-    http_status = 429
-
-
 class NoSubscription(BillingError):
     code = "NO_SUBSCRIPTION"
     http_status = 409
@@ -151,11 +144,6 @@ class PaymentError(BillingError):
 class NoPaymentMethod(BillingError):
     code = "NO_PAYMENT_METHOD"
     http_status = 409
-
-
-class NotAvailableForFree(BillingError):
-    code = "NOT_AVAILABLE_FOR_FREE"
-    http_status = 403
 
 
 class ActiveSubscription(BillingError):

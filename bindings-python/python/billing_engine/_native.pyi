@@ -3,6 +3,7 @@
 from typing import List, Optional, Tuple
 
 INTERNAL_ERROR: str
+ERROR_CODES: List[Tuple[str, int, bool]]  # (code, http_status, retryable): the engine's one table
 
 class NativeError(Exception):
     args: Tuple[str, str, str]  # (code, message, details_json)

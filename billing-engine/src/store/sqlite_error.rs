@@ -1,0 +1,65 @@
+//! What the SQLite store's failures mean to a caller, decided in this one place with
+//! fixed messages, as application-services' components do: no SQLite text, stored value
+//! or user data reaches a public error, and `rusqlite` stays out of the public API.
+
+use rusqlite::ErrorCode;
+
+use crate::error::BillingError;
+
+/// A failure inside the SQLite store, before it is mapped to a [`BillingError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SqliteError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A stored value that does not read as its column's type; `column` is `table.column`.
+    #[error("a value in `{column}` does not read")]
+    Unreadable { column: String },
+    /// The file was written by a newer engine, whose schema this one does not know.
+    #[error("schema version {found} is newer than this engine ({known})")]
+    NewerSchema { found: usize, known: usize },
+}
+
+impl SqliteError {
+    /// The column of an unreadable value, directly or inside a row conversion.
+    fn unreadable_column(&self) -> Option<&str> {
+        match self {
+            Self::Unreadable { column } => Some(column),
+            Self::Sqlite(rusqlite::Error::FromSqlConversionFailure(_, _, cause)) => match cause.downcast_ref() {
+                Some(Self::Unreadable { column }) => Some(column),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl From<SqliteError> for BillingError {
+    fn from(error: SqliteError) -> Self {
+        if let Some(column) = error.unreadable_column() {
+            return BillingError::Unreadable { column: column.to_owned() };
+        }
+        let failure = match &error {
+            SqliteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => failure.code,
+            SqliteError::Json(_) => return storage("a stored JSON value does not read"),
+            SqliteError::NewerSchema { .. } => return storage(&format!("the database's {error}: upgrade the engine")),
+            _ => return storage("the database answered something unexpected"),
+        };
+        match failure {
+            // The store that waited fills in how long (see `SqliteStore::write`).
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => BillingError::Busy { waited_ms: 0 },
+            ErrorCode::DiskFull => BillingError::StorageFull,
+            ErrorCode::ConstraintViolation => storage("the schema refused the write (a constraint or trigger)"),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => storage("the database file is damaged"),
+            ErrorCode::CannotOpen => storage("the database file cannot be opened"),
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied => storage("the database file cannot be written"),
+            ErrorCode::SystemIoFailure => storage("the disk failed to read or write"),
+            _ => storage("the database failed"),
+        }
+    }
+}
+
+fn storage(message: &str) -> BillingError {
+    BillingError::Storage { message: message.to_owned() }
+}
