@@ -136,17 +136,18 @@ name = "Basic""#,
         (base.replace("lock_timeout_ms = 30000", "lock_timeout_ms = 2147483648"), "lock_timeout_ms", "at most"),
         // Where the text itself is broken there is no field: the place is line:column.
         ("currency = \"RUB\"\n[[plans]\n".to_owned(), "2:9", "line 2, column 9: unclosed array table"),
-        (format!("{base}\n# a comment with a control character \u{1}\n"), "81:38", "line 81, column 38: invalid comment character"),
+        (
+            format!("{base}\n# a comment with a control character \u{1}\n"),
+            "81:38",
+            "line 81, column 38: invalid comment character",
+        ),
         (base.replace(r#"currency = "RUB""#, r#"currency = "RUB"#), "5:16", "line 5, column 16: invalid basic string"),
     ];
     for (text, path, words) in cases {
         assert_ne!(text, base, "the case for {path} must change the file");
         let (found_path, message) = refusal(&text);
         assert_eq!(found_path, path, "{message}");
-        assert!(
-            message.contains(words) && message.len() > words.len(),
-            "{path}: `{message}` should mention {words}"
-        );
+        assert!(message.contains(words) && message.len() > words.len(), "{path}: `{message}` should mention {words}");
         let err = BillingError::InvalidCatalog { path: found_path, message };
         assert_eq!(err.code(), "INVALID_CATALOG");
         assert!(err.to_string().contains(&format!("{path}: ")));

@@ -22,7 +22,7 @@ fn amounts_too_large_or_too_precise_are_invalid_and_write_nothing() {
     for (amount, field) in [
         ("79228162514264337593543950335", "amount"), // Decimal::MAX: the sum would overflow
         ("1000000000000000001", "amount"),
-        ("1.0000001", "amount"), // more places than credits have
+        ("1.0000001", "amount"),          // more places than credits have
         ("999999999999999999", "amount"), // fine alone, but the balance would pass the maximum
     ] {
         let err = grant(&f, "u", amount, &format!("k-{amount}")).unwrap_err();

@@ -525,7 +525,7 @@ fn notifications_about_objects_yookassa_does_not_have_are_invalid_for_good() {
     );
     for body in [
         real.replace(&created.yookassa_payment_id, missing), // 404 on the verifying read
-        refund,                                               // a refund the API does not know
+        refund,                                              // a refund the API does not know
         real.replace(&created.yookassa_payment_id, "../../payments/x"), // no YooKassa id looks like this
     ] {
         let err = deliver(&f.billing, body.as_bytes()).unwrap_err();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
 use crate::catalog::{Catalog, ChargeSource, Plan};
+use crate::ledger::{AllowancePeriod, LedgerEntry, FREEMIUM_OWNER};
 use crate::subscription::Subscription;
 
 /// Ops used from an allowance within its current period.
@@ -106,7 +107,7 @@ impl DayOps {
         }
     }
 
-    pub(crate) fn add(&mut self, source: ChargeSource, delta: i32) {
+    fn add(&mut self, source: ChargeSource, delta: i32) {
         let counter = match source {
             ChargeSource::Subscription => &mut self.subscription,
             ChargeSource::Freemium => &mut self.freemium,
@@ -163,6 +164,49 @@ impl Account {
             }
         }
         self.today.roll_forward(local_day(now, catalog.timezone_offset));
+    }
+
+    /// Applies what a ledger entry moves: its credits to the balance, and its ops to the
+    /// allowance period and the local day they count toward, where those are this
+    /// account's current ones (an op of a finished period or day changes no counter).
+    /// The engine records every entry through this, and the audit replays the ledger
+    /// through it. `None` when the balance would pass what a decimal holds.
+    pub fn apply(&mut self, entry: &LedgerEntry) -> Option<()> {
+        self.credits = self.credits.checked_add(entry.credits_delta)?;
+        if entry.ops_delta == 0 {
+            return Some(());
+        }
+        if let Some(allowance) = entry.allowance.as_ref().and_then(|period| self.allowance_of(period)) {
+            allowance.used = allowance.used.saturating_add_signed(entry.ops_delta);
+        }
+        if let (Some(source), Some(day)) = (entry.source, entry.op_day) {
+            if day == self.today.day {
+                self.today.add(source, entry.ops_delta);
+            }
+        }
+        Some(())
+    }
+
+    /// The allowance whose current period is `period`, if it is one of this account's.
+    fn allowance_of(&mut self, period: &AllowancePeriod) -> Option<&mut Allowance> {
+        if period.owner == FREEMIUM_OWNER {
+            return Some(&mut self.freemium).filter(|free| free.period_start == period.start);
+        }
+        let sub = self.subscription.as_mut().filter(|sub| sub.id == period.owner)?;
+        Some(&mut sub.ops).filter(|ops| ops.period_start == period.start)
+    }
+
+    /// The same account in the same periods and on the same day, with no credits and
+    /// nothing used: where the audit starts replaying the ledger.
+    pub(crate) fn with_nothing_used(&self) -> Account {
+        let mut empty = self.clone();
+        empty.credits = Decimal::ZERO;
+        empty.freemium.used = 0;
+        empty.today = DayOps::new(self.today.day);
+        if let Some(sub) = empty.subscription.as_mut() {
+            sub.ops.used = 0;
+        }
+        empty
     }
 
     pub fn active_subscription(&self, now: OffsetDateTime) -> Option<&Subscription> {

@@ -9,7 +9,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::account::{next_local_midnight, Account, Allowance};
 use crate::catalog::{Catalog, ChargeSource, Operation, Plan};
@@ -86,12 +86,13 @@ impl Refund {
     }
 }
 
-/// What a charge moves, for its ledger entry.
+/// What a charge takes, for its ledger entry: the credits, or one op of an allowance
+/// period on a local day.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Spend {
     pub source: ChargeSource,
     pub credits: Decimal,
-    pub allowance: Option<AllowancePeriod>,
+    pub allowance: Option<(AllowancePeriod, Date)>,
 }
 
 /// An allowance that could pay, with what identifies its period.
@@ -190,45 +191,28 @@ pub(crate) fn quote(account: &Account, catalog: &Catalog, op: &Operation, now: O
     }
 }
 
-/// Takes payment for `op` from the chosen source. `account` must be rolled forward to `now`.
-pub(crate) fn spend(account: &mut Account, catalog: &Catalog, op: &Operation, now: OffsetDateTime) -> Result<Spend> {
+/// What paying for `op` now takes, from the source that pays. `account` must be rolled
+/// forward to `now`; it changes when the charge's entry is applied to it.
+pub(crate) fn spend(account: &Account, catalog: &Catalog, op: &Operation, now: OffsetDateTime) -> Result<Spend> {
     let source = choose_source(account, catalog, op, now)?;
-    let allowance = allowance_slot(account, catalog, source, now)
-        .map(|slot| AllowancePeriod { owner: slot.owner.to_owned(), start: slot.allowance.period_start });
-    let credits = match source {
-        ChargeSource::Credits => {
-            account.credits -= op.credits;
-            op.credits
-        }
-        ChargeSource::Subscription | ChargeSource::Freemium => {
-            allowance_mut(account, source).expect("chosen allowance exists").used += 1;
-            account.today.add(source, 1);
-            Decimal::ZERO
-        }
-    };
+    let allowance = allowance_slot(account, catalog, source, now).map(|slot| {
+        (AllowancePeriod { owner: slot.owner.to_owned(), start: slot.allowance.period_start }, account.today.day)
+    });
+    let credits = if source == ChargeSource::Credits { op.credits } else { Decimal::ZERO };
     Ok(Spend { source, credits, allowance })
 }
 
-fn allowance_mut(account: &mut Account, source: ChargeSource) -> Option<&mut Allowance> {
-    match source {
-        ChargeSource::Subscription => account.subscription.as_mut().map(|sub| &mut sub.ops),
-        ChargeSource::Freemium => Some(&mut account.freemium),
-        ChargeSource::Credits => None,
-    }
-}
-
-/// What a refund gave back.
+/// What a refund gives back.
 pub(crate) struct GiveBack {
     pub credits: Decimal,
     pub op_returned: bool,
 }
 
-/// Returns what `charge` took to the source it came from. Credits always come back; an op
-/// comes back only to the allowance period (and local day) it was taken from, while that
-/// period is still the current one: a finished period is not reopened.
-pub(crate) fn give_back(account: &mut Account, charge: &LedgerEntry) -> GiveBack {
+/// What refunding `charge` gives back to the source it came from. Credits always come
+/// back; an op comes back only to the allowance period (and local day) it was taken
+/// from, while that period is still the current one: a finished period is not reopened.
+pub(crate) fn give_back(account: &Account, charge: &LedgerEntry) -> GiveBack {
     let credits = negate(charge.credits_delta);
-    account.credits += credits;
     let Some(source) = charge.source.filter(|s| *s != ChargeSource::Credits) else {
         return GiveBack { credits, op_returned: false };
     };
@@ -240,13 +224,5 @@ pub(crate) fn give_back(account: &mut Account, charge: &LedgerEntry) -> GiveBack
         (&charge.allowance, current_period),
         (Some(taken), Some((owner, start))) if taken.owner == owner && taken.start == start
     );
-    let same_day = charge.op_day == Some(account.today.day);
-    if same_period {
-        let allowance = allowance_mut(account, source).expect("current period exists");
-        allowance.used = allowance.used.saturating_sub(1);
-        if same_day {
-            account.today.add(source, -1);
-        }
-    }
     GiveBack { credits, op_returned: same_period }
 }

@@ -50,7 +50,10 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) -> Result<()> {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now = now.checked_add(by).filter(|t| t.year().abs() <= 9999).ok_or_else(|| {
-            BillingError::invalid("clock", format!("advancing {} by {by} leaves the years 0000 to 9999", time_util::iso(*now)))
+            BillingError::invalid(
+                "clock",
+                format!("advancing {} by {by} leaves the years 0000 to 9999", time_util::iso(*now)),
+            )
         })?;
         Ok(())
     }

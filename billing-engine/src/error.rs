@@ -217,7 +217,12 @@ mod tests {
         for code in ERROR_CODES {
             let first_cell = |line: &str| line.split('|').nth(1).unwrap_or_default().contains(code.code);
             let row = api.lines().find(|l| l.starts_with('|') && first_cell(l)).expect(code.code);
-            assert!(row.contains(&format!("| {} |", code.http_status)), "docs/API.md: {} is not {}", code.code, code.http_status);
+            assert!(
+                row.contains(&format!("| {} |", code.http_status)),
+                "docs/API.md: {} is not {}",
+                code.code,
+                code.http_status
+            );
         }
     }
 }

@@ -1,19 +1,20 @@
 //! The append-only ledger: every movement of credits and allowance ops, the
 //! idempotency record of every keyed write, and the proof of every balance.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use time::{Date, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::account::Account;
 use crate::catalog::ChargeSource;
+use crate::charge::{GiveBack, Spend};
 use crate::payment::{Payment, PaymentStatus, Purpose};
+use crate::subscription::Subscription;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,7 +106,7 @@ pub struct LedgerEntry {
     /// Which allowance period the op belongs to: `(subscription id or "freemium", period start)`.
     pub allowance: Option<AllowancePeriod>,
     /// The local day the op counts toward for daily limits (`YYYY-MM-DD` in JSON).
-    pub op_day: Option<Date>,
+    pub op_day: Option<time::Date>,
     pub idempotency_key: Option<String>,
     /// What the entry refers to: the refunded charge's id, the subscription's id, ...
     pub reference: Option<String>,
@@ -115,7 +116,7 @@ pub struct LedgerEntry {
 }
 
 /// `-amount`, but never a negative zero, which would print as `-0` in the ledger.
-pub(crate) fn negate(amount: Decimal) -> Decimal {
+pub fn negate(amount: Decimal) -> Decimal {
     if amount.is_zero() {
         Decimal::ZERO
     } else {
@@ -134,7 +135,9 @@ pub struct AllowancePeriod {
 
 pub(crate) const FREEMIUM_OWNER: &str = "freemium";
 
-/// A ledger row before the store gives it an id.
+/// A ledger row before the store gives it an id. Each kind of entry has one constructor
+/// below, the one place its fields, `reference` and `metadata` are decided; the engine
+/// then records it through [`Account::apply`], which also fills `credits_balance_after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEntry {
     pub entry: LedgerEntry,
@@ -142,17 +145,27 @@ pub struct NewEntry {
     pub request_hash: Option<String>,
 }
 
+/// Why a subscription's renewal stopped, in a `subscription_canceled` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelReason {
+    /// The user (or an admin) asked.
+    Requested,
+    /// The provider declined the renewal payment (`reference` is that payment).
+    RenewalDeclined,
+}
+
 impl NewEntry {
-    pub(crate) fn new(account: &Account, kind: EntryKind, now: OffsetDateTime) -> Self {
+    /// An entry of `kind` that moves nothing yet.
+    pub fn new(user_id: &str, kind: EntryKind, now: OffsetDateTime) -> Self {
         Self {
             entry: LedgerEntry {
                 id: 0,
-                user_id: account.user_id.clone(),
+                user_id: user_id.to_owned(),
                 kind,
                 source: None,
                 operation: None,
                 credits_delta: Decimal::ZERO,
-                credits_balance_after: account.credits,
+                credits_balance_after: Decimal::ZERO,
                 ops_delta: 0,
                 allowance: None,
                 op_day: None,
@@ -165,11 +178,180 @@ impl NewEntry {
         }
     }
 
+    fn credits(user_id: &str, kind: EntryKind, delta: Decimal, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(user_id, kind, now);
+        new.entry.source = Some(ChargeSource::Credits);
+        new.entry.credits_delta = delta;
+        new
+    }
+
+    /// The free trial's credits, once per user.
+    pub(crate) fn free_trial(user_id: &str, credits: Decimal, now: OffsetDateTime) -> Self {
+        Self::credits(user_id, EntryKind::FreeTrial, credits, now)
+    }
+
+    /// Credits an imported user brings.
+    pub(crate) fn imported_credits(user_id: &str, credits: Decimal, now: OffsetDateTime) -> Self {
+        Self::credits(user_id, EntryKind::Import, credits, now)
+    }
+
+    /// Free-tier ops an imported user had used in the current period.
+    pub(crate) fn imported_ops(user_id: &str, period: AllowancePeriod, used: i32, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(user_id, EntryKind::Import, now);
+        new.entry.source = Some(ChargeSource::Freemium);
+        new.entry.ops_delta = used;
+        new.entry.allowance = Some(period);
+        new
+    }
+
+    /// One operation paid as `spend` decided.
+    pub(crate) fn charge(
+        user_id: &str,
+        operation: &str,
+        spend: &Spend,
+        metadata: Option<Value>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let mut new = Self::new(user_id, EntryKind::Charge, now);
+        let e = &mut new.entry;
+        e.source = Some(spend.source);
+        e.operation = Some(operation.to_owned());
+        e.credits_delta = negate(spend.credits);
+        if let Some((period, day)) = &spend.allowance {
+            e.ops_delta = 1;
+            e.allowance = Some(period.clone());
+            e.op_day = Some(*day);
+        }
+        e.metadata = metadata;
+        new
+    }
+
+    /// The refund of `charge`; `reference` is the charge's id.
+    pub(crate) fn refund(charge: &LedgerEntry, back: &GiveBack, reason: Option<&str>, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(&charge.user_id, EntryKind::Refund, now);
+        let e = &mut new.entry;
+        e.source = charge.source;
+        e.operation = charge.operation.clone();
+        e.credits_delta = back.credits;
+        if back.op_returned {
+            e.ops_delta = -1;
+            e.allowance = charge.allowance.clone();
+            e.op_day = charge.op_day;
+        }
+        e.reference = Some(charge.id.to_string());
+        e.metadata = reason.map(|reason| json!({ "reason": reason }));
+        new
+    }
+
+    /// An admin grant or correction.
+    pub(crate) fn grant(user_id: &str, amount: Decimal, reason: &str, now: OffsetDateTime) -> Self {
+        let mut new = Self::credits(user_id, EntryKind::Grant, amount, now);
+        new.entry.metadata = Some(json!({ "reason": reason }));
+        new
+    }
+
+    /// A change of a subscription: `subscription_activated`, `_renewed` or `_expired`.
+    /// Every subscription entry has the same metadata (`plan_code`, `subscription_id`,
+    /// `expires_at` after the change); `reference` is the payment behind it, if any.
+    pub(crate) fn subscription(
+        kind: EntryKind,
+        user_id: &str,
+        sub: &Subscription,
+        payment: Option<&Payment>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let mut new = Self::new(user_id, kind, now);
+        if matches!(kind, EntryKind::SubscriptionActivated | EntryKind::SubscriptionRenewed) {
+            new.entry.source = Some(ChargeSource::Subscription);
+        }
+        new.entry.reference = payment.map(|p| p.id.clone());
+        new.entry.metadata = Some(subscription_metadata(sub));
+        new
+    }
+
+    /// Renewal stopped: asked for (`immediate` ends it now), or a renewal declined.
+    pub(crate) fn subscription_canceled(
+        user_id: &str,
+        sub: &Subscription,
+        reason: CancelReason,
+        immediate: bool,
+        payment: Option<&Payment>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let mut new = Self::subscription(EntryKind::SubscriptionCanceled, user_id, sub, payment, now);
+        let metadata = new.entry.metadata.get_or_insert_with(|| json!({}));
+        metadata["reason"] = json!(match reason {
+            CancelReason::Requested => "requested",
+            CancelReason::RenewalDeclined => "renewal_declined",
+        });
+        metadata["immediate"] = json!(immediate);
+        new
+    }
+
+    /// Credits a package payment bought.
+    pub(crate) fn credit_purchase(payment: &Payment, now: OffsetDateTime) -> Self {
+        let credits = payment.credits.unwrap_or_default();
+        let mut new = Self::credits(&payment.user_id, EntryKind::CreditPurchase, credits, now);
+        new.entry.reference = Some(payment.id.clone());
+        new.entry.metadata =
+            Some(json!({ "package_code": payment.package_code, "amount": payment.amount.to_string() }));
+        new
+    }
+
+    /// Money given back for `payment` (already counted in its `refunded_amount`), keyed by
+    /// the provider's refund id: `applied` of the `reported` amount, the credits it takes
+    /// back, and the subscription it cut short, if it did.
+    pub(crate) fn purchase_refund(refund: &PaymentRefund<'_>, now: OffsetDateTime) -> Self {
+        let payment = refund.payment;
+        let mut new = Self::new(&payment.user_id, EntryKind::PurchaseRefund, now);
+        let e = &mut new.entry;
+        e.reference = Some(payment.id.clone());
+        e.credits_delta = negate(refund.credits_taken);
+        if !refund.credits_taken.is_zero() || payment.purpose == Purpose::Package {
+            e.source = Some(ChargeSource::Credits);
+        }
+        let mut metadata = json!({
+            "refund_id": refund.refund_id,
+            "amount": refund.applied.to_string(),
+            "refunded_total": payment.refunded_amount.to_string(),
+            "package_code": payment.package_code,
+            "plan_code": payment.plan_code,
+        });
+        if refund.applied != refund.reported {
+            metadata["capped_from"] = json!(refund.reported.to_string());
+        }
+        if let Some(sub) = refund.cut_short {
+            e.source = Some(ChargeSource::Subscription);
+            metadata["subscription_id"] = json!(sub.id);
+            metadata["subscription_expires_at"] = json!(crate::time_util::iso(sub.expires_at));
+        }
+        e.metadata = Some(metadata);
+        new
+    }
+
     pub(crate) fn keyed(mut self, key: &str, request: &Request) -> Self {
         self.entry.idempotency_key = Some(key.to_owned());
         self.request_hash = Some(request.fingerprint());
         self
     }
+}
+
+/// What one provider refund of a payment did, for its `purchase_refund` entry.
+pub(crate) struct PaymentRefund<'a> {
+    pub payment: &'a Payment,
+    pub refund_id: &'a str,
+    pub reported: Decimal,
+    pub applied: Decimal,
+    pub credits_taken: Decimal,
+    pub cut_short: Option<&'a Subscription>,
+}
+
+fn subscription_metadata(sub: &Subscription) -> Value {
+    json!({
+        "plan_code": sub.plan_code,
+        "subscription_id": sub.id,
+        "expires_at": crate::time_util::iso(sub.expires_at),
+    })
 }
 
 /// What a keyed write asked for; two requests with one key must be equal to replay.
@@ -262,54 +444,39 @@ pub struct Mismatch {
     pub stored: String,
 }
 
-/// Recomputes an account's balance and allowance use from its entries, oldest first, and
-/// lists every difference from what the account stores.
+/// Replays an account's entries, oldest first, through [`Account::apply`] (the rule the
+/// engine recorded them by), from the same periods and day with nothing used, and lists
+/// every difference from what the account stores.
 pub(crate) fn audit_account(account: &Account, entries: &[LedgerEntry]) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
     let mut found = |check: &str, ledger: String, stored: String| {
         mismatches.push(Mismatch { user_id: account.user_id.clone(), check: check.to_owned(), ledger, stored });
     };
-
-    let mut balance = Decimal::ZERO;
-    let mut ops_by_period: BTreeMap<&AllowancePeriod, i64> = BTreeMap::new();
-    let mut ops_by_day: BTreeMap<(ChargeSource, Date), i64> = BTreeMap::new();
+    let mut replayed = account.with_nothing_used();
     for entry in entries {
-        let Some(sum) = balance.checked_add(entry.credits_delta) else {
-            found(&format!("credits_overflow@{}", entry.id), balance.to_string(), entry.credits_delta.to_string());
+        if replayed.apply(entry).is_none() {
+            let (balance, delta) = (replayed.credits.to_string(), entry.credits_delta.to_string());
+            found(&format!("credits_overflow@{}", entry.id), balance, delta);
             return mismatches;
-        };
-        balance = sum;
-        if entry.credits_balance_after != balance {
-            found(&format!("balance_chain@{}", entry.id), balance.to_string(), entry.credits_balance_after.to_string());
         }
-        if let Some(period) = &entry.allowance {
-            *ops_by_period.entry(period).or_default() += i64::from(entry.ops_delta);
-        }
-        if let (Some(source), Some(day)) = (entry.source, entry.op_day) {
-            *ops_by_day.entry((source, day)).or_default() += i64::from(entry.ops_delta);
+        if entry.credits_balance_after != replayed.credits {
+            let (ledger, stored) = (replayed.credits.to_string(), entry.credits_balance_after.to_string());
+            found(&format!("balance_chain@{}", entry.id), ledger, stored);
         }
     }
-    if balance != account.credits {
-        found("credits", balance.to_string(), account.credits.to_string());
-    }
-
-    let freemium = AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start };
-    let ledger_freemium = ops_by_period.get(&freemium).copied().unwrap_or(0);
-    if ledger_freemium != i64::from(account.freemium.used) {
-        found("freemium_ops_used", ledger_freemium.to_string(), account.freemium.used.to_string());
-    }
-    if let Some(sub) = &account.subscription {
-        let period = AllowancePeriod { owner: sub.id.clone(), start: sub.ops.period_start };
-        let ledger_sub = ops_by_period.get(&period).copied().unwrap_or(0);
-        if ledger_sub != i64::from(sub.ops.used) {
-            found("subscription_ops_used", ledger_sub.to_string(), sub.ops.used.to_string());
+    let mut compare = |check: &str, ledger: String, stored: String| {
+        if ledger != stored {
+            found(check, ledger, stored);
         }
+    };
+    compare("credits", replayed.credits.to_string(), account.credits.to_string());
+    compare("freemium_ops_used", replayed.freemium.used.to_string(), account.freemium.used.to_string());
+    if let (Some(ledger), Some(stored)) = (&replayed.subscription, &account.subscription) {
+        compare("subscription_ops_used", ledger.ops.used.to_string(), stored.ops.used.to_string());
     }
     for source in [ChargeSource::Subscription, ChargeSource::Freemium] {
-        let ledger_today = ops_by_day.get(&(source, account.today.day)).copied().unwrap_or(0);
-        if ledger_today != i64::from(account.today.used(source)) {
-            found(&format!("{source}_ops_today"), ledger_today.to_string(), account.today.used(source).to_string());
-        }
+        let (ledger, stored) = (replayed.today.used(source), account.today.used(source));
+        compare(&format!("{source}_ops_today"), ledger.to_string(), stored.to_string());
     }
     mismatches
 }
@@ -335,8 +502,10 @@ pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[Led
         let settled = matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded);
         let credits: Vec<Decimal> =
             referring(id, &[EntryKind::CreditPurchase]).iter().map(|e| e.credits_delta).collect();
-        let want: Vec<Decimal> =
-            (settled && payment.purpose == Purpose::Package).then(|| payment.credits.unwrap_or_default()).into_iter().collect();
+        let want: Vec<Decimal> = (settled && payment.purpose == Purpose::Package)
+            .then(|| payment.credits.unwrap_or_default())
+            .into_iter()
+            .collect();
         if credits != want {
             found(format!("credit_purchase@{id}"), format!("{credits:?}"), format!("{want:?}"));
         }

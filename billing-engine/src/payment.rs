@@ -4,6 +4,9 @@
 //! A provider reports a payment's status many times, late and out of order. The one rule
 //! that makes that safe is [`PaymentStatus::can_become`]: a status only moves forward, and
 //! a final one never changes back, so each effect of a payment happens at most once.
+//!
+//! What a payment does to an account lives here too, without the store: `status_effects`
+//! (purchases, renewals, declines) and `refund_effects` (what a refund takes back).
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +15,12 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+
+use crate::account::Account;
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::ledger::{CancelReason, EntryKind, NewEntry, PaymentRefund};
+use crate::subscription::Subscription;
 
 /// What a payment pays for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +233,97 @@ impl Payment {
             ("purpose".to_owned(), self.purpose.as_str().to_owned()),
         ]
     }
+}
+
+/// What `payment` reaching its current status does to `account`, decided without the
+/// store: a package's credits; the subscription a plan starts, or extends when bought
+/// again while active, and a renewal extends (recorded on the payment as its
+/// `paid_period`); or, for a declined renewal, the end of renewal (the subscription runs
+/// to its end, then the free tier). Returns the entries to record; the credits move when
+/// they are applied to the account.
+pub(crate) fn status_effects(
+    payment: &mut Payment,
+    account: &mut Account,
+    catalog: &Catalog,
+    now: OffsetDateTime,
+) -> Result<Vec<NewEntry>> {
+    let user_id = account.user_id.clone();
+    match (payment.purpose, payment.status) {
+        (Purpose::Package, PaymentStatus::Succeeded) => Ok(vec![NewEntry::credit_purchase(payment, now)]),
+        (Purpose::Plan, PaymentStatus::Succeeded) => {
+            let plan = catalog.paid_plan(payment.plan_code.as_deref().unwrap_or_default())?;
+            let (kind, extended_from) = match account.active_subscription_mut(now) {
+                // Bought again while active (two purchases raced): the period is added.
+                Some(sub) if sub.plan_code == plan.code => {
+                    let from = sub.expires_at;
+                    sub.extend(plan);
+                    (EntryKind::SubscriptionRenewed, Some(from))
+                }
+                _ => {
+                    account.subscription = Some(Subscription::start(plan, now));
+                    (EntryKind::SubscriptionActivated, None)
+                }
+            };
+            let sub = account.subscription.as_ref().expect("a subscription was just set");
+            payment.paid_period = Some(sub.paid_period(extended_from));
+            Ok(vec![NewEntry::subscription(kind, &user_id, sub, Some(payment), now)])
+        }
+        (Purpose::Renewal, PaymentStatus::Succeeded) => {
+            let plan = payment.plan_code.as_deref().and_then(|code| catalog.plan(code));
+            match (account.subscription.as_mut(), plan) {
+                (Some(sub), Some(plan)) if payment.renewal_of.as_deref() == Some(sub.period_key().as_str()) => {
+                    let from = sub.expires_at;
+                    sub.extend(plan);
+                    payment.paid_period = Some(sub.paid_period(Some(from)));
+                    Ok(vec![NewEntry::subscription(EntryKind::SubscriptionRenewed, &user_id, sub, Some(payment), now)])
+                }
+                // The subscription changed since the renewal was created: nothing to extend.
+                _ => Ok(Vec::new()),
+            }
+        }
+        (Purpose::Renewal, PaymentStatus::Canceled) => {
+            let Some(sub) = account.subscription.as_mut() else { return Ok(Vec::new()) };
+            sub.cancel(now, false);
+            let reason = CancelReason::RenewalDeclined;
+            Ok(vec![NewEntry::subscription_canceled(&user_id, sub, reason, false, Some(payment), now)])
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Records on `payment` a provider refund `refund_id` of `reported` money, capped to what
+/// is left, and takes back its share from `account`: a package's credits by
+/// [`Payment::credits_taken_back`], or, once the whole payment is refunded, what is still
+/// ahead of the period it bought ([`Subscription::take_back`]). Returns the refund's
+/// entry; the credits move when it is applied.
+pub(crate) fn refund_effects(
+    payment: &mut Payment,
+    refund_id: &str,
+    reported: Decimal,
+    account: &mut Account,
+    now: OffsetDateTime,
+) -> NewEntry {
+    let applied = reported.min(payment.refundable()).max(Decimal::ZERO);
+    let refunded_before = payment.refunded_amount;
+    payment.refunded_amount += applied;
+    payment.refund_id = Some(refund_id.to_owned());
+    payment.updated_at = now;
+    if payment.refunded_amount == payment.amount {
+        payment.status = PaymentStatus::Refunded;
+    }
+    let credits_taken = match payment.purpose {
+        Purpose::Package => {
+            payment.credits_taken_back(payment.refunded_amount) - payment.credits_taken_back(refunded_before)
+        }
+        _ => Decimal::ZERO,
+    };
+    let whole_plan_refunded =
+        matches!(payment.purpose, Purpose::Plan | Purpose::Renewal) && payment.status == PaymentStatus::Refunded;
+    let cut_short = match (whole_plan_refunded, account.subscription.as_mut(), payment.paid_period.as_ref()) {
+        (true, Some(sub), Some(period)) => sub.take_back(period, now).then_some(&*sub),
+        _ => None,
+    };
+    NewEntry::purchase_refund(&PaymentRefund { payment, refund_id, reported, applied, credits_taken, cut_short }, now)
 }
 
 /// Seed 003 `CreatePaymentResponse`.

@@ -61,6 +61,17 @@ impl ProviderRefund {
     }
 }
 
+/// What a provider notification reports, read by the provider that sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// `payment.*`: the payment reached `status`.
+    Payment { event: String, status: PaymentStatus, payment: ProviderPayment },
+    /// A refund succeeded.
+    Refund { event: String, refund: ProviderRefund },
+    /// An event the engine does not act on.
+    Other { event: String },
+}
+
 /// Why a provider call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -137,4 +148,9 @@ pub trait PaymentProvider: Send + Sync {
     ) -> Result<ProviderRefund, ProviderError>;
 
     fn get_refund(&self, refund_id: &str) -> Result<ProviderRefund, ProviderError>;
+
+    /// Reads a notification body in this provider's format. A body that is not one of its
+    /// notifications, or that names an id none of its objects can have, is
+    /// INVALID_WEBHOOK.
+    fn read_notification(&self, body: &[u8]) -> Result<Notification, BillingError>;
 }

@@ -1,4 +1,5 @@
-//! Provider notifications: when one may be trusted, and what it says.
+//! Provider notifications: when one may be trusted. What one says is read by its
+//! provider ([`crate::provider::PaymentProvider::read_notification`]).
 //!
 //! YooKassa does not sign its notifications, so anyone who knows the webhook URL can post
 //! one. The engine trusts a notification only after every configured check passes:
@@ -17,12 +18,10 @@ use std::net::IpAddr;
 use hmac::{Hmac, Mac};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::error::{BillingError, Result};
-use crate::payment::PaymentStatus;
 
 /// YooKassa's published notification networks.
 pub const YOOKASSA_NETWORKS: [&str; 7] = [
@@ -152,40 +151,6 @@ fn invalid(reason: impl Into<String>) -> BillingError {
     BillingError::InvalidWebhook { reason: reason.into() }
 }
 
-/// What a notification reports.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Notification {
-    /// `payment.*`: the payment reached `status`.
-    Payment { event: String, status: PaymentStatus, object: Value },
-    /// `refund.succeeded`.
-    Refund { event: String, object: Value },
-    /// An event the engine does not act on.
-    Other { event: String },
-}
-
-/// Reads a notification body. Anything that is not a notification is INVALID_WEBHOOK.
-pub(crate) fn parse(body: &[u8]) -> Result<Notification> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not JSON: {e}")))?;
-    if value.get("type").and_then(Value::as_str) != Some("notification") {
-        return Err(invalid("the body is not a notification (`type` must be \"notification\")"));
-    }
-    let event = value.get("event").and_then(Value::as_str).ok_or_else(|| invalid("the notification has no `event`"))?;
-    let object =
-        value.get("object").filter(|o| o.is_object()).ok_or_else(|| invalid("the notification has no `object`"))?;
-    let event = event.to_owned();
-    let claimed = match event.as_str() {
-        "payment.waiting_for_capture" => PaymentStatus::WaitingForCapture,
-        "payment.succeeded" => PaymentStatus::Succeeded,
-        "payment.canceled" => PaymentStatus::Canceled,
-        "refund.succeeded" => return Ok(Notification::Refund { event, object: object.clone() }),
-        _ => return Ok(Notification::Other { event }),
-    };
-    if object.get("status").and_then(Value::as_str) != Some(claimed.as_str()) {
-        return Err(invalid(format!("`{event}` with an object whose status is not `{claimed}`")));
-    }
-    Ok(Notification::Payment { event, status: claimed, object: object.clone() })
-}
-
 /// What handling a notification did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookOutcome {
@@ -266,21 +231,5 @@ mod tests {
         for headers in refused {
             assert_eq!(c.verify_signature(body, &headers, now()).unwrap_err().code(), "INVALID_WEBHOOK", "{headers:?}");
         }
-    }
-
-    #[test]
-    fn bodies_that_are_not_notifications_are_refused() {
-        for body in [
-            &b"{\"type\":\"notif"[..],
-            b"<html>",
-            b"[]",
-            b"{\"type\":\"notification\",\"event\":\"payment.succeeded\"}",
-        ] {
-            assert_eq!(parse(body).unwrap_err().code(), "INVALID_WEBHOOK");
-        }
-        let mismatch = br#"{"type":"notification","event":"payment.succeeded","object":{"id":"x","status":"pending"}}"#;
-        assert_eq!(parse(mismatch).unwrap_err().code(), "INVALID_WEBHOOK");
-        let other = br#"{"type":"notification","event":"deal.closed","object":{"id":"x"}}"#;
-        assert_eq!(parse(other).unwrap(), Notification::Other { event: "deal.closed".into() });
     }
 }

@@ -13,7 +13,9 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{BillingError, Result};
 use crate::payment::{PaymentStatus, SavedCard};
-use crate::provider::{PayWith, PaymentProvider, PaymentRequest, ProviderError, ProviderPayment, ProviderRefund};
+use crate::provider::{
+    Notification, PayWith, PaymentProvider, PaymentRequest, ProviderError, ProviderPayment, ProviderRefund,
+};
 use crate::webhook::{NetworkList, WebhookChecks};
 
 pub const DEFAULT_API_URL: &str = "https://api.yookassa.ru/v3";
@@ -265,6 +267,50 @@ impl PaymentProvider for YooKassa {
     fn get_refund(&self, refund_id: &str) -> Result<ProviderRefund, ProviderError> {
         parse_refund(&self.get(&format!("/refunds/{}", path_segment(refund_id)?))?)
     }
+
+    fn read_notification(&self, body: &[u8]) -> Result<Notification> {
+        read_notification(body)
+    }
+}
+
+/// Reads a YooKassa notification: `{"type": "notification", "event", "object"}`.
+pub(crate) fn read_notification(body: &[u8]) -> Result<Notification> {
+    let invalid = |reason: String| BillingError::InvalidWebhook { reason };
+    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not JSON: {e}")))?;
+    if value.get("type").and_then(Value::as_str) != Some("notification") {
+        return Err(invalid("the body is not a notification (`type` must be \"notification\")".into()));
+    }
+    let event = value.get("event").and_then(Value::as_str).ok_or_else(|| invalid("it has no `event`".into()))?;
+    let event = event.to_owned();
+    let object = value.get("object").filter(|o| o.is_object()).ok_or_else(|| invalid("it has no `object`".into()))?;
+    let not_an_object =
+        |what: &str, e: ProviderError| invalid(format!("the notification's object is not a {what}: {e}"));
+    let claimed = match event.as_str() {
+        "payment.waiting_for_capture" => PaymentStatus::WaitingForCapture,
+        "payment.succeeded" => PaymentStatus::Succeeded,
+        "payment.canceled" => PaymentStatus::Canceled,
+        "refund.succeeded" => {
+            let refund = parse_refund(object).map_err(|e| not_an_object("refund", e))?;
+            refuse_foreign_id(&refund.id)?;
+            refuse_foreign_id(&refund.payment_id)?;
+            return Ok(Notification::Refund { event, refund });
+        }
+        _ => return Ok(Notification::Other { event }),
+    };
+    if object.get("status").and_then(Value::as_str) != Some(claimed.as_str()) {
+        return Err(invalid(format!("`{event}` with an object whose status is not `{claimed}`")));
+    }
+    let payment = parse_payment(object).map_err(|e| not_an_object("payment", e))?;
+    refuse_foreign_id(&payment.id)?;
+    Ok(Notification::Payment { event, status: claimed, payment })
+}
+
+/// A notification about an id no YooKassa object can have is forged or garbled.
+fn refuse_foreign_id(id: &str) -> Result<()> {
+    if is_object_id(id) {
+        return Ok(());
+    }
+    Err(BillingError::InvalidWebhook { reason: format!("`{}` is not a YooKassa object id", id.escape_debug()) })
 }
 
 /// `{"value": "299.00", "currency": "RUB"}`: two decimal places, as YooKassa wants.
@@ -276,7 +322,7 @@ fn money(amount: Decimal, currency: &str) -> Value {
 
 /// Whether `id` can be a YooKassa object id (a UUID-like string). Ids go into URL
 /// paths, so anything else is refused before a request is made.
-pub fn is_object_id(id: &str) -> bool {
+fn is_object_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -289,7 +335,7 @@ fn path_segment(id: &str) -> Result<&str, ProviderError> {
 }
 
 /// A YooKassa payment object, from an API answer or a notification.
-pub(crate) fn parse_payment(object: &Value) -> Result<ProviderPayment, ProviderError> {
+fn parse_payment(object: &Value) -> Result<ProviderPayment, ProviderError> {
     let bad = |message: String| ProviderError::BadResponse { message };
     let text = |value: &Value, field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
     let id = text(object, "id").ok_or_else(|| bad("payment without `id`".into()))?;
@@ -325,7 +371,7 @@ pub(crate) fn parse_payment(object: &Value) -> Result<ProviderPayment, ProviderE
 }
 
 /// A YooKassa refund object.
-pub(crate) fn parse_refund(object: &Value) -> Result<ProviderRefund, ProviderError> {
+fn parse_refund(object: &Value) -> Result<ProviderRefund, ProviderError> {
     let bad = |message: &str| ProviderError::BadResponse { message: message.to_owned() };
     let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_owned);
     let (amount, _) = parse_money(object.get("amount")).ok_or_else(|| bad("refund: bad `amount`"))?;
@@ -346,6 +392,22 @@ fn parse_money(value: Option<&Value>) -> Option<(Decimal, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_that_are_not_notifications_are_refused() {
+        for body in [
+            &b"{\"type\":\"notif"[..],
+            b"<html>",
+            b"[]",
+            b"{\"type\":\"notification\",\"event\":\"payment.succeeded\"}",
+            br#"{"type":"notification","event":"payment.succeeded","object":{"id":"x","status":"pending"}}"#,
+            br#"{"type":"notification","event":"refund.succeeded","object":{"id":"a/b","payment_id":"p","status":"succeeded","amount":{"value":"1.00","currency":"RUB"}}}"#,
+        ] {
+            assert_eq!(read_notification(body).unwrap_err().code(), "INVALID_WEBHOOK");
+        }
+        let other = br#"{"type":"notification","event":"deal.closed","object":{"id":"x"}}"#;
+        assert_eq!(read_notification(other).unwrap(), Notification::Other { event: "deal.closed".into() });
+    }
 
     #[test]
     fn amounts_go_out_with_two_places() {

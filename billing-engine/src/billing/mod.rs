@@ -7,18 +7,18 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::account::Account;
-use crate::catalog::{Catalog, ChargeSource};
+use crate::catalog::Catalog;
 use crate::charge::{self, Charge, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, audit_payments, negate, AllowancePeriod, EntryKind, IntegrityReport, LedgerEntry, Mismatch, NewEntry,
-    Request, FREEMIUM_OWNER,
+    audit_account, audit_payments, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry, Mismatch,
+    NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
@@ -26,9 +26,11 @@ use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 
-mod payments;
+mod checkout;
+mod notifications;
+mod renewals;
 
-pub use payments::Purchase;
+pub use checkout::Purchase;
 
 /// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
 /// from every thread.
@@ -36,7 +38,7 @@ pub struct Billing<S: Store = SqliteStore> {
     store: S,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
-    payments: Option<payments::PaymentSetup>,
+    payments: Option<checkout::PaymentSetup>,
 }
 
 /// A subscription carried over by [`Billing::import_user`].
@@ -109,8 +111,7 @@ impl<S: Store> Billing<S> {
                 account.free_trial_awarded = true;
                 let credits = self.catalog.free_trial_credits;
                 if !credits.is_zero() {
-                    account.credits += credits;
-                    tx.append_entry(&credits_entry(&account, EntryKind::FreeTrial, credits, now))?;
+                    record(tx, &mut account, NewEntry::free_trial(user_id, credits, now))?;
                 }
                 tx.update_account(&account)?;
             }
@@ -156,23 +157,18 @@ impl<S: Store> Billing<S> {
             }
             let mut account = Account::new(user_id, now, &self.catalog);
             account.free_trial_awarded = true;
-            account.credits = credits;
             tx.insert_account(&account)?;
             if !credits.is_zero() {
-                tx.append_entry(&credits_entry(&account, EntryKind::Import, credits, now))?;
+                record(tx, &mut account, NewEntry::imported_credits(user_id, credits, now))?;
             }
             if used > 0 {
-                account.freemium.used = used;
-                let mut entry = NewEntry::new(&account, EntryKind::Import, now);
-                entry.entry.source = Some(ChargeSource::Freemium);
-                entry.entry.ops_delta = used_delta;
-                entry.entry.allowance =
-                    Some(AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start });
-                tx.append_entry(&entry)?;
+                let period = AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start };
+                record(tx, &mut account, NewEntry::imported_ops(user_id, period, used_delta, now))?;
             }
             if let Some(sub) = subscription {
-                tx.append_entry(&activation_entry(&account, &sub, now))?;
+                let entry = NewEntry::subscription(EntryKind::SubscriptionActivated, user_id, &sub, None, now);
                 account.subscription = Some(sub);
+                record(tx, &mut account, entry)?;
             }
             tx.update_account(&account)?;
             Ok(BillingState::new(&account, &self.catalog, now))
@@ -214,20 +210,11 @@ impl<S: Store> Billing<S> {
                 return Ok(Charge::from_entry(&entry, true));
             }
             let mut account = self.current_account(tx, user_id, now)?;
-            let spend = charge::spend(&mut account, &self.catalog, op, now)?;
-            let mut new = NewEntry::new(&account, EntryKind::Charge, now).keyed(idempotency_key, &request);
-            let e = &mut new.entry;
-            e.source = Some(spend.source);
-            e.operation = Some(op.code.clone());
-            e.credits_delta = negate(spend.credits);
-            if spend.allowance.is_some() {
-                e.ops_delta = 1;
-                e.op_day = Some(account.today.day);
-            }
-            e.allowance = spend.allowance;
-            e.metadata = metadata.clone();
+            let spend = charge::spend(&account, &self.catalog, op, now)?;
+            let entry = NewEntry::charge(user_id, &op.code, &spend, metadata.clone(), now);
+            let entry = record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
             tx.update_account(&account)?;
-            Ok(Charge::from_entry(&tx.append_entry(&new)?, false))
+            Ok(Charge::from_entry(&entry, false))
         })
     }
 
@@ -253,21 +240,11 @@ impl<S: Store> Billing<S> {
                 return Ok(Refund::from_entry(&entry, &charge, true));
             }
             let mut account = self.current_account(tx, &charge.user_id, now)?;
-            let back = charge::give_back(&mut account, &charge);
-            let mut new = NewEntry::new(&account, EntryKind::Refund, now).keyed(idempotency_key, &request);
-            let e = &mut new.entry;
-            e.source = charge.source;
-            e.operation = charge.operation.clone();
-            e.credits_delta = back.credits;
-            if back.op_returned {
-                e.ops_delta = -1;
-                e.allowance = charge.allowance.clone();
-                e.op_day = charge.op_day;
-            }
-            e.reference = Some(target.clone());
-            e.metadata = reason.map(|reason| json!({ "reason": reason }));
+            let back = charge::give_back(&account, &charge);
+            let entry = NewEntry::refund(&charge, &back, reason, now).keyed(idempotency_key, &request);
+            let entry = record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
-            Ok(Refund::from_entry(&tx.append_entry(&new)?, &charge, false))
+            Ok(Refund::from_entry(&entry, &charge, false))
         })
     }
 
@@ -294,13 +271,14 @@ impl<S: Store> Billing<S> {
                 return Ok(entry);
             }
             let mut account = self.current_account(tx, user_id, now)?;
-            account.credits = account.credits.checked_add(amount).filter(|b| b.abs() <= input::MAX_AMOUNT).ok_or_else(
-                || BillingError::invalid("amount", format!("would take the balance past {}", input::MAX_AMOUNT)),
-            )?;
-            let mut new = credits_entry(&account, EntryKind::Grant, amount, now).keyed(idempotency_key, &request);
-            new.entry.metadata = Some(json!({ "reason": reason }));
+            if account.credits.checked_add(amount).is_none_or(|balance| balance.abs() > input::MAX_AMOUNT) {
+                let message = format!("would take the balance past {}", input::MAX_AMOUNT);
+                return Err(BillingError::invalid("amount", message));
+            }
+            let entry = NewEntry::grant(user_id, amount, reason, now).keyed(idempotency_key, &request);
+            let entry = record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
-            tx.append_entry(&new)
+            Ok(entry)
         })
     }
 
@@ -331,8 +309,9 @@ impl<S: Store> Billing<S> {
                 });
             }
             let sub = Subscription::start(plan, now);
-            tx.append_entry(&activation_entry(&account, &sub, now).keyed(idempotency_key, &request))?;
+            let entry = NewEntry::subscription(EntryKind::SubscriptionActivated, user_id, &sub, None, now);
             account.subscription = Some(sub);
+            record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
             tx.update_account(&account)?;
             self.subscription_view(tx, &account, now)
         })
@@ -351,15 +330,8 @@ impl<S: Store> Billing<S> {
                 return self.subscription_view(tx, &account, now);
             }
             sub.cancel(now, immediate);
-            let mut entry = NewEntry::new(&account, EntryKind::SubscriptionCanceled, now);
-            let sub = account.subscription.as_ref().expect("just canceled");
-            entry.entry.reference = Some(sub.id.clone());
-            entry.entry.metadata = Some(json!({
-                "plan_code": sub.plan_code,
-                "immediate": immediate,
-                "expires_at": time_util::iso(sub.expires_at),
-            }));
-            tx.append_entry(&entry)?;
+            let entry = NewEntry::subscription_canceled(user_id, sub, CancelReason::Requested, immediate, None, now);
+            record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
             self.subscription_view(tx, &account, now)
         })
@@ -527,18 +499,12 @@ fn replay(tx: &mut dyn Transaction, user_id: &str, key: &str, request: &Request)
     }
 }
 
-/// An entry moving `delta` credits; `account.credits` must already include it.
-fn credits_entry(account: &Account, kind: EntryKind, delta: Decimal, now: OffsetDateTime) -> NewEntry {
-    let mut entry = NewEntry::new(account, kind, now);
-    entry.entry.source = Some(ChargeSource::Credits);
-    entry.entry.credits_delta = delta;
-    entry
-}
-
-fn activation_entry(account: &Account, sub: &Subscription, now: OffsetDateTime) -> NewEntry {
-    let mut entry = NewEntry::new(account, EntryKind::SubscriptionActivated, now);
-    entry.entry.source = Some(ChargeSource::Subscription);
-    entry.entry.reference = Some(sub.id.clone());
-    entry.entry.metadata = Some(json!({ "plan_code": sub.plan_code, "expires_at": time_util::iso(sub.expires_at) }));
-    entry
+/// Applies `entry` to `account` and appends it, with the balance it leaves: the one way
+/// the engine writes an entry, so its balance snapshot is always right.
+fn record(tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) -> Result<LedgerEntry> {
+    account
+        .apply(&entry.entry)
+        .ok_or_else(|| BillingError::invalid("amount", "the balance would pass what a decimal holds"))?;
+    entry.entry.credits_balance_after = account.credits;
+    tx.append_entry(&entry)
 }

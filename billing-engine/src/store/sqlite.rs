@@ -18,10 +18,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use rust_decimal::Decimal;
 use time::{Date, OffsetDateTime};
 
+use super::sqlite_error::SqliteError;
 use super::{schema, Store, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
-use super::sqlite_error::SqliteError;
 use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
@@ -101,7 +101,9 @@ impl SqliteStore {
     /// a transaction rolled it back as it unwound, so the connection is always fine.
     fn lock_writer(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>> {
         let conn = self.writer.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })?;
-        conn.busy_timeout(deadline.saturating_duration_since(Instant::now())).map_err(SqliteError::from)?;
+        // SQLite counts whole milliseconds; round up so that it never gives up early.
+        let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+        conn.busy_timeout(Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))).map_err(SqliteError::from)?;
         Ok(conn)
     }
 
@@ -730,7 +732,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let a = account("a");
-        let entry = NewEntry::new(&a, EntryKind::Grant, a.created_at);
+        let entry = NewEntry::new(&a.user_id, EntryKind::Grant, a.created_at);
         let keyed =
             NewEntry { entry: LedgerEntry { idempotency_key: Some("k".into()), ..entry.entry.clone() }, ..entry };
         store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap();
@@ -797,7 +799,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let a = account("a");
-        let mut entry = NewEntry::new(&a, EntryKind::Grant, a.created_at);
+        let mut entry = NewEntry::new(&a.user_id, EntryKind::Grant, a.created_at);
         entry.entry.idempotency_key = Some("k".into());
         entry.entry.credits_delta = Decimal::TEN;
         store.write(|tx| tx.append_entry(&entry).map(drop)).unwrap();

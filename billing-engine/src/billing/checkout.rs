@@ -1,0 +1,359 @@
+//! Checkout: creating payments at the provider, card binding, refunds an admin asks
+//! for, and the payment views.
+//!
+//! Provider calls never run inside a store transaction, so a slow provider never holds
+//! the write lock. A payment is therefore written in steps: recorded as `new` with the
+//! idempotence key it will be sent with, sent, then updated from the provider's answer.
+//! A crash or failure between the steps leaves a `new` payment that the next attempt
+//! sends again with the same key, which the provider answers with the first result.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use time::OffsetDateTime;
+
+use super::Billing;
+use crate::account::Account;
+use crate::error::{BillingError, Result};
+use crate::input;
+use crate::ledger::Request;
+use crate::payment::{
+    CreatedPayment, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
+};
+use crate::provider::{PayWith, PaymentProvider, PaymentRequest, ProviderError};
+use crate::store::{Store, Transaction};
+use crate::webhook::WebhookChecks;
+use crate::yookassa::YooKassaConfig;
+
+/// What a binding payment holds: 1 unit of the catalog's currency.
+const BINDING_AMOUNT: Decimal = Decimal::ONE;
+
+pub(super) struct PaymentSetup {
+    pub(super) provider: Arc<dyn PaymentProvider>,
+    pub(super) checks: WebhookChecks,
+    return_url: Option<String>,
+}
+
+/// What a payment created by [`Billing::create_payment`] buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purchase<'a> {
+    Plan(&'a str),
+    Package(&'a str),
+}
+
+impl<S: Store> Billing<S> {
+    /// Takes payments through YooKassa.
+    pub fn with_yookassa(self, config: &YooKassaConfig) -> Result<Self> {
+        let (client, checks) = config.build()?;
+        Ok(self.with_provider(Arc::new(client), checks, config.return_url.clone()))
+    }
+
+    /// Takes payments through any [`PaymentProvider`]; notifications are still read in
+    /// YooKassa's format by [`handle_yookassa_webhook`](Self::handle_yookassa_webhook).
+    pub fn with_provider(
+        mut self,
+        provider: Arc<dyn PaymentProvider>,
+        checks: WebhookChecks,
+        return_url: Option<String>,
+    ) -> Self {
+        self.payments = Some(PaymentSetup { provider, checks, return_url });
+        self
+    }
+
+    pub(super) fn setup(&self) -> Result<&PaymentSetup> {
+        self.payments.as_ref().ok_or_else(|| ProviderError::NotConfigured.into())
+    }
+
+    /// Creates a payment for a paid plan or a credit package and returns where to send
+    /// the user to pay. Idempotent by key: a repeat returns the same payment, and a
+    /// repeat after a failure sends the same attempt again instead of creating another.
+    pub fn create_payment(
+        &self,
+        user_id: &str,
+        purchase: Purchase<'_>,
+        return_url: Option<&str>,
+        save_payment_method: bool,
+        idempotency_key: &str,
+    ) -> Result<CreatedPayment> {
+        input::id("user_id", user_id)?;
+        input::id("idempotency_key", idempotency_key)?;
+        let setup = self.setup()?;
+        let return_url = self.return_url(setup, return_url)?;
+        let now = self.now();
+        let mut payment = match purchase {
+            Purchase::Plan(code) => {
+                let plan = self.catalog.paid_plan(code)?;
+                let mut payment =
+                    self.new_payment(user_id, Purpose::Plan, plan.price, format!("{} plan", plan.name), now);
+                payment.plan_code = Some(plan.code.clone());
+                payment
+            }
+            Purchase::Package(code) => {
+                let package = self.catalog.package(code).ok_or_else(|| {
+                    BillingError::invalid("package_code", format!("`{code}` is not a package of the catalog"))
+                })?;
+                let mut payment = self.new_payment(
+                    user_id,
+                    Purpose::Package,
+                    package.price,
+                    format!("{} credits", package.credits),
+                    now,
+                );
+                payment.package_code = Some(package.code.clone());
+                payment.credits = Some(package.credits);
+                payment
+            }
+        };
+        payment.save_payment_method = save_payment_method;
+        payment.return_url = Some(return_url.clone());
+        payment.idempotency_key = Some(idempotency_key.to_owned());
+        let target = format!(
+            "{}:{}:{return_url}:{save_payment_method}",
+            payment.purpose.as_str(),
+            payment.plan_code.as_deref().or(payment.package_code.as_deref()).unwrap_or_default()
+        );
+        let fingerprint =
+            Request { action: "create_payment", target: &target, amount: Some(payment.amount), metadata: None }
+                .fingerprint();
+        let payment = self.store.write(|tx| {
+            if let Some((earlier, hash)) = tx.payment_by_key(user_id, idempotency_key)? {
+                if hash.as_deref() != Some(fingerprint.as_str()) {
+                    return Err(BillingError::IdempotencyConflict { key: idempotency_key.to_owned() });
+                }
+                return Ok(earlier);
+            }
+            let account = self.current_account(tx, user_id, now)?;
+            if payment.purpose == Purpose::Plan {
+                refuse_if_subscribed(&account, now)?;
+            }
+            tx.insert_payment(&payment, Some(&fingerprint))?;
+            Ok(payment)
+        })?;
+        let payment = self.send(setup, payment, PayWith::Redirect { return_url }, true)?;
+        created(&payment)
+    }
+
+    /// Starts saving the user's card: a 1 RUB payment held at `waiting_for_capture` and
+    /// then canceled, so no money is kept. The card is saved when the provider reports
+    /// the hold (see [`handle_yookassa_webhook`](Self::handle_yookassa_webhook)).
+    pub fn start_card_binding(&self, user_id: &str, return_url: Option<&str>) -> Result<CreatedPayment> {
+        input::id("user_id", user_id)?;
+        let setup = self.setup()?;
+        let return_url = self.return_url(setup, return_url)?;
+        let now = self.now();
+        let mut payment = self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, "Card binding".into(), now);
+        payment.save_payment_method = true;
+        payment.return_url = Some(return_url.clone());
+        let payment = self.store.write(|tx| {
+            self.current_account(tx, user_id, now)?;
+            tx.insert_payment(&payment, None)?;
+            Ok(payment)
+        })?;
+        let payment = self.send(setup, payment, PayWith::Redirect { return_url }, false)?;
+        created(&payment)
+    }
+
+    /// Refunds a succeeded payment (an admin action): the whole of what is left when
+    /// `amount` is `None`, else `amount`, which needs an `idempotency_key` so that a
+    /// retried call refunds once. What the refund takes back is applied when the
+    /// provider confirms it, in the answer or in `refund.succeeded` (see
+    /// [`Payment::credits_taken_back`] and [`Subscription::take_back`]).
+    pub fn refund_payment(
+        &self,
+        payment_id: &str,
+        amount: Option<Decimal>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        input::id("payment_id", payment_id)?;
+        if let Some(key) = idempotency_key {
+            input::id("idempotency_key", key)?;
+        }
+        if let Some(amount) = amount {
+            input::money("amount", amount)?;
+        }
+        let setup = self.setup()?;
+        let payment = self.store.read(|tx| tx.payment(payment_id))?.ok_or_else(|| unknown_payment(payment_id))?;
+        if payment.status == PaymentStatus::Refunded && amount.is_none() {
+            return Ok(payment);
+        }
+        let (PaymentStatus::Succeeded, Some(provider_id)) = (payment.status, payment.provider_payment_id.as_deref())
+        else {
+            return Err(BillingError::invalid(
+                "payment_id",
+                format!("payment {payment_id} is {}; only a succeeded payment can be refunded", payment.status),
+            ));
+        };
+        let left = payment.refundable();
+        let (amount, key) = match (amount, idempotency_key) {
+            (None, _) => (left, format!("{}-refund-{}", payment.id, payment.refunded_amount.normalize())),
+            (Some(_), None) => {
+                return Err(BillingError::invalid("idempotency_key", "is required for a partial refund"))
+            }
+            (Some(amount), Some(_)) if amount > left => {
+                return Err(BillingError::invalid(
+                    "amount",
+                    format!("{amount} is more than the {left} {} left to refund", payment.currency),
+                ))
+            }
+            (Some(amount), Some(key)) => {
+                let request = Request { action: "refund_payment", target: key, amount: None, metadata: None };
+                (amount, format!("{}-refund-{}", payment.id, &request.fingerprint()[..24]))
+            }
+        };
+        let refund = setup.provider.create_refund(provider_id, amount, &payment.currency, &key)?;
+        if !refund.succeeded() {
+            return Ok(payment);
+        }
+        let (_, recorded) = self.record_refund(&refund)?;
+        recorded.ok_or_else(|| unknown_payment(&payment.id))
+    }
+
+    fn return_url(&self, setup: &PaymentSetup, given: Option<&str>) -> Result<String> {
+        let url = given.map(str::to_owned).or_else(|| setup.return_url.clone()).ok_or_else(|| {
+            BillingError::invalid("return_url", "is required: pass one or set a default in the provider config")
+        })?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+            return Err(BillingError::invalid("return_url", format!("expected an http(s) URL, got `{url}`")));
+        }
+        Ok(url)
+    }
+
+    pub(super) fn new_payment(
+        &self,
+        user_id: &str,
+        purpose: Purpose,
+        amount: Decimal,
+        description: String,
+        now: OffsetDateTime,
+    ) -> Payment {
+        Payment {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            user_id: user_id.to_owned(),
+            purpose,
+            plan_code: None,
+            package_code: None,
+            amount,
+            currency: self.catalog.currency.clone(),
+            credits: None,
+            description,
+            status: PaymentStatus::New,
+            provider_payment_id: None,
+            provider_key: uuid::Uuid::new_v4().to_string(),
+            save_payment_method: false,
+            return_url: None,
+            confirmation_url: None,
+            renewal_of: None,
+            refund_id: None,
+            refunded_amount: Decimal::ZERO,
+            paid_period: None,
+            payload: None,
+            idempotency_key: None,
+            created_at: now,
+            updated_at: now,
+            paid_at: None,
+        }
+    }
+
+    /// Sends a `new` payment to the provider with its stored key and records the answer;
+    /// a payment already sent is returned as it is.
+    pub(super) fn send(
+        &self,
+        setup: &PaymentSetup,
+        payment: Payment,
+        pay_with: PayWith,
+        capture: bool,
+    ) -> Result<Payment> {
+        if payment.status != PaymentStatus::New {
+            return Ok(payment);
+        }
+        let request = PaymentRequest {
+            amount: payment.amount,
+            currency: payment.currency.clone(),
+            description: payment.description.clone(),
+            capture,
+            save_payment_method: payment.save_payment_method,
+            pay_with,
+            metadata: payment.provider_metadata(),
+        };
+        match setup.provider.create_payment(&request, &payment.provider_key) {
+            Ok(object) => Ok(self.record_payment_state(&payment.id, &object)?.1),
+            Err(error) => {
+                if !error.is_retryable() {
+                    self.store.write(|tx| self.after_refusal(tx, &payment.id))?;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The provider refused an attempt. The same key would only repeat the refusal, so
+    /// the next attempt gets a new one; a refused renewal counts as declined.
+    fn after_refusal(&self, tx: &mut dyn Transaction, payment_id: &str) -> Result<()> {
+        let Some(mut payment) = tx.payment(payment_id)? else { return Ok(()) };
+        if payment.status != PaymentStatus::New {
+            return Ok(());
+        }
+        let now = self.now();
+        payment.updated_at = now;
+        if payment.purpose == Purpose::Renewal {
+            payment.status = PaymentStatus::Canceled;
+            self.apply_effects(tx, &mut payment, now)?;
+        } else {
+            payment.provider_key = uuid::Uuid::new_v4().to_string();
+        }
+        tx.update_payment(&payment)
+    }
+
+    // ---- views ----
+
+    /// Seed 003 `PaymentMethod`: the user's saved card, if any.
+    pub fn payment_method(&self, user_id: &str) -> Result<PaymentMethodView> {
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            self.current_account(tx, user_id, now)?;
+            Ok(PaymentMethodView::from(tx.saved_card(user_id)?.as_ref()))
+        })
+    }
+
+    /// Seed 003 `PaymentHistory`, newest first. Payments the provider never accepted are
+    /// left out.
+    pub fn payments(&self, user_id: &str, limit: u32) -> Result<PaymentHistory> {
+        input::id("user_id", user_id)?;
+        input::page_size(limit)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            self.current_account(tx, user_id, now)?;
+            let results = tx.payment_history(user_id, limit)?.iter().map(PaymentHistoryItem::from).collect();
+            Ok(PaymentHistory { results })
+        })
+    }
+
+    /// One payment as the engine records it.
+    pub fn payment(&self, payment_id: &str) -> Result<Payment> {
+        input::id("payment_id", payment_id)?;
+        self.store.read(|tx| tx.payment(payment_id))?.ok_or_else(|| unknown_payment(payment_id))
+    }
+}
+
+fn refuse_if_subscribed(account: &Account, now: OffsetDateTime) -> Result<()> {
+    match account.active_subscription(now) {
+        Some(active) => {
+            Err(BillingError::ActiveSubscription { plan_code: active.plan_code.clone(), expires_at: active.expires_at })
+        }
+        None => Ok(()),
+    }
+}
+
+fn created(payment: &Payment) -> Result<CreatedPayment> {
+    let missing = |what: &str| ProviderError::BadResponse { message: format!("payment {} has no {what}", payment.id) };
+    Ok(CreatedPayment {
+        payment_id: payment.id.clone(),
+        yookassa_payment_id: payment.provider_payment_id.clone().ok_or_else(|| missing("provider id"))?,
+        confirmation_url: payment.confirmation_url.clone().ok_or_else(|| missing("confirmation_url"))?,
+    })
+}
+
+pub(super) fn unknown_payment(payment_id: &str) -> BillingError {
+    BillingError::invalid("payment_id", format!("no payment `{payment_id}`"))
+}
