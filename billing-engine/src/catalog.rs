@@ -20,6 +20,7 @@ use crate::error::{BillingError, Result};
 /// Where a charge can be paid from; the catalog's `charge_order` lists them in the order tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum ChargeSource {
     /// One op of the active paid subscription's allowance.
     Subscription,

@@ -18,6 +18,7 @@ use crate::ledger::{negate, AllowancePeriod, LedgerEntry, FREEMIUM_OWNER};
 
 /// What a charge would do now; computed by the same rule as the charge, writing nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Quote {
     pub allowed: bool,
     pub source: Option<ChargeSource>,
@@ -31,6 +32,7 @@ pub struct Quote {
 
 /// A successful (or replayed) charge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Charge {
     /// The ledger entry id; pass it to `refund_charge`.
     pub id: i64,
@@ -59,6 +61,7 @@ impl Charge {
 
 /// A refund of one charge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Refund {
     pub id: i64,
     pub charge_id: i64,

@@ -18,6 +18,7 @@ use crate::subscription::Subscription;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum EntryKind {
     /// Credits given once per user at registration.
     FreeTrial,
@@ -91,6 +92,7 @@ impl FromStr for EntryKind {
 
 /// One ledger row. Never updated or deleted once written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct LedgerEntry {
     pub id: i64,
     pub user_id: String,
@@ -126,6 +128,7 @@ pub fn negate(amount: Decimal) -> Decimal {
 
 /// Identifies one period of one allowance.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AllowancePeriod {
     /// The subscription's id, or `"freemium"` for the free tier.
     pub owner: String,
@@ -426,6 +429,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 
 /// What [`verify_integrity`](crate::Billing::verify_integrity) found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct IntegrityReport {
     pub ok: bool,
     pub users_checked: u64,
@@ -434,6 +438,7 @@ pub struct IntegrityReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Mismatch {
     pub user_id: String,
     /// What was compared: `credits`, `balance_chain`, `freemium_ops_used`, ...

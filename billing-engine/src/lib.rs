@@ -44,6 +44,7 @@ pub mod subscription;
 pub mod time_util;
 pub mod views;
 pub mod webhook;
+#[cfg(feature = "yookassa")]
 pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
@@ -61,4 +62,39 @@ pub use provider::{PaymentProvider, ProviderError};
 pub use store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
 pub use views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 pub use webhook::{WebhookChecks, WebhookOutcome, WebhookStatus};
+#[cfg(feature = "yookassa")]
 pub use yookassa::{YooKassa, YooKassaConfig};
+
+// UniFFI: this crate's result types are records and enums of the `billing_engine`
+// namespace; decimals, times, days and JSON cross as strings.
+#[cfg(feature = "uniffi")]
+uniffi::setup_scaffolding!("billing_engine");
+
+#[cfg(feature = "uniffi")]
+mod ffi_types {
+    use rust_decimal::Decimal;
+    use serde_json::Value;
+    use time::{Date, OffsetDateTime};
+    use uniffi::deps::anyhow;
+
+    uniffi::custom_type!(Decimal, String, {
+        remote,
+        lower: |amount| amount.to_string(),
+        try_lift: |text| Ok(crate::input::decimal("amount", &text)?),
+    });
+    uniffi::custom_type!(OffsetDateTime, String, {
+        remote,
+        lower: |at| crate::time_util::iso(at),
+        try_lift: |text| crate::time_util::parse_iso(&text).ok_or_else(|| anyhow::anyhow!("not an RFC 3339 time: {text}")),
+    });
+    uniffi::custom_type!(Date, String, {
+        remote,
+        lower: |day| day.to_string(),
+        try_lift: |text| Ok(Date::parse(&text, time::macros::format_description!("[year]-[month]-[day]"))?),
+    });
+    uniffi::custom_type!(Value, String, {
+        remote,
+        lower: |value| value.to_string(),
+        try_lift: |text| Ok(serde_json::from_str(&text)?),
+    });
+}

@@ -336,6 +336,7 @@ pub struct CreatedPayment {
 
 /// Seed 003 `PaymentMethod`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PaymentMethodView {
     pub is_attached: bool,
     /// `•••• 4444`

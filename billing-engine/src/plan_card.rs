@@ -24,6 +24,7 @@ use crate::subscription::Subscription;
 
 /// One plan card. `label_key` names the button's text for the client's translations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PlanCard {
     pub plan_code: String,
     pub is_current: bool,
@@ -38,6 +39,7 @@ pub struct PlanCard {
 /// What pressing the card's button (or the button under it) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum CardAction {
     None,
     /// Buy this plan (`create_payment` with its code).
@@ -54,6 +56,7 @@ pub enum CardAction {
 
 /// The subscription facts shown under a card.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct CardDetails {
     #[serde(with = "crate::time_util::serde_iso")]
     pub expires_at: OffsetDateTime,

@@ -12,6 +12,7 @@ use crate::payment::{PaymentMethodView, SavedCard};
 /// Everything a client needs to show a user's billing at a glance. `None` means
 /// unlimited or not applicable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct BillingState {
     pub user_id: String,
     pub plan_code: String,
@@ -79,6 +80,7 @@ impl BillingState {
 
 /// Seed 003 `BillingMe` (`GET /billing/me/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct BillingMe {
     pub plan_code: String,
     pub plan_name: String,
@@ -106,6 +108,7 @@ impl From<&BillingState> for BillingMe {
 
 /// Seed 003 `SubscriptionDetails` (`GET /billing/subscription/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SubscriptionDetails {
     /// The tier: `free` or `pro`.
     pub plan: String,
@@ -139,6 +142,7 @@ impl SubscriptionDetails {
 
 /// Seed 003 `SubscriptionPlan` (`GET /billing/plans/`); prices are JSON numbers there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SubscriptionPlan {
     pub code: String,
     pub display_name: String,

@@ -23,6 +23,7 @@ use crate::payment::{
 use crate::provider::{PayWith, PaymentProvider, PaymentRequest, ProviderError};
 use crate::store::{Store, Transaction};
 use crate::webhook::WebhookChecks;
+#[cfg(feature = "yookassa")]
 use crate::yookassa::YooKassaConfig;
 
 /// What a binding payment holds: 1 unit of the catalog's currency.
@@ -43,6 +44,7 @@ pub enum Purchase<'a> {
 
 impl<S: Store> Billing<S> {
     /// Takes payments through YooKassa.
+    #[cfg(feature = "yookassa")]
     pub fn with_yookassa(self, config: &YooKassaConfig) -> Result<Self> {
         let (client, checks) = config.build()?;
         Ok(self.with_provider(Arc::new(client), checks, config.return_url.clone()))

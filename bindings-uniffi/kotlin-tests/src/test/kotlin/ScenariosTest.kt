@@ -3,8 +3,11 @@
 
 import billing.engine.BillingEngine
 import billing.engine.BillingException
-import billing.engine.CardAction
+import billing.engine.core.CardAction
+import billing.engine.core.ChargeSource
+import billing.engine.core.EntryKind
 import billing.engine.ManualClock
+import billing.engine.errorCodes
 import java.io.File
 import java.nio.file.Files
 import java.util.concurrent.ConcurrentLinkedQueue
@@ -22,7 +25,7 @@ class ScenariosTest {
     private val billing = BillingEngine.openWithClock(dbPath, tariffs, clock)
 
     private fun sources(user: String, operation: String, keys: List<String>): List<String> =
-        keys.map { billing.charge(user, operation, it, null).source }
+        keys.map { billing.charge(user, operation, it, null).source.name.lowercase() }
 
     private fun nextDay() = clock.advanceSeconds(24L * 3600)
 
@@ -36,7 +39,7 @@ class ScenariosTest {
         assertEquals(listOf("freemium", "freemium", "credits"), sources("alice", "generation", listOf("a5", "a6", "a7")))
         val after = billing.state("alice")
         assertEquals(Triple(5u, 0u, "6"), Triple(after.freemiumOpsUsed, after.freemiumOpsRemaining, after.credits))
-        assertTrue(billing.verifyIntegrity())
+        assertTrue(billing.verifyIntegrity().ok)
     }
 
     @Test
@@ -57,16 +60,15 @@ class ScenariosTest {
     fun scenarioC_nothingLeftIsRefusedWithTheContractsCodes() {
         billing.registerUser("carol", false)
         sources("carol", "assistant", listOf("k0", "k1", "k2"))
-        val daily = assertThrows<BillingException.Failed> { billing.charge("carol", "assistant", "k3", null) }
-        assertEquals("DAILY_LIMIT_REACHED", daily.code)
+        val daily = assertThrows<BillingException.DailyLimitReached> { billing.charge("carol", "assistant", "k3", null) }
+        assertEquals(Pair(3u, "2026-01-01T21:00:00Z"), Pair(daily.limit, daily.resetsAt))
         nextDay()
         sources("carol", "assistant", listOf("k4", "k5"))
         val quote = billing.quote("carol", "generation")
         assertEquals(Pair(false, "NOT_ENOUGH_CREDITS"), Pair(quote.allowed, quote.reasonCode))
         val entriesBefore = billing.ledger("carol", 50u, null)
-        val refused = assertThrows<BillingException.Failed> { billing.charge("carol", "generation", "k6", null) }
-        assertEquals("NOT_ENOUGH_CREDITS", refused.code)
-        assertEquals("""{"available":"0","required":"2"}""", refused.detailsJson)
+        val refused = assertThrows<BillingException.NotEnoughCredits> { billing.charge("carol", "generation", "k6", null) }
+        assertEquals(Pair("2", "0"), Pair(refused.required, refused.available))
         assertEquals(entriesBefore, billing.ledger("carol", 50u, null), "a refused charge writes nothing")
         billing.grantCredits("carol", "5", "topup", "support")
         assertEquals("3", billing.charge("carol", "generation", "k6", null).creditsBalance)
@@ -78,26 +80,26 @@ class ScenariosTest {
         val first = billing.charge("dan", "generation", "req-1", """{"prompt":7}""")
         val again = billing.charge("dan", "generation", "req-1", """{"prompt":7}""")
         assertEquals(Triple(first.id, false, true), Triple(again.id, first.replayed, again.replayed))
-        val conflict = assertThrows<BillingException.Failed> { billing.charge("dan", "assistant", "req-1", null) }
-        assertEquals("IDEMPOTENCY_CONFLICT", conflict.code)
+        val conflict = assertThrows<BillingException.IdempotencyConflict> { billing.charge("dan", "assistant", "req-1", null) }
+        assertEquals("req-1", conflict.key)
         val refund = billing.refundCharge(first.id, "refund-1", "generation failed")
-        assertEquals(Pair(true, "freemium"), Pair(refund.opReturned, refund.source))
+        assertEquals(Triple(true, ChargeSource.FREEMIUM, "dan"), Triple(refund.opReturned, refund.source, refund.userId))
         val ledger = billing.ledger("dan", 10u, null)
-        assertEquals(listOf("refund", "charge", "free_trial"), ledger.map { it.kind })
-        assertEquals("""{"prompt":7}""", ledger[1].metadataJson)
+        assertEquals(listOf(EntryKind.REFUND, EntryKind.CHARGE, EntryKind.FREE_TRIAL), ledger.map { it.kind })
+        assertEquals("""{"prompt":7}""", ledger[1].metadata)
     }
 
     @Test
     fun badInputAndUnknownUsersGiveTheirCodes() {
-        val unknown = assertThrows<BillingException.Failed> { billing.state("ghost") }
-        assertEquals(Pair("UNKNOWN_USER", """{"user_id":"ghost"}"""), Pair(unknown.code, unknown.detailsJson))
+        val unknown = assertThrows<BillingException.UnknownUser> { billing.state("ghost") }
+        assertEquals("ghost", unknown.userId)
         billing.registerUser("eve", true)
-        val empty = assertThrows<BillingException.Failed> { billing.charge("eve", "generation", "", null) }
-        assertEquals("INVALID_ARGUMENT", empty.code)
-        val money = assertThrows<BillingException.Failed> { billing.grantCredits("eve", "ten", "g", "x") }
-        assertTrue(money.detailsJson.contains("\"field\":\"amount\""))
-        val catalog = assertThrows<BillingException.Failed> { BillingEngine.open(dbPath, "currency = 1") }
-        assertEquals("INVALID_CATALOG", catalog.code)
+        val empty = assertThrows<BillingException.InvalidArgument> { billing.charge("eve", "generation", "", null) }
+        assertEquals("idempotency_key", empty.field)
+        val money = assertThrows<BillingException.InvalidArgument> { billing.grantCredits("eve", "ten", "g", "x") }
+        assertEquals("amount", money.field)
+        val catalog = assertThrows<BillingException.InvalidCatalog> { BillingEngine.open(dbPath, "currency = 1") }
+        assertEquals("currency", catalog.path)
     }
 
     @Test
@@ -110,9 +112,9 @@ class ScenariosTest {
                 start.await()
                 repeat(6) { attempt ->
                     val outcome = try {
-                        billing.charge("gil", "assistant", "t$worker-$attempt", null).source
-                    } catch (e: BillingException.Failed) {
-                        e.code
+                        billing.charge("gil", "assistant", "t$worker-$attempt", null).source.name.lowercase()
+                    } catch (e: BillingException.DailyLimitReached) {
+                        "DAILY_LIMIT_REACHED"
                     }
                     outcomes.add(outcome)
                 }
@@ -123,7 +125,7 @@ class ScenariosTest {
         assertEquals(13, outcomes.count { it == "credits" || it == "freemium" })
         assertEquals(setOf("credits", "freemium", "DAILY_LIMIT_REACHED"), outcomes.toSet())
         assertEquals("0", billing.state("gil").credits)
-        assertTrue(billing.verifyIntegrity())
+        assertTrue(billing.verifyIntegrity().ok)
     }
 
     @Test
@@ -139,5 +141,53 @@ class ScenariosTest {
         assertEquals(CardAction.BIND_CARD, pro[2].action)
         assertFalse(pro[2].details!!.paymentMethod.isAttached)
         assertEquals("699.00", billing.plans()[2].price)
+    }
+
+    @Test
+    fun everyCodeOfTheEnginesTableHasItsOwnException() {
+        val variants = BillingException::class.java.declaredClasses.map { it.simpleName }.toSet()
+        // UniFFI's Kotlin names a variant ending in `Error` with `Exception` instead.
+        val camel = { code: String ->
+            code.lowercase().split('_').joinToString("") { it.replaceFirstChar(Char::uppercase) }.replace(Regex("Error$"), "Exception")
+        }
+        // INTERNAL_ERROR is a caught panic: UniFFI's own InternalException in Kotlin.
+        val codes = errorCodes().filter { it != "INTERNAL_ERROR" }
+        assertEquals(17, codes.size)
+        assertEquals(emptyList<String>(), codes.map(camel).filterNot { it in variants })
+    }
+
+    @Test
+    fun everyFieldOfEveryResultReachesKotlin() {
+        billing.registerUser("hana", true)
+        val charge = billing.charge("hana", "generation", "h1", """{"chat":"c1"}""")
+        assertEquals(listOf<Any?>("hana", "generation", ChargeSource.FREEMIUM, "0", "10", false),
+            listOf<Any?>(charge.userId, charge.operation, charge.source, charge.creditsSpent, charge.creditsBalance, charge.replayed))
+        val refund = billing.refundCharge(charge.id, "h1-refund", null)
+        assertEquals(listOf<Any?>(charge.id, "hana", "0", "10", false),
+            listOf<Any?>(refund.chargeId, refund.userId, refund.creditsRefunded, refund.creditsBalance, refund.replayed))
+        val entry = billing.ledger("hana", 1u, null).single()
+        assertEquals(listOf<Any?>(refund.id, "hana", EntryKind.REFUND, ChargeSource.FREEMIUM, "generation", "0", "10", -1, "freemium", "2026-01-01",
+                "h1-refund", charge.id.toString(), null),
+            listOf<Any?>(entry.id, entry.userId, entry.kind, entry.source, entry.operation, entry.creditsDelta,
+            entry.creditsBalanceAfter, entry.opsDelta, entry.allowance?.owner, entry.opDay, entry.idempotencyKey, entry.reference, entry.metadata))
+        assertEquals(Pair("2026-01-01T09:00:00Z", "2026-01-01T09:00:00Z"), Pair(entry.createdAt, entry.allowance?.start))
+        val quote = billing.quote("hana", "generation")
+        assertEquals(listOf<Any?>(true, ChargeSource.FREEMIUM, "0", "10", null),
+            listOf<Any?>(quote.allowed, quote.source, quote.creditsCost, quote.creditsAfter, quote.reasonCode))
+        billing.grantCredits("hana", "-25", "h-debt", "correction")
+        val report = billing.verifyIntegrity()
+        assertEquals(Triple(true, 0, 1uL), Triple(report.ok, report.mismatches.size, report.usersChecked))
+        assertEquals(4uL, report.entriesChecked)
+        val state = billing.state("hana")
+        assertEquals(listOf<Any?>("hana", "Free", "free", false, null, "-15", null, null, null, null, 0u, 5u, "2026-01-31T09:00:00Z", 3u, 0u, 3u,
+                "2026-01-01T21:00:00Z", false),
+            listOf<Any?>(state.userId, state.planName, state.tier, state.isActive, state.expiresAt, state.credits,
+            state.subscriptionOpsLimit, state.subscriptionOpsUsed, state.subscriptionOpsRemaining, state.subscriptionOpsResetAt,
+            state.freemiumOpsUsed, state.freemiumOpsRemaining, state.freemiumResetAt, state.dailyLimit, state.usedToday,
+            state.remainingToday, state.todayResetsAt, state.autorenewEnabled))
+        val plan = billing.plans()[1]
+        assertEquals(listOf<Any?>("basic", "Basic", 30u, null, -1, true, false, false, listOf("ai_recognition"), false, null),
+            listOf<Any?>(plan.code, plan.displayName, plan.durationDays, plan.dailyPhotoLimit, plan.historyDays,
+            plan.aiRecognition, plan.advancedStats, plan.prioritySupport, plan.features, plan.isPopular, plan.oldPrice))
     }
 }
