@@ -159,7 +159,7 @@ impl<S: Store> Billing<S> {
     /// `amount` is `None`, else `amount`, which needs an `idempotency_key` so that a
     /// retried call refunds once. What the refund takes back is applied when the
     /// provider confirms it, in the answer or in `refund.succeeded` (see
-    /// [`Payment::credits_taken_back`] and [`Subscription::take_back`]).
+    /// [`Payment::credits_taken_back`] and [`Subscription::take_back`](crate::subscription::Subscription::take_back)).
     pub fn refund_payment(
         &self,
         payment_id: &str,
