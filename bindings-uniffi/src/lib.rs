@@ -18,43 +18,35 @@ uniffi::setup_scaffolding!();
 /// `SCREAMING_SNAKE_CASE` is the variant's name in `UpperCamelCase`), with its details.
 /// Money and times are decimal and ISO 8601 strings. A message field is `reason`, since
 /// `message` is every Kotlin exception's own.
-#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[derive(Debug, uniffi::Error)]
 pub enum BillingError {
-    #[error("not enough credits: {required} required, {available} available")]
     NotEnoughCredits { required: String, available: String },
-    #[error("the daily limit of {limit} ops is reached; it resets at {resets_at}")]
     DailyLimitReached { limit: u32, resets_at: String },
-    #[error("no active subscription")]
     NoSubscription,
-    #[error("invalid plan `{plan_code}`: {reason}")]
     InvalidPlan { plan_code: String, reason: String },
-    #[error("no saved payment method")]
     NoPaymentMethod,
-    #[error("an active `{plan_code}` subscription runs until {expires_at}")]
     ActiveSubscription { plan_code: String, expires_at: String },
-    #[error("idempotency key `{key}` was already used for a different request")]
     IdempotencyConflict { key: String },
-    #[error("invalid catalog: {path}: {reason}")]
     InvalidCatalog { path: String, reason: String },
-    #[error("unknown user `{user_id}`")]
     UnknownUser { user_id: String },
-    #[error("unknown operation `{operation}`")]
     UnknownOperation { operation: String },
-    #[error("charge {charge_id} not found")]
     ChargeNotFound { charge_id: i64 },
-    #[error("invalid argument `{field}`: {reason}")]
     InvalidArgument { field: String, reason: String },
-    #[error("payment provider error: {provider_code}: {description}")]
     PaymentError { provider_code: String, description: String, retryable: bool },
-    #[error("invalid webhook: {reason}")]
     InvalidWebhook { reason: String },
-    #[error("the store is busy: waited {waited_ms} ms")]
     Busy { waited_ms: u64 },
-    #[error("the disk is full")]
     StorageFull,
-    #[error("storage error: {reason}")]
     StorageError { reason: String },
 }
+
+/// Kotlin and Swift build their messages from the fields; Rust shows the variant.
+impl std::fmt::Display for BillingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for BillingError {}
 
 impl From<engine::BillingError> for BillingError {
     fn from(error: engine::BillingError) -> Self {
