@@ -17,6 +17,7 @@ use crate::error::{BillingError, Result};
 use crate::ledger::{negate, AllowancePeriod, LedgerEntry, FREEMIUM_OWNER};
 
 /// What a charge would do now; computed by the same rule as the charge, writing nothing.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Quote {
@@ -31,6 +32,7 @@ pub struct Quote {
 }
 
 /// A successful (or replayed) charge.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Charge {
@@ -60,6 +62,7 @@ impl Charge {
 }
 
 /// A refund of one charge.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Refund {

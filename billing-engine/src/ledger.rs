@@ -91,6 +91,7 @@ impl FromStr for EntryKind {
 }
 
 /// One ledger row. Never updated or deleted once written.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct LedgerEntry {
@@ -127,6 +128,7 @@ pub fn negate(amount: Decimal) -> Decimal {
 }
 
 /// Identifies one period of one allowance.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AllowancePeriod {
@@ -428,6 +430,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// What [`verify_integrity`](crate::Billing::verify_integrity) found.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct IntegrityReport {
@@ -437,6 +440,7 @@ pub struct IntegrityReport {
     pub mismatches: Vec<Mismatch>,
 }
 
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Mismatch {

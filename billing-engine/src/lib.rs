@@ -39,6 +39,8 @@ pub mod ledger;
 pub mod payment;
 pub mod plan_card;
 pub mod provider;
+#[cfg(feature = "python")]
+mod python;
 pub mod store;
 pub mod subscription;
 pub mod time_util;
@@ -54,8 +56,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
 pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
 pub use payment::{
-    CreatedPayment, DueReport, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
-    SavedCard,
+    CreatedPayment, DueReport, PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView,
+    PaymentStatus, Purpose, SavedCard,
 };
 pub use plan_card::{CardAction, CardDetails, PlanCard};
 pub use provider::{PaymentProvider, ProviderError};

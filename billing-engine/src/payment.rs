@@ -144,6 +144,7 @@ pub struct SavedCard {
 }
 
 /// One payment as the engine records it.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
     /// The engine's own id, also sent to the provider in `metadata.payment_id`.
@@ -189,6 +190,7 @@ pub struct Payment {
 }
 
 /// The part of a subscription one payment bought: `[start, end)` of `subscription_id`.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaidPeriod {
     pub subscription_id: String,
@@ -327,6 +329,7 @@ pub(crate) fn refund_effects(
 }
 
 /// Seed 003 `CreatePaymentResponse`.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedPayment {
     pub payment_id: String,
@@ -335,6 +338,7 @@ pub struct CreatedPayment {
 }
 
 /// Seed 003 `PaymentMethod`.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine", name = "PaymentMethod"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PaymentMethodView {
@@ -358,12 +362,14 @@ impl From<Option<&SavedCard>> for PaymentMethodView {
 }
 
 /// Seed 003 `PaymentHistory`.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentHistory {
     pub results: Vec<PaymentHistoryItem>,
 }
 
 /// Seed 003 `PaymentHistoryItem`; the amount is a JSON number there.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentHistoryItem {
     pub id: String,
@@ -400,6 +406,7 @@ impl From<&Payment> for PaymentHistoryItem {
 }
 
 /// What [`process_due`](crate::Billing::process_due) did.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DueReport {
     /// Renewal payments created by this call.

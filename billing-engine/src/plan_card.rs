@@ -23,6 +23,7 @@ use crate::payment::{PaymentMethodView, SavedCard};
 use crate::subscription::Subscription;
 
 /// One plan card. `label_key` names the button's text for the client's translations.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PlanCard {
@@ -55,6 +56,7 @@ pub enum CardAction {
 }
 
 /// The subscription facts shown under a card.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct CardDetails {

@@ -11,6 +11,7 @@ use crate::payment::{PaymentMethodView, SavedCard};
 
 /// Everything a client needs to show a user's billing at a glance. `None` means
 /// unlimited or not applicable.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct BillingState {
@@ -79,6 +80,7 @@ impl BillingState {
 }
 
 /// Seed 003 `BillingMe` (`GET /billing/me/`).
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct BillingMe {
@@ -107,6 +109,7 @@ impl From<&BillingState> for BillingMe {
 }
 
 /// Seed 003 `SubscriptionDetails` (`GET /billing/subscription/`).
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SubscriptionDetails {
@@ -141,6 +144,7 @@ impl SubscriptionDetails {
 }
 
 /// Seed 003 `SubscriptionPlan` (`GET /billing/plans/`); prices are JSON numbers there.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SubscriptionPlan {

@@ -152,6 +152,7 @@ fn invalid(reason: impl Into<String>) -> BillingError {
 }
 
 /// What handling a notification did.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookOutcome {
     pub status: WebhookStatus,

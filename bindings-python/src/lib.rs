@@ -1,16 +1,20 @@
 //! `billing_engine._native`: the engine behind the Python package. It only translates:
-//! Python arguments in, the engine's own JSON shapes out, and engine errors to
-//! `NativeError(code, message, details_json)`. Typed results and one exception class per
-//! code are built by `billing_engine/__init__.py`; no billing rule lives here.
+//! Python arguments in; the engine's own result types out, as the classes its `python`
+//! feature makes of them; engine errors to `NativeError(code, message, details_json)`,
+//! which `billing_engine/__init__.py` raises as one exception class per code. No billing
+//! rule lives here.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use billing_engine::input;
+use billing_engine::ledger::AllowancePeriod;
 use billing_engine::{
-    Billing, BillingError, Catalog, Clock, Durability, ImportedSubscription, ManualClock, Purchase, SystemClock,
-    YooKassaConfig,
+    Billing, BillingError, BillingMe, BillingState, CardDetails, Catalog, Charge, Clock, CreatedPayment, DueReport,
+    Durability, ImportedSubscription, IntegrityReport, LedgerEntry, ManualClock, Mismatch, PaidPeriod, Payment,
+    PaymentHistory, PaymentHistoryItem, PaymentMethodView, PlanCard, Purchase, Quote, Refund, SubscriptionDetails,
+    SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -53,14 +57,6 @@ where
             Err(NativeError::new_err((INTERNAL_ERROR, format!("internal error: {message}"), "{}")))
         }
     }
-}
-
-fn run_json<T, F>(py: Python<'_>, work: F) -> PyResult<String>
-where
-    T: Serialize + Send,
-    F: FnOnce() -> billing_engine::Result<T> + Send,
-{
-    json(&run(py, work)?)
 }
 
 #[pyclass(frozen, module = "billing_engine._native")]
@@ -199,8 +195,8 @@ impl NativeBilling {
         .map(Self)
     }
 
-    fn register_user(&self, py: Python<'_>, user_id: &str, free_trial: bool) -> PyResult<String> {
-        run_json(py, || self.0.register_user(user_id, free_trial))
+    fn register_user(&self, py: Python<'_>, user_id: &str, free_trial: bool) -> PyResult<BillingState> {
+        run(py, || self.0.register_user(user_id, free_trial))
     }
 
     #[pyo3(signature = (user_id, credits, freemium_used, subscription_json))]
@@ -211,20 +207,20 @@ impl NativeBilling {
         credits: &str,
         freemium_used: u32,
         subscription_json: Option<&str>,
-    ) -> PyResult<String> {
-        run_json(py, || {
+    ) -> PyResult<BillingState> {
+        run(py, || {
             let credits = input::decimal("credits", credits)?;
             let subscription = input::json::<ImportedSubscription>("subscription", subscription_json)?;
             self.0.import_user(user_id, credits, freemium_used, subscription)
         })
     }
 
-    fn state(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.state(user_id))
+    fn state(&self, py: Python<'_>, user_id: &str) -> PyResult<BillingState> {
+        run(py, || self.0.state(user_id))
     }
 
-    fn quote(&self, py: Python<'_>, user_id: &str, operation: &str) -> PyResult<String> {
-        run_json(py, || self.0.quote(user_id, operation))
+    fn quote(&self, py: Python<'_>, user_id: &str, operation: &str) -> PyResult<Quote> {
+        run(py, || self.0.quote(user_id, operation))
     }
 
     #[pyo3(signature = (user_id, operation, idempotency_key, metadata_json))]
@@ -235,8 +231,8 @@ impl NativeBilling {
         operation: &str,
         idempotency_key: &str,
         metadata_json: Option<&str>,
-    ) -> PyResult<String> {
-        run_json(py, || {
+    ) -> PyResult<Charge> {
+        run(py, || {
             let metadata = input::json::<Value>("metadata", metadata_json)?;
             self.0.charge(user_id, operation, idempotency_key, metadata)
         })
@@ -249,8 +245,8 @@ impl NativeBilling {
         charge_id: i64,
         idempotency_key: &str,
         reason: Option<&str>,
-    ) -> PyResult<String> {
-        run_json(py, || self.0.refund_charge(charge_id, idempotency_key, reason))
+    ) -> PyResult<Refund> {
+        run(py, || self.0.refund_charge(charge_id, idempotency_key, reason))
     }
 
     fn grant_credits(
@@ -260,8 +256,8 @@ impl NativeBilling {
         amount: &str,
         idempotency_key: &str,
         reason: &str,
-    ) -> PyResult<String> {
-        run_json(py, || {
+    ) -> PyResult<LedgerEntry> {
+        run(py, || {
             let amount = input::decimal("amount", amount)?;
             self.0.grant_credits(user_id, amount, idempotency_key, reason)
         })
@@ -273,16 +269,16 @@ impl NativeBilling {
         user_id: &str,
         plan_code: &str,
         idempotency_key: &str,
-    ) -> PyResult<String> {
-        run_json(py, || self.0.activate_subscription(user_id, plan_code, idempotency_key))
+    ) -> PyResult<SubscriptionDetails> {
+        run(py, || self.0.activate_subscription(user_id, plan_code, idempotency_key))
     }
 
-    fn cancel_subscription(&self, py: Python<'_>, user_id: &str, immediate: bool) -> PyResult<String> {
-        run_json(py, || self.0.cancel_subscription(user_id, immediate))
+    fn cancel_subscription(&self, py: Python<'_>, user_id: &str, immediate: bool) -> PyResult<SubscriptionDetails> {
+        run(py, || self.0.cancel_subscription(user_id, immediate))
     }
 
-    fn set_autorenew(&self, py: Python<'_>, user_id: &str, enabled: bool) -> PyResult<String> {
-        run_json(py, || self.0.set_autorenew(user_id, enabled))
+    fn set_autorenew(&self, py: Python<'_>, user_id: &str, enabled: bool) -> PyResult<SubscriptionDetails> {
+        run(py, || self.0.set_autorenew(user_id, enabled))
     }
 
     #[pyo3(signature = (user_id, plan_code, package_code, return_url, save_payment_method, idempotency_key))]
@@ -296,18 +292,18 @@ impl NativeBilling {
         return_url: Option<&str>,
         save_payment_method: bool,
         idempotency_key: &str,
-    ) -> PyResult<String> {
+    ) -> PyResult<CreatedPayment> {
         let purchase = match (plan_code, package_code) {
             (Some(plan), None) => Purchase::Plan(plan),
             (None, Some(package)) => Purchase::Package(package),
             _ => return Err(invalid("plan_code", "give exactly one of plan_code and package_code")),
         };
-        run_json(py, || self.0.create_payment(user_id, purchase, return_url, save_payment_method, idempotency_key))
+        run(py, || self.0.create_payment(user_id, purchase, return_url, save_payment_method, idempotency_key))
     }
 
     #[pyo3(signature = (user_id, return_url))]
-    fn start_card_binding(&self, py: Python<'_>, user_id: &str, return_url: Option<&str>) -> PyResult<String> {
-        run_json(py, || self.0.start_card_binding(user_id, return_url))
+    fn start_card_binding(&self, py: Python<'_>, user_id: &str, return_url: Option<&str>) -> PyResult<CreatedPayment> {
+        run(py, || self.0.start_card_binding(user_id, return_url))
     }
 
     #[pyo3(signature = (payment_id, amount, idempotency_key))]
@@ -317,8 +313,8 @@ impl NativeBilling {
         payment_id: &str,
         amount: Option<&str>,
         idempotency_key: Option<&str>,
-    ) -> PyResult<String> {
-        run_json(py, || {
+    ) -> PyResult<Payment> {
+        run(py, || {
             let amount = amount.map(|amount| input::decimal("amount", amount)).transpose()?;
             self.0.refund_payment(payment_id, amount, idempotency_key)
         })
@@ -331,49 +327,49 @@ impl NativeBilling {
         body: &[u8],
         remote_addr: Option<&str>,
         headers: Vec<(String, String)>,
-    ) -> PyResult<String> {
-        run_json(py, || self.0.handle_yookassa_webhook(body, remote_addr, &headers))
+    ) -> PyResult<WebhookOutcome> {
+        run(py, || self.0.handle_yookassa_webhook(body, remote_addr, &headers))
     }
 
-    fn process_due(&self, py: Python<'_>) -> PyResult<String> {
-        run_json(py, || self.0.process_due())
+    fn process_due(&self, py: Python<'_>) -> PyResult<DueReport> {
+        run(py, || self.0.process_due())
     }
 
-    fn billing_me(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.billing_me(user_id))
+    fn billing_me(&self, py: Python<'_>, user_id: &str) -> PyResult<BillingMe> {
+        run(py, || self.0.billing_me(user_id))
     }
 
-    fn subscription_details(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.subscription_details(user_id))
+    fn subscription_details(&self, py: Python<'_>, user_id: &str) -> PyResult<SubscriptionDetails> {
+        run(py, || self.0.subscription_details(user_id))
     }
 
-    fn plans(&self, py: Python<'_>) -> PyResult<String> {
-        run_json(py, || Ok(self.0.plans()))
+    fn plans(&self, py: Python<'_>) -> PyResult<Vec<SubscriptionPlan>> {
+        run(py, || Ok(self.0.plans()))
     }
 
-    fn plan_cards(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.plan_cards(user_id))
+    fn plan_cards(&self, py: Python<'_>, user_id: &str) -> PyResult<Vec<PlanCard>> {
+        run(py, || self.0.plan_cards(user_id))
     }
 
-    fn payment_method(&self, py: Python<'_>, user_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.payment_method(user_id))
+    fn payment_method(&self, py: Python<'_>, user_id: &str) -> PyResult<PaymentMethodView> {
+        run(py, || self.0.payment_method(user_id))
     }
 
-    fn payments(&self, py: Python<'_>, user_id: &str, limit: u32) -> PyResult<String> {
-        run_json(py, || self.0.payments(user_id, limit))
+    fn payments(&self, py: Python<'_>, user_id: &str, limit: u32) -> PyResult<PaymentHistory> {
+        run(py, || self.0.payments(user_id, limit))
     }
 
-    fn payment(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
-        run_json(py, || self.0.payment(payment_id))
+    fn payment(&self, py: Python<'_>, payment_id: &str) -> PyResult<Payment> {
+        run(py, || self.0.payment(payment_id))
     }
 
     #[pyo3(signature = (user_id, limit, before))]
-    fn ledger(&self, py: Python<'_>, user_id: &str, limit: u32, before: Option<i64>) -> PyResult<String> {
-        run_json(py, || self.0.ledger(user_id, limit, before))
+    fn ledger(&self, py: Python<'_>, user_id: &str, limit: u32, before: Option<i64>) -> PyResult<Vec<LedgerEntry>> {
+        run(py, || self.0.ledger(user_id, limit, before))
     }
 
-    fn verify_integrity(&self, py: Python<'_>) -> PyResult<String> {
-        run_json(py, || self.0.verify_integrity())
+    fn verify_integrity(&self, py: Python<'_>) -> PyResult<IntegrityReport> {
+        run(py, || self.0.verify_integrity())
     }
 }
 
@@ -397,6 +393,28 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClock>()?;
     m.add_class::<NativeYooKassaConfig>()?;
     m.add_class::<NativeBilling>()?;
+    // The engine's result types, as its `python` feature defines them.
+    m.add_class::<AllowancePeriod>()?;
+    m.add_class::<BillingMe>()?;
+    m.add_class::<BillingState>()?;
+    m.add_class::<CardDetails>()?;
+    m.add_class::<Charge>()?;
+    m.add_class::<CreatedPayment>()?;
+    m.add_class::<DueReport>()?;
+    m.add_class::<IntegrityReport>()?;
+    m.add_class::<LedgerEntry>()?;
+    m.add_class::<Mismatch>()?;
+    m.add_class::<PaidPeriod>()?;
+    m.add_class::<Payment>()?;
+    m.add_class::<PaymentHistory>()?;
+    m.add_class::<PaymentHistoryItem>()?;
+    m.add_class::<PaymentMethodView>()?;
+    m.add_class::<PlanCard>()?;
+    m.add_class::<Quote>()?;
+    m.add_class::<Refund>()?;
+    m.add_class::<SubscriptionDetails>()?;
+    m.add_class::<SubscriptionPlan>()?;
+    m.add_class::<WebhookOutcome>()?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     Ok(())
 }

@@ -8,9 +8,10 @@ over SQLite, for Python backends.
     billing.register_user("user-1")
     charge = billing.charge("user-1", "generation", idempotency_key="request-42")
 
-The engine is Rust (``billing_engine._native``); this module gives it Python types: result
-objects with attributes and ``to_dict()``, ``decimal.Decimal`` money, aware UTC
-``datetime`` times, and one exception class per error code. One ``Billing`` is meant to be
+The engine is Rust (``billing_engine._native``): its result types are the extension's
+classes, with an attribute per field and ``to_dict()``, ``decimal.Decimal`` money and aware
+UTC ``datetime`` times; this module adds the argument checks, one exception class per error
+code, and the configuration types. One ``Billing`` is meant to be
 shared by every thread of a process: the engine releases the GIL while it works.
 """
 
@@ -35,14 +36,12 @@ from typing import (
     Type,
     TypeVar,
     Union,
-    get_args,
-    get_origin,
-    get_type_hints,
 )
 
 from . import _native
 
 __all__ = [
+    "AllowancePeriod",
     "ActiveSubscription",
     "Billing",
     "BillingError",
@@ -358,354 +357,34 @@ def _parse_time(text: str) -> datetime:
 
 
 # ---------------------------------------------------------------------------- results
-
-_Res = TypeVar("_Res", bound="_Result")
-_Decoder = Callable[[Any], Any]
-
-
-def _number(value: Decimal) -> Union[int, float]:
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
-class _Result:
-    """A result object: typed attributes decoded from the engine's JSON shape, and
-    ``to_dict()`` giving that shape back (decimals as strings, times as ISO 8601 UTC
-    strings), except where a seed 003 shape makes a decimal a JSON number
-    (``metadata={"json": "number"}`` on the field)."""
-
-    _decoders: ClassVar[Dict[type, List[Tuple[str, _Decoder]]]] = {}
-
-    @classmethod
-    def _from_wire(cls: Type[_Res], data: Mapping[str, Any]) -> _Res:
-        decoders = _Result._decoders.get(cls)
-        if decoders is None:
-            hints = get_type_hints(cls)
-            decoders = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-            _Result._decoders[cls] = decoders
-        return cls(**{name: decode(data.get(name)) for name, decode in decoders})
-
-    @classmethod
-    def _from_json(cls: Type[_Res], text: str) -> _Res:
-        return cls._from_wire(json.loads(text))
-
-    @classmethod
-    def _list_from_json(cls: Type[_Res], text: str) -> List[_Res]:
-        return [cls._from_wire(item) for item in json.loads(text)]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            f.name: _encode(getattr(self, f.name), f.metadata.get("json") == "number")
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-
-
-def _decoder(hint: Any) -> _Decoder:
-    """How to turn one JSON value into the field's Python type."""
-    origin = get_origin(hint)
-    if origin is Union:
-        inner = _decoder(next(arg for arg in get_args(hint) if arg is not type(None)))
-        return lambda value: None if value is None else inner(value)
-    if origin is tuple:
-        item = _decoder(get_args(hint)[0])
-        return lambda values: tuple(item(value) for value in values)
-    if hint is Decimal:
-        # Seed 003 numbers arrive as floats; their shortest repr is the decimal that was sent.
-        return lambda value: Decimal(repr(value) if isinstance(value, float) else value)
-    if hint is datetime:
-        return _parse_time
-    if isinstance(hint, type) and issubclass(hint, _Result):
-        return hint._from_wire
-    return lambda value: value
-
-
-def _encode(value: Any, as_number: bool = False) -> Any:
-    if isinstance(value, _Result):
-        return value.to_dict()
-    if isinstance(value, Decimal):
-        return _number(value) if as_number else format(value, "f")
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, tuple):
-        return [_encode(item, as_number) for item in value]
-    return value
-
-
-_NUMBER = {"json": "number"}
-
-
-@dataclasses.dataclass(frozen=True)
-class BillingState(_Result):
-    """A user's whole billing at a glance; ``None`` means unlimited or not applicable."""
-
-    user_id: str
-    plan_code: str
-    plan_name: str
-    tier: str
-    is_active: bool
-    expires_at: Optional[datetime]
-    credits: Decimal
-    subscription_ops_limit: Optional[int]
-    subscription_ops_used: Optional[int]
-    subscription_ops_remaining: Optional[int]
-    subscription_ops_reset_at: Optional[datetime]
-    freemium_ops_limit: Optional[int]
-    freemium_ops_used: int
-    freemium_ops_remaining: Optional[int]
-    freemium_reset_at: datetime
-    daily_limit: Optional[int]
-    used_today: int
-    remaining_today: Optional[int]
-    today_resets_at: datetime
-    autorenew_enabled: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class Quote(_Result):
-    """What a charge would do now; nothing is written."""
-
-    allowed: bool
-    source: Optional[str]
-    credits_cost: Decimal
-    credits_after: Decimal
-    reason_code: Optional[str]
-
-
-@dataclasses.dataclass(frozen=True)
-class Charge(_Result):
-    id: int
-    user_id: str
-    operation: str
-    source: str
-    credits_spent: Decimal
-    credits_balance: Decimal
-    replayed: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class Refund(_Result):
-    id: int
-    charge_id: int
-    user_id: str
-    source: str
-    credits_refunded: Decimal
-    op_returned: bool
-    credits_balance: Decimal
-    replayed: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class AllowancePeriod(_Result):
-    owner: str
-    start: datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class LedgerEntry(_Result):
-    id: int
-    user_id: str
-    kind: str
-    source: Optional[str]
-    operation: Optional[str]
-    credits_delta: Decimal
-    credits_balance_after: Decimal
-    ops_delta: int
-    allowance: Optional[AllowancePeriod]
-    op_day: Optional[str]
-    idempotency_key: Optional[str]
-    reference: Optional[str]
-    metadata: Optional[Any]
-    created_at: datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class Mismatch(_Result):
-    user_id: str
-    check: str
-    ledger: str
-    stored: str
-
-
-@dataclasses.dataclass(frozen=True)
-class IntegrityReport(_Result):
-    ok: bool
-    users_checked: int
-    entries_checked: int
-    mismatches: Tuple[Mismatch, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class BillingMe(_Result):
-    """Seed 003 ``BillingMe`` (``GET /billing/me/``)."""
-
-    plan_code: str
-    plan_name: str
-    expires_at: Optional[datetime]
-    is_active: bool
-    daily_photo_limit: Optional[int]
-    used_today: int
-    remaining_today: Optional[int]
-
-
-@dataclasses.dataclass(frozen=True)
-class PaymentMethod(_Result):
-    """Seed 003 ``PaymentMethod`` (``GET /billing/payment-method/``)."""
-
-    is_attached: bool
-    card_mask: Optional[str]
-    card_brand: Optional[str]
-
-
-@dataclasses.dataclass(frozen=True)
-class SubscriptionDetails(_Result):
-    """Seed 003 ``SubscriptionDetails`` (``GET /billing/subscription/``)."""
-
-    plan: str
-    plan_display: str
-    expires_at: Optional[datetime]
-    is_active: bool
-    autorenew_available: bool
-    autorenew_enabled: bool
-    card_bound: bool
-    payment_method: PaymentMethod
-
-
-@dataclasses.dataclass(frozen=True)
-class SubscriptionPlan(_Result):
-    """Seed 003 ``SubscriptionPlan`` (``GET /billing/plans/``); prices are JSON numbers there."""
-
-    code: str
-    display_name: str
-    price: Decimal = dataclasses.field(metadata=_NUMBER)
-    duration_days: int
-    daily_photo_limit: Optional[int]
-    history_days: int
-    ai_recognition: bool
-    advanced_stats: bool
-    priority_support: bool
-    features: Tuple[str, ...]
-    is_popular: bool
-    old_price: Optional[Decimal] = dataclasses.field(metadata=_NUMBER)
-
-    def to_dict(self) -> Dict[str, Any]:
-        data = super().to_dict()
-        if self.old_price is None:
-            del data["old_price"]  # the seed 003 shape leaves it out rather than null
-        return data
-
-
-@dataclasses.dataclass(frozen=True)
-class CardDetails(_Result):
-    """What goes under a plan card's button: the subscription's end, renewal, the card."""
-
-    expires_at: datetime
-    expired: bool
-    autorenew_enabled: bool
-    payment_method: PaymentMethod
-    restore_price: Optional[Decimal]
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanCard(_Result):
-    """One card of the pricing screen (seed 002's ``buildPlanCardState`` as data).
-    ``action``: ``none``, ``select``, ``manage_subscription``, ``enable_autorenew``,
-    ``bind_card`` or ``restore``; ``label_key`` names the button's text."""
-
-    plan_code: str
-    is_current: bool
-    disabled: bool
-    action: str
-    label_key: str
-    details: Optional[CardDetails]
-
-
-@dataclasses.dataclass(frozen=True)
-class CreatedPayment(_Result):
-    """Seed 003 ``CreatePaymentResponse``: send the user to ``confirmation_url``."""
-
-    payment_id: str
-    yookassa_payment_id: str
-    confirmation_url: str
-
-
-@dataclasses.dataclass(frozen=True)
-class PaymentHistoryItem(_Result):
-    """``refunded_amount``: money given back so far; a partly refunded payment stays
-    ``succeeded``."""
-
-    id: str
-    amount: Decimal = dataclasses.field(metadata=_NUMBER)
-    currency: str
-    status: str
-    paid_at: Optional[datetime]
-    description: str
-    refunded_amount: Decimal = dataclasses.field(metadata=_NUMBER)
-
-
-@dataclasses.dataclass(frozen=True)
-class PaymentHistory(_Result):
-    """Seed 003 ``PaymentHistory`` (``GET /billing/payments/``)."""
-
-    results: Tuple[PaymentHistoryItem, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class PaidPeriod(_Result):
-    """The part ``[start, end)`` of a subscription that one payment bought."""
-
-    subscription_id: str
-    start: datetime
-    end: datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class Payment(_Result):
-    """One payment as the engine records it."""
-
-    id: str
-    user_id: str
-    purpose: str
-    plan_code: Optional[str]
-    package_code: Optional[str]
-    amount: Decimal
-    currency: str
-    credits: Optional[Decimal]
-    description: str
-    status: str
-    provider_payment_id: Optional[str]
-    provider_key: str
-    save_payment_method: bool
-    return_url: Optional[str]
-    confirmation_url: Optional[str]
-    renewal_of: Optional[str]
-    refund_id: Optional[str]
-    refunded_amount: Decimal
-    paid_period: Optional[PaidPeriod]
-    payload: Optional[Any]
-    idempotency_key: Optional[str]
-    created_at: datetime
-    updated_at: datetime
-    paid_at: Optional[datetime]
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookOutcome(_Result):
-    """``status``: ``applied``, ``duplicate`` or ``ignored``; answer 200 to all three."""
-
-    status: str
-    event: str
-    payment_id: Optional[str]
-
-
-@dataclasses.dataclass(frozen=True)
-class DueReport(_Result):
-    """What ``process_due`` did."""
-
-    renewals_created: int
-    renewals_sent: int
-    expired: int
-    failures: int
-    renewals_skipped: int
-
+# The result types are classes of the extension, made from the engine's Rust types by its
+# `python` feature, so every Rust field is an attribute here. Money is `Decimal`, times are
+# aware UTC `datetime`s, days are `date`s, sources, kinds and statuses are their names
+# (`"credits"`), and `to_dict()` gives the JSON shape: decimals as strings, except the
+# seed 003 number fields (plan prices and payment amounts).
+from ._native import (  # noqa: E402
+    AllowancePeriod,
+    BillingMe,
+    BillingState,
+    CardDetails,
+    Charge,
+    CreatedPayment,
+    DueReport,
+    IntegrityReport,
+    LedgerEntry,
+    Mismatch,
+    PaidPeriod,
+    Payment,
+    PaymentHistory,
+    PaymentHistoryItem,
+    PaymentMethod,
+    PlanCard,
+    Quote,
+    Refund,
+    SubscriptionDetails,
+    SubscriptionPlan,
+    WebhookOutcome,
+)
 
 # ---------------------------------------------------------------------------- setup
 
@@ -812,7 +491,7 @@ class Billing:
 
     __slots__ = ("_native", "path")
 
-    def __init__(self, native: Any, path: str) -> None:
+    def __init__(self, native: _native.NativeBilling, path: str) -> None:
         self._native = native
         self.path = path
 
@@ -847,7 +526,7 @@ class Billing:
 
     def register_user(self, user_id: str, *, free_trial: bool = True) -> BillingState:
         """Creates the account if missing; the free trial is awarded once per user ever."""
-        return BillingState._from_json(_call(self._native.register_user, user_id, free_trial))
+        return _call(self._native.register_user, user_id, free_trial)
 
     def import_user(
         self,
@@ -865,51 +544,41 @@ class Billing:
             sub = dict(subscription)
             if sub.get("expires_at") is not None:
                 sub["expires_at"] = _moment("subscription.expires_at", sub["expires_at"])
-        return BillingState._from_json(
-            _call(
+        return _call(
                 self._native.import_user,
                 user_id,
                 _money("credits", credits),
                 _count("freemium_used", freemium_used),
                 _json_arg("subscription", sub),
             )
-        )
 
     def state(self, user_id: str) -> BillingState:
-        return BillingState._from_json(_call(self._native.state, user_id))
+        return _call(self._native.state, user_id)
 
     def quote(self, user_id: str, operation: str) -> Quote:
-        return Quote._from_json(_call(self._native.quote, user_id, operation))
+        return _call(self._native.quote, user_id, operation)
 
     def charge(
         self, user_id: str, operation: str, *, idempotency_key: str, metadata: Optional[Mapping[str, Any]] = None
     ) -> Charge:
-        return Charge._from_json(
-            _call(self._native.charge, user_id, operation, idempotency_key, _json_arg("metadata", metadata))
-        )
+        return _call(self._native.charge, user_id, operation, idempotency_key, _json_arg("metadata", metadata))
 
     def refund_charge(self, charge_id: int, *, idempotency_key: str, reason: Optional[str] = None) -> Refund:
-        return Refund._from_json(
-            _call(self._native.refund_charge, _id_number("charge_id", charge_id), idempotency_key, reason)
-        )
+        return _call(self._native.refund_charge, _id_number("charge_id", charge_id), idempotency_key, reason)
 
     def grant_credits(self, user_id: str, amount: Money, *, idempotency_key: str, reason: str) -> LedgerEntry:
-        return LedgerEntry._from_json(
-            _call(self._native.grant_credits, user_id, _money("amount", amount), idempotency_key, reason)
-        )
+        return _call(self._native.grant_credits, user_id, _money("amount", amount), idempotency_key, reason)
 
     # ---- subscriptions
 
     def activate_subscription(self, user_id: str, plan_code: str, *, idempotency_key: str) -> SubscriptionDetails:
-        return SubscriptionDetails._from_json(
-            _call(self._native.activate_subscription, user_id, plan_code, idempotency_key)
-        )
+        return _call(self._native.activate_subscription, user_id, plan_code, idempotency_key)
 
     def cancel_subscription(self, user_id: str, *, immediate: bool = False) -> SubscriptionDetails:
-        return SubscriptionDetails._from_json(_call(self._native.cancel_subscription, user_id, immediate))
+        return _call(self._native.cancel_subscription, user_id, immediate)
 
     def set_autorenew(self, user_id: str, enabled: bool) -> SubscriptionDetails:
-        return SubscriptionDetails._from_json(_call(self._native.set_autorenew, user_id, enabled))
+        return _call(self._native.set_autorenew, user_id, enabled)
 
     # ---- payments
 
@@ -924,8 +593,7 @@ class Billing:
         idempotency_key: str,
     ) -> CreatedPayment:
         """A payment for a paid plan or a credit package (exactly one of the two)."""
-        return CreatedPayment._from_json(
-            _call(
+        return _call(
                 self._native.create_payment,
                 user_id,
                 plan_code,
@@ -934,10 +602,9 @@ class Billing:
                 save_payment_method,
                 idempotency_key,
             )
-        )
 
     def start_card_binding(self, user_id: str, *, return_url: Optional[str] = None) -> CreatedPayment:
-        return CreatedPayment._from_json(_call(self._native.start_card_binding, user_id, return_url))
+        return _call(self._native.start_card_binding, user_id, return_url)
 
     def refund_payment(
         self, payment_id: str, *, amount: Optional[Money] = None, idempotency_key: Optional[str] = None
@@ -946,7 +613,7 @@ class Billing:
         ``idempotency_key``). A package's credits go back in proportion, rounded down; a
         plan's period ends only when the whole payment is refunded."""
         money = None if amount is None else _money("amount", amount)
-        return Payment._from_json(_call(self._native.refund_payment, payment_id, money, idempotency_key))
+        return _call(self._native.refund_payment, payment_id, money, idempotency_key)
 
     def handle_yookassa_webhook(
         self,
@@ -957,37 +624,35 @@ class Billing:
     ) -> WebhookOutcome:
         """INVALID_WEBHOOK: answer 400 (never valid); PAYMENT_ERROR: answer 5xx (retry later)."""
         _check_type("body", body, (bytes, bytearray, memoryview), "bytes")
-        return WebhookOutcome._from_json(
-            _call(self._native.handle_yookassa_webhook, bytes(body), remote_addr, _headers(headers))
-        )
+        return _call(self._native.handle_yookassa_webhook, bytes(body), remote_addr, _headers(headers))
 
     def process_due(self) -> DueReport:
         """Renewals and expiries due now; safe from several cron workers at once."""
-        return DueReport._from_json(_call(self._native.process_due))
+        return _call(self._native.process_due)
 
     def payment(self, payment_id: str) -> Payment:
-        return Payment._from_json(_call(self._native.payment, payment_id))
+        return _call(self._native.payment, payment_id)
 
     # ---- seed 003 views
 
     def billing_me(self, user_id: str) -> BillingMe:
-        return BillingMe._from_json(_call(self._native.billing_me, user_id))
+        return _call(self._native.billing_me, user_id)
 
     def subscription_details(self, user_id: str) -> SubscriptionDetails:
-        return SubscriptionDetails._from_json(_call(self._native.subscription_details, user_id))
+        return _call(self._native.subscription_details, user_id)
 
     def plans(self) -> List[SubscriptionPlan]:
-        return SubscriptionPlan._list_from_json(_call(self._native.plans))
+        return _call(self._native.plans)
 
     def plan_cards(self, user_id: str) -> List[PlanCard]:
         """The pricing screen's card for every plan, in display order."""
-        return PlanCard._list_from_json(_call(self._native.plan_cards, user_id))
+        return _call(self._native.plan_cards, user_id)
 
     def payment_method(self, user_id: str) -> PaymentMethod:
-        return PaymentMethod._from_json(_call(self._native.payment_method, user_id))
+        return _call(self._native.payment_method, user_id)
 
     def payments(self, user_id: str, limit: int = 10) -> PaymentHistory:
-        return PaymentHistory._from_json(_call(self._native.payments, user_id, _count("limit", limit)))
+        return _call(self._native.payments, user_id, _count("limit", limit))
 
     # ---- the ledger
 
@@ -995,8 +660,8 @@ class Billing:
         """Newest first; pass the last entry's ``id`` as ``before`` for the next page."""
         if before is not None:
             _id_number("before", before)
-        return LedgerEntry._list_from_json(_call(self._native.ledger, user_id, _count("limit", limit), before))
+        return _call(self._native.ledger, user_id, _count("limit", limit), before)
 
     def verify_integrity(self) -> IntegrityReport:
         """Recomputes every balance and allowance use from the ledger alone."""
-        return IntegrityReport._from_json(_call(self._native.verify_integrity))
+        return _call(self._native.verify_integrity)

@@ -1,6 +1,9 @@
-# The Rust extension behind `billing_engine`. Results are the engine's JSON shapes as text;
-# `billing_engine` turns them into typed objects. Not a public API.
-from typing import List, Optional, Tuple
+# The Rust extension behind `billing_engine`, which re-exports its result classes. The
+# classes are the engine's Rust types (its `python` feature); the test suite checks that
+# the attributes declared here are exactly those the classes have.
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 INTERNAL_ERROR: str
 ERROR_CODES: List[Tuple[str, int, bool]]  # (code, http_status, retryable): the engine's one table
@@ -46,18 +49,18 @@ class NativeBilling:
         yookassa: Optional[NativeYooKassaConfig],
         durability_name: str,
     ) -> NativeBilling: ...
-    def register_user(self, user_id: str, free_trial: bool) -> str: ...
+    def register_user(self, user_id: str, free_trial: bool) -> BillingState: ...
     def import_user(
         self, user_id: str, credits: str, freemium_used: int, subscription_json: Optional[str]
-    ) -> str: ...
-    def state(self, user_id: str) -> str: ...
-    def quote(self, user_id: str, operation: str) -> str: ...
-    def charge(self, user_id: str, operation: str, idempotency_key: str, metadata_json: Optional[str]) -> str: ...
-    def refund_charge(self, charge_id: int, idempotency_key: str, reason: Optional[str]) -> str: ...
-    def grant_credits(self, user_id: str, amount: str, idempotency_key: str, reason: str) -> str: ...
-    def activate_subscription(self, user_id: str, plan_code: str, idempotency_key: str) -> str: ...
-    def cancel_subscription(self, user_id: str, immediate: bool) -> str: ...
-    def set_autorenew(self, user_id: str, enabled: bool) -> str: ...
+    ) -> BillingState: ...
+    def state(self, user_id: str) -> BillingState: ...
+    def quote(self, user_id: str, operation: str) -> Quote: ...
+    def charge(self, user_id: str, operation: str, idempotency_key: str, metadata_json: Optional[str]) -> Charge: ...
+    def refund_charge(self, charge_id: int, idempotency_key: str, reason: Optional[str]) -> Refund: ...
+    def grant_credits(self, user_id: str, amount: str, idempotency_key: str, reason: str) -> LedgerEntry: ...
+    def activate_subscription(self, user_id: str, plan_code: str, idempotency_key: str) -> SubscriptionDetails: ...
+    def cancel_subscription(self, user_id: str, immediate: bool) -> SubscriptionDetails: ...
+    def set_autorenew(self, user_id: str, enabled: bool) -> SubscriptionDetails: ...
     def create_payment(
         self,
         user_id: str,
@@ -66,21 +69,235 @@ class NativeBilling:
         return_url: Optional[str],
         save_payment_method: bool,
         idempotency_key: str,
-    ) -> str: ...
-    def start_card_binding(self, user_id: str, return_url: Optional[str]) -> str: ...
-    def refund_payment(self, payment_id: str, amount: Optional[str], idempotency_key: Optional[str]) -> str: ...
+    ) -> CreatedPayment: ...
+    def start_card_binding(self, user_id: str, return_url: Optional[str]) -> CreatedPayment: ...
+    def refund_payment(self, payment_id: str, amount: Optional[str], idempotency_key: Optional[str]) -> Payment: ...
     def handle_yookassa_webhook(
         self, body: bytes, remote_addr: Optional[str], headers: List[Tuple[str, str]]
-    ) -> str: ...
-    def process_due(self) -> str: ...
-    def billing_me(self, user_id: str) -> str: ...
-    def subscription_details(self, user_id: str) -> str: ...
-    def plans(self) -> str: ...
-    def plan_cards(self, user_id: str) -> str: ...
-    def payment_method(self, user_id: str) -> str: ...
-    def payments(self, user_id: str, limit: int) -> str: ...
-    def payment(self, payment_id: str) -> str: ...
-    def ledger(self, user_id: str, limit: int, before: Optional[int]) -> str: ...
-    def verify_integrity(self) -> str: ...
+    ) -> WebhookOutcome: ...
+    def process_due(self) -> DueReport: ...
+    def billing_me(self, user_id: str) -> BillingMe: ...
+    def subscription_details(self, user_id: str) -> SubscriptionDetails: ...
+    def plans(self) -> List[SubscriptionPlan]: ...
+    def plan_cards(self, user_id: str) -> List[PlanCard]: ...
+    def payment_method(self, user_id: str) -> PaymentMethod: ...
+    def payments(self, user_id: str, limit: int) -> PaymentHistory: ...
+    def payment(self, payment_id: str) -> Payment: ...
+    def ledger(self, user_id: str, limit: int, before: Optional[int]) -> List[LedgerEntry]: ...
+    def verify_integrity(self) -> IntegrityReport: ...
 
 def _panic_for_test() -> None: ...
+
+# ---- the engine's result types
+
+Source = Literal["subscription", "freemium", "credits"]
+EntryKind = Literal[
+    "free_trial", "import", "charge", "refund", "grant", "subscription_activated", "subscription_canceled",
+    "subscription_renewed", "subscription_expired", "credit_purchase", "purchase_refund",
+]
+PaymentStatus = Literal["new", "pending", "waiting_for_capture", "succeeded", "canceled", "refunded"]
+Purpose = Literal["plan", "package", "card_binding", "renewal"]
+CardAction = Literal["none", "select", "manage_subscription", "enable_autorenew", "bind_card", "restore"]
+WebhookStatus = Literal["applied", "duplicate", "ignored"]
+ErrorCode = Literal[
+    "NOT_ENOUGH_CREDITS", "DAILY_LIMIT_REACHED", "NO_SUBSCRIPTION", "INVALID_PLAN", "NO_PAYMENT_METHOD",
+    "ACTIVE_SUBSCRIPTION", "IDEMPOTENCY_CONFLICT", "INVALID_CATALOG", "UNKNOWN_USER", "UNKNOWN_OPERATION",
+    "CHARGE_NOT_FOUND", "INVALID_ARGUMENT", "PAYMENT_ERROR", "INVALID_WEBHOOK", "BUSY", "STORAGE_FULL", "STORAGE_ERROR",
+    "INTERNAL_ERROR",
+]
+
+class _Result:
+    def to_dict(self) -> Dict[str, Any]: ...
+
+class BillingState(_Result):
+    user_id: str
+    plan_code: str
+    plan_name: str
+    tier: str
+    is_active: bool
+    expires_at: Optional[datetime]
+    credits: Decimal
+    subscription_ops_limit: Optional[int]
+    subscription_ops_used: Optional[int]
+    subscription_ops_remaining: Optional[int]
+    subscription_ops_reset_at: Optional[datetime]
+    freemium_ops_limit: Optional[int]
+    freemium_ops_used: int
+    freemium_ops_remaining: Optional[int]
+    freemium_reset_at: datetime
+    daily_limit: Optional[int]
+    used_today: int
+    remaining_today: Optional[int]
+    today_resets_at: datetime
+    autorenew_enabled: bool
+
+class Quote(_Result):
+    allowed: bool
+    source: Optional[Source]
+    credits_cost: Decimal
+    credits_after: Decimal
+    reason_code: Optional[ErrorCode]
+
+class Charge(_Result):
+    id: int
+    user_id: str
+    operation: str
+    source: Source
+    credits_spent: Decimal
+    credits_balance: Decimal
+    replayed: bool
+
+class Refund(_Result):
+    id: int
+    charge_id: int
+    user_id: str
+    source: Source
+    credits_refunded: Decimal
+    op_returned: bool
+    credits_balance: Decimal
+    replayed: bool
+
+class AllowancePeriod(_Result):
+    owner: str
+    start: datetime
+
+class LedgerEntry(_Result):
+    id: int
+    user_id: str
+    kind: EntryKind
+    source: Optional[Source]
+    operation: Optional[str]
+    credits_delta: Decimal
+    credits_balance_after: Decimal
+    ops_delta: int
+    allowance: Optional[AllowancePeriod]
+    op_day: Optional[date]
+    idempotency_key: Optional[str]
+    reference: Optional[str]
+    metadata: Optional[Any]
+    created_at: datetime
+
+class Mismatch(_Result):
+    user_id: str
+    check: str
+    ledger: str
+    stored: str
+
+class IntegrityReport(_Result):
+    ok: bool
+    users_checked: int
+    entries_checked: int
+    mismatches: List[Mismatch]
+
+class BillingMe(_Result):
+    plan_code: str
+    plan_name: str
+    expires_at: Optional[datetime]
+    is_active: bool
+    daily_photo_limit: Optional[int]
+    used_today: int
+    remaining_today: Optional[int]
+
+class PaymentMethod(_Result):
+    is_attached: bool
+    card_mask: Optional[str]
+    card_brand: Optional[str]
+
+class SubscriptionDetails(_Result):
+    plan: str
+    plan_display: str
+    expires_at: Optional[datetime]
+    is_active: bool
+    autorenew_available: bool
+    autorenew_enabled: bool
+    card_bound: bool
+    payment_method: PaymentMethod
+
+class SubscriptionPlan(_Result):
+    code: str
+    display_name: str
+    price: Decimal
+    old_price: Optional[Decimal]
+    duration_days: int
+    daily_photo_limit: Optional[int]
+    history_days: int
+    ai_recognition: bool
+    advanced_stats: bool
+    priority_support: bool
+    features: List[str]
+    is_popular: bool
+
+class CardDetails(_Result):
+    expires_at: datetime
+    expired: bool
+    autorenew_enabled: bool
+    payment_method: PaymentMethod
+    restore_price: Optional[Decimal]
+
+class PlanCard(_Result):
+    plan_code: str
+    is_current: bool
+    disabled: bool
+    action: CardAction
+    label_key: str
+    details: Optional[CardDetails]
+
+class CreatedPayment(_Result):
+    payment_id: str
+    yookassa_payment_id: str
+    confirmation_url: str
+
+class PaymentHistoryItem(_Result):
+    id: str
+    amount: Decimal
+    currency: str
+    status: str
+    paid_at: Optional[datetime]
+    description: str
+    refunded_amount: Decimal
+
+class PaymentHistory(_Result):
+    results: List[PaymentHistoryItem]
+
+class PaidPeriod(_Result):
+    subscription_id: str
+    start: datetime
+    end: datetime
+
+class Payment(_Result):
+    id: str
+    user_id: str
+    purpose: Purpose
+    plan_code: Optional[str]
+    package_code: Optional[str]
+    amount: Decimal
+    currency: str
+    credits: Optional[Decimal]
+    description: str
+    status: PaymentStatus
+    provider_payment_id: Optional[str]
+    provider_key: str
+    save_payment_method: bool
+    return_url: Optional[str]
+    confirmation_url: Optional[str]
+    renewal_of: Optional[str]
+    refund_id: Optional[str]
+    refunded_amount: Decimal
+    paid_period: Optional[PaidPeriod]
+    payload: Optional[Any]
+    idempotency_key: Optional[str]
+    created_at: datetime
+    updated_at: datetime
+    paid_at: Optional[datetime]
+
+class WebhookOutcome(_Result):
+    status: WebhookStatus
+    event: str
+    payment_id: Optional[str]
+
+class DueReport(_Result):
+    renewals_created: int
+    renewals_sent: int
+    expired: int
+    failures: int
+    renewals_skipped: int
