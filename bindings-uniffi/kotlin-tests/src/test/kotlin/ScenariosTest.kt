@@ -190,4 +190,27 @@ class ScenariosTest {
             listOf<Any?>(plan.code, plan.displayName, plan.durationDays, plan.dailyPhotoLimit, plan.historyDays,
             plan.aiRecognition, plan.advancedStats, plan.prioritySupport, plan.features, plan.isPopular, plan.oldPrice))
     }
+
+    @Test
+    fun everyFieldOfTheSubscriptionViewsAndCardsReachesKotlin() {
+        billing.registerUser("ivo", true)
+        billing.activateSubscription("ivo", "basic", "ivo-paid")
+        val me = billing.billingMe("ivo")
+        assertEquals(listOf<Any?>("basic", "Basic", "2026-01-31T09:00:00Z", true, null, 0u, null),
+            listOf<Any?>(me.planCode, me.planName, me.expiresAt, me.isActive, me.dailyPhotoLimit, me.usedToday, me.remainingToday))
+        val details = billing.subscriptionDetails("ivo")
+        assertEquals(listOf<Any?>("pro", "Basic", "2026-01-31T09:00:00Z", true, false, false, false, false, null, null),
+            listOf<Any?>(details.plan, details.planDisplay, details.expiresAt, details.isActive, details.autorenewAvailable,
+                details.autorenewEnabled, details.cardBound, details.paymentMethod.isAttached, details.paymentMethod.cardMask,
+                details.paymentMethod.cardBrand))
+        val card = billing.planCards("ivo").single { it.isCurrent }
+        val shown = card.details!!
+        assertEquals(listOf<Any?>("basic", true, false, CardAction.BIND_CARD, "plan_card.current"),
+            listOf<Any?>(card.planCode, card.isCurrent, card.disabled, card.action, card.labelKey))
+        assertEquals(listOf<Any?>("2026-01-31T09:00:00Z", false, false, false, null),
+            listOf<Any?>(shown.expiresAt, shown.expired, shown.autorenewEnabled, shown.paymentMethod.isAttached, shown.restorePrice))
+        // A mismatch needs a damaged file; its fields are checked by the compiler here.
+        val mismatchFields: (billing.engine.core.Mismatch) -> List<String> = { listOf(it.userId, it.check, it.ledger, it.stored) }
+        assertEquals(emptyList<List<String>>(), billing.verifyIntegrity().mismatches.map(mismatchFields))
+    }
 }
