@@ -50,8 +50,8 @@ impl<S: Store> Billing<S> {
         Ok(self.with_provider(Arc::new(client), checks, config.return_url.clone()))
     }
 
-    /// Takes payments through any [`PaymentProvider`]; notifications are still read in
-    /// YooKassa's format by [`handle_yookassa_webhook`](Self::handle_yookassa_webhook).
+    /// Takes payments through any [`PaymentProvider`]; its notifications are read by the
+    /// provider itself, in [`handle_yookassa_webhook`](Self::handle_yookassa_webhook).
     pub fn with_provider(
         mut self,
         provider: Arc<dyn PaymentProvider>,
