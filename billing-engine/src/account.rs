@@ -209,6 +209,13 @@ impl Account {
         empty
     }
 
+    /// When `process_due` must next look at this account: the end of a subscription not
+    /// yet recorded as ended (renewal is tried a little before it). A store keeps it so
+    /// that the due accounts are a query by time ([`crate::Transaction::users_due`]).
+    pub fn due_at(&self) -> Option<OffsetDateTime> {
+        self.subscription.as_ref().filter(|sub| sub.ended_at.is_none()).map(|sub| sub.expires_at)
+    }
+
     pub fn active_subscription(&self, now: OffsetDateTime) -> Option<&Subscription> {
         self.subscription.as_ref().filter(|sub| sub.is_active(now))
     }

@@ -514,7 +514,7 @@ impl SqliteTx<'_> {
                 a.today.subscription,
                 a.today.freemium,
                 subscription,
-                a.subscription.as_ref().filter(|sub| sub.ended_at.is_none()).map(|sub| to_millis(sub.expires_at)),
+                a.due_at().map(to_millis),
             ])
             .map_err(SqliteError::from)?;
         if changed != 1 {
