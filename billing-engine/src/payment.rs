@@ -254,29 +254,23 @@ pub(crate) fn status_effects(
         (Purpose::Package, PaymentStatus::Succeeded) => Ok(vec![NewEntry::credit_purchase(payment, now)]),
         (Purpose::Plan, PaymentStatus::Succeeded) => {
             let plan = catalog.paid_plan(payment.plan_code.as_deref().unwrap_or_default())?;
-            let (kind, extended_from) = match account.active_subscription_mut(now) {
+            let (kind, period) = match account.active_subscription_mut(now) {
                 // Bought again while active (two purchases raced): the period is added.
-                Some(sub) if sub.plan_code == plan.code => {
-                    let from = sub.expires_at;
-                    sub.extend(plan);
-                    (EntryKind::SubscriptionRenewed, Some(from))
-                }
+                Some(sub) if sub.plan_code == plan.code => (EntryKind::SubscriptionRenewed, sub.extend(plan)),
                 _ => {
-                    account.subscription = Some(Subscription::start(plan, now));
-                    (EntryKind::SubscriptionActivated, None)
+                    let sub = account.subscription.insert(Subscription::start(plan, now));
+                    (EntryKind::SubscriptionActivated, sub.first_period())
                 }
             };
+            payment.paid_period = Some(period);
             let sub = account.subscription.as_ref().expect("a subscription was just set");
-            payment.paid_period = Some(sub.paid_period(extended_from));
             Ok(vec![NewEntry::subscription(kind, &user_id, sub, Some(payment), now)])
         }
         (Purpose::Renewal, PaymentStatus::Succeeded) => {
             let plan = payment.plan_code.as_deref().and_then(|code| catalog.plan(code));
             match (account.subscription.as_mut(), plan) {
                 (Some(sub), Some(plan)) if payment.renewal_of.as_deref() == Some(sub.period_key().as_str()) => {
-                    let from = sub.expires_at;
-                    sub.extend(plan);
-                    payment.paid_period = Some(sub.paid_period(Some(from)));
+                    payment.paid_period = Some(sub.extend(plan));
                     Ok(vec![NewEntry::subscription(EntryKind::SubscriptionRenewed, &user_id, sub, Some(payment), now)])
                 }
                 // The subscription changed since the renewal was created: nothing to extend.

@@ -51,13 +51,14 @@ impl Subscription {
 
     /// Adds one paid `duration_days` to the end of the subscription, continuing it
     /// without a gap; the allowance starts afresh when the new period begins, so ops
-    /// bought for the next period are not handed out early.
-    pub fn extend(&mut self, plan: &Plan) {
+    /// bought for the next period are not handed out early. Returns the period added.
+    pub fn extend(&mut self, plan: &Plan) -> PaidPeriod {
         let period_end = self.expires_at;
         self.expires_at = period_end + Duration::days(i64::from(plan.duration_days.unwrap_or(0)));
         self.ops.restart_at(period_end);
         self.canceled_at = None;
         self.ended_at = None;
+        PaidPeriod { subscription_id: self.id.clone(), start: period_end, end: self.expires_at }
     }
 
     /// Takes back the part of a refunded `period` that is still ahead: the subscription
@@ -73,14 +74,9 @@ impl Subscription {
         true
     }
 
-    /// The period a payment bought when it started this subscription or, from
-    /// `extended_from`, extended it.
-    pub fn paid_period(&self, extended_from: Option<OffsetDateTime>) -> PaidPeriod {
-        PaidPeriod {
-            subscription_id: self.id.clone(),
-            start: extended_from.unwrap_or(self.started_at),
-            end: self.expires_at,
-        }
+    /// The period the payment that started this subscription bought.
+    pub fn first_period(&self) -> PaidPeriod {
+        PaidPeriod { subscription_id: self.id.clone(), start: self.started_at, end: self.expires_at }
     }
 
     /// Identifies the subscription's current paid period, so that one period is renewed
