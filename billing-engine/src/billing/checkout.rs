@@ -202,12 +202,26 @@ impl<S: Store> Billing<S> {
                 (amount, format!("{}-refund-{}", payment.id, &request.fingerprint()[..24]))
             }
         };
-        let refund = setup.provider.create_refund(provider_id, amount, &payment.currency, &key)?;
+        Ok(self.send_refund(setup, &payment, provider_id, amount, &key)?.unwrap_or(payment))
+    }
+
+    /// Asks the provider to refund `amount` of `payment` under the idempotence `key`, and
+    /// records the refund if the provider confirms it at once, returning the payment as
+    /// recorded then; a pending refund (`None`) is recorded when `refund.succeeded` comes.
+    pub(super) fn send_refund(
+        &self,
+        setup: &PaymentSetup,
+        payment: &Payment,
+        provider_id: &str,
+        amount: Decimal,
+        key: &str,
+    ) -> Result<Option<Payment>> {
+        let refund = setup.provider.create_refund(provider_id, amount, &payment.currency, key)?;
         if !refund.succeeded() {
-            return Ok(payment);
+            return Ok(None);
         }
         let (_, recorded) = self.record_refund(&refund)?;
-        recorded.ok_or_else(|| unknown_payment(&payment.id))
+        recorded.map(Some).ok_or_else(|| unknown_payment(&payment.id))
     }
 
     fn return_url(&self, setup: &PaymentSetup, given: Option<&str>) -> Result<String> {

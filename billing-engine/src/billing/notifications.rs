@@ -195,20 +195,14 @@ impl<S: Store> Billing<S> {
                 let canceled = setup.provider.cancel_payment(provider_id, &format!("{}-cancel", payment.id))?;
                 self.record_payment_state(&payment.id, &canceled).map(drop)
             }
-            PaymentStatus::Succeeded => self.refund_in_full(setup, payment, provider_id),
+            // Captured after all: refund what is left, under a key of its own so a repeat
+            // refunds once.
+            PaymentStatus::Succeeded => {
+                let key = format!("{}-refund", payment.id);
+                self.send_refund(setup, payment, provider_id, payment.refundable(), &key).map(drop)
+            }
             _ => Ok(()),
         }
-    }
-
-    /// Refunds what is left of a captured binding payment, under a key of its own so a
-    /// repeat refunds once.
-    pub(super) fn refund_in_full(&self, setup: &PaymentSetup, payment: &Payment, provider_id: &str) -> Result<()> {
-        let key = format!("{}-refund", payment.id);
-        let refund = setup.provider.create_refund(provider_id, payment.refundable(), &payment.currency, &key)?;
-        if refund.succeeded() {
-            self.record_refund(&refund)?;
-        }
-        Ok(())
     }
 }
 
