@@ -206,6 +206,15 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
+/// An input rule's refusal (see [`crate::input`]), reported at the catalog path it
+/// applies to.
+fn at(path: &str) -> impl Fn(BillingError) -> BillingError + '_ {
+    move |error| match error {
+        BillingError::InvalidArgument { message, .. } => invalid(path, message),
+        other => other,
+    }
+}
+
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> BillingError {
     BillingError::InvalidCatalog { path: path.into(), message: message.into() }
 }
@@ -519,7 +528,7 @@ fn non_negative_amount(path: &str, amount: Decimal) -> Result<Decimal> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(invalid(path, format!("must not be negative, got {amount}")));
     }
-    crate::input::credits("amount", amount).map_err(|e| invalid(path, e.details()["message"].as_str().unwrap_or("")))
+    crate::input::credits("amount", amount).map_err(at(path))
 }
 
 fn positive_amount(path: &str, amount: Decimal) -> Result<Decimal> {
@@ -535,7 +544,7 @@ fn price(path: &str, price: Decimal) -> Result<Decimal> {
     if price.is_zero() {
         return Ok(price);
     }
-    crate::input::money("price", price).map_err(|e| invalid(path, e.details()["message"].as_str().unwrap_or("")))
+    crate::input::money("price", price).map_err(at(path))
 }
 
 mod offset_text {
