@@ -167,7 +167,7 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     if path.is_some() {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqliteError::Unreadable { column: format!("journal_mode ({mode})") });
+            return Err(SqliteError::Unusable("the database file cannot use write-ahead logging"));
         }
     }
     let synchronous = match options.durability {
@@ -401,7 +401,7 @@ impl Transaction for SqliteTx<'_> {
             ])
             .map_err(SqliteError::from)?;
         if changed != 1 {
-            return Err(SqliteError::Unreadable { column: "payments.id".to_owned() }.into());
+            return Err(SqliteError::Unusable("the payment to update is not in the database").into());
         }
         Ok(())
     }
@@ -640,19 +640,20 @@ parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
-    T::parse_column(&text).ok_or_else(|| corrupt(idx, &text))
+    T::parse_column(&text).ok_or_else(|| corrupt(idx))
 }
 
 fn parsed_opt<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
-    text.map(|text| T::parse_column(&text).ok_or_else(|| corrupt(idx, &text))).transpose()
+    text.map(|text| T::parse_column(&text).ok_or_else(|| corrupt(idx))).transpose()
 }
 
 fn julian_day(row: &Row, idx: usize) -> rusqlite::Result<Date> {
     Date::from_julian_day(row.get(idx)?).map_err(|e| conversion_error(idx, e))
 }
 
-fn corrupt(idx: usize, _text: &str) -> rusqlite::Error {
+/// A value that does not parse; [`in_table`] names its table and column.
+fn corrupt(idx: usize) -> rusqlite::Error {
     conversion_error(idx, SqliteError::Unreadable { column: String::new() })
 }
 

@@ -16,6 +16,9 @@ pub(crate) enum SqliteError {
     /// A stored value that does not read as its column's type; `column` is `table.column`.
     #[error("a value in `{column}` does not read")]
     Unreadable { column: String },
+    /// The store found the database in a state it cannot work with; a fixed reason.
+    #[error("{0}")]
+    Unusable(&'static str),
     /// The file was written by a newer engine, whose schema this one does not know.
     #[error("schema version {found} is newer than this engine ({known})")]
     NewerSchema { found: usize, known: usize },
@@ -43,6 +46,7 @@ impl From<SqliteError> for BillingError {
         let failure = match &error {
             SqliteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => failure.code,
             SqliteError::Json(_) => return storage("a stored JSON value does not read"),
+            SqliteError::Unusable(reason) => return storage(reason),
             SqliteError::NewerSchema { .. } => return storage(&format!("the database's {error}: upgrade the engine")),
             _ => return storage("the database answered something unexpected"),
         };
