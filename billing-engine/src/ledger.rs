@@ -119,7 +119,7 @@ pub struct LedgerEntry {
 }
 
 /// `-amount`, but never a negative zero, which would print as `-0` in the ledger.
-pub fn negate(amount: Decimal) -> Decimal {
+pub(crate) fn negate(amount: Decimal) -> Decimal {
     if amount.is_zero() {
         Decimal::ZERO
     } else {
@@ -161,7 +161,7 @@ pub(crate) enum CancelReason {
 
 impl NewEntry {
     /// An entry of `kind` that moves nothing yet.
-    pub fn new(user_id: &str, kind: EntryKind, now: OffsetDateTime) -> Self {
+    pub(crate) fn new(user_id: &str, kind: EntryKind, now: OffsetDateTime) -> Self {
         Self {
             entry: LedgerEntry {
                 id: 0,
