@@ -55,6 +55,19 @@ pub enum CardAction {
     Restore,
 }
 
+impl CardAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Select => "select",
+            Self::ManageSubscription => "manage_subscription",
+            Self::EnableAutorenew => "enable_autorenew",
+            Self::BindCard => "bind_card",
+            Self::Restore => "restore",
+        }
+    }
+}
+
 /// The subscription facts shown under a card.
 #[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,5 +152,18 @@ impl PlanCard {
 
     fn open(plan: &Plan, action: CardAction, label_key: &str, details: Option<CardDetails>) -> Self {
         Self { disabled: false, action, ..Self::disabled(plan, label_key, details) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CardAction::{self, *};
+
+    #[test]
+    fn an_action_s_name_is_its_json_name() {
+        let all: [CardAction; 6] = [None, Select, ManageSubscription, EnableAutorenew, BindCard, Restore];
+        for action in all {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+        }
     }
 }

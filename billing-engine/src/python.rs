@@ -19,7 +19,7 @@ use crate::{
     SubscriptionPlan, WebhookOutcome, WebhookStatus,
 };
 
-/// Enums cross as the names they have in JSON.
+/// Enums cross as their names (`as_str`, the names they have in JSON too).
 macro_rules! enum_as_name {
     ($($t:ty),* $(,)?) => {$(
         impl<'py> IntoPyObject<'py> for $t {
@@ -28,7 +28,7 @@ macro_rules! enum_as_name {
             type Error = std::convert::Infallible;
 
             fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-                Ok(PyString::new(py, &json_name(&self)))
+                Ok(PyString::new(py, self.as_str()))
             }
         }
 
@@ -45,13 +45,6 @@ macro_rules! enum_as_name {
 }
 
 enum_as_name!(ChargeSource, EntryKind, PaymentStatus, Purpose, CardAction, WebhookStatus);
-
-fn json_name(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(name)) => name,
-        _ => String::new(),
-    }
-}
 
 /// `to_dict()` and `repr()` for each class.
 macro_rules! python_methods {
