@@ -35,7 +35,7 @@ fn amounts_too_large_or_too_precise_are_invalid_and_write_nothing() {
 }
 
 fn conn(f: &Fixture) -> Connection {
-    Connection::open(f.db_path()).unwrap()
+    Connection::open(f.location()).unwrap()
 }
 
 fn raw_entry(conn: &Connection, user: &str, delta: &str) {

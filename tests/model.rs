@@ -4,6 +4,8 @@
 //! error code) and on every user's credits and allowance use; at the end the ledger
 //! must prove every balance.
 
+mod common;
+
 use std::sync::Arc;
 
 use billing_engine::{Billing, BillingError, ChargeSource, Clock, ManualClock};
@@ -148,6 +150,8 @@ impl ModelUser {
 struct Run {
     billing: Billing,
     clock: Arc<ManualClock>,
+    /// Kept for as long as the run: a file's directory is removed when it drops.
+    _db: common::TestDb,
     now: i64,
     users: Vec<ModelUser>,
     charges: Vec<ModelCharge>,
@@ -157,12 +161,10 @@ struct Run {
 impl Run {
     fn new() -> Self {
         let clock = Arc::new(ManualClock::parse("2026-01-01T12:00:00Z").unwrap());
-        let catalog =
-            billing_engine::Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml"))
-                .unwrap();
-        let billing = Billing::open_with_clock(":memory:", catalog, clock.clone()).unwrap();
+        let db = common::TestDb::new();
+        let billing = Billing::open_with_clock(&db.location, common::catalog(), clock.clone()).unwrap();
         let now = billing_engine::time_util::to_millis(clock.now());
-        Self { billing, clock, now, users: vec![ModelUser::default(); USERS.len()], charges: Vec::new(), keys: 0 }
+        Self { _db: db, billing, clock, now, users: vec![ModelUser::default(); USERS.len()], charges: Vec::new(), keys: 0 }
     }
 
     fn key(&mut self) -> String {

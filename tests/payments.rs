@@ -9,19 +9,25 @@ use std::thread;
 use billing_engine::webhook::{sign, SIGNATURE_HEADER};
 use billing_engine::{Billing, EntryKind, PaymentStatus, Purchase, WebhookOutcome, WebhookStatus, YooKassaConfig};
 use common::yookassa::{FakeYooKassa, SECRET_KEY, YOOKASSA_ADDR};
-use common::{dec, Fixture};
+use common::{dec, Fixture, TestDb};
 
 const USER: &str = "u1";
 
 fn setup() -> (FakeYooKassa, Fixture) {
-    setup_with(|_| {})
+    setup_with(TestDb::new(), |_| {})
 }
 
-fn setup_with(adjust: impl FnOnce(&mut YooKassaConfig)) -> (FakeYooKassa, Fixture) {
+/// On a database that a second handle can open: for tests that look at the tables or
+/// run a second worker.
+fn setup_shared() -> (FakeYooKassa, Fixture) {
+    setup_with(TestDb::shared(), |_| {})
+}
+
+fn setup_with(db: TestDb, adjust: impl FnOnce(&mut YooKassaConfig)) -> (FakeYooKassa, Fixture) {
     let fake = FakeYooKassa::start();
     let mut config = fake.config();
     adjust(&mut config);
-    let f = Fixture::with_yookassa(config);
+    let f = Fixture::with_yookassa(db, config);
     f.billing.register_user(USER, true).unwrap();
     (fake, f)
 }
@@ -113,7 +119,7 @@ fn a_paid_package_grants_its_credits_and_a_refund_takes_them_back() {
 
 #[test]
 fn the_same_notification_from_sixteen_threads_is_applied_once() {
-    let (fake, f) = setup();
+    let (fake, f) = setup_shared();
     let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack").unwrap();
     fake.pay(&created.yookassa_payment_id);
     let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
@@ -145,7 +151,7 @@ fn the_same_notification_from_sixteen_threads_is_applied_once() {
 
 #[test]
 fn forged_untrusted_unsigned_and_broken_notifications_change_nothing() {
-    let (fake, f) = setup_with(|config| config.webhook_secrets = vec!["whsec-1".into()]);
+    let (fake, f) = setup_with(TestDb::shared(), |config| config.webhook_secrets = vec!["whsec-1".into()]);
     let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "pack").unwrap();
     let pid = created.yookassa_payment_id;
     // The payment is still pending at YooKassa: a body claiming success is forged.
@@ -192,7 +198,7 @@ fn forged_untrusted_unsigned_and_broken_notifications_change_nothing() {
 #[test]
 fn late_and_out_of_order_notifications_never_undo_a_final_state() {
     // Without the re-read, only the order rule protects the payment.
-    let (fake, f) = setup_with(|config| config.verify_by_fetch = false);
+    let (fake, f) = setup_with(TestDb::new(), |config| config.verify_by_fetch = false);
     let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap();
     let pid = created.yookassa_payment_id;
     fake.pay(&pid);
@@ -233,7 +239,7 @@ fn a_provider_failure_is_payment_error_and_the_retry_with_the_same_key_pays_once
     assert_eq!(f.billing.payment(&created.payment_id).unwrap().status, PaymentStatus::Pending);
 
     // Wrong credentials: refused for good, and the secret is not in the error.
-    let (_wrong_fake, wrong) = setup_with(|config| config.secret_key = "wrong-secret".into());
+    let (_wrong_fake, wrong) = setup_with(TestDb::new(), |config| config.secret_key = "wrong-secret".into());
     let err = wrong.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap_err();
     assert_eq!(err.details()["provider_code"], "invalid_credentials");
     assert_eq!(err.details()["retryable"], false);
@@ -278,7 +284,7 @@ fn subscribed_with_autorenew(fake: &FakeYooKassa, f: &Fixture) {
 
 #[test]
 fn autorenew_renews_each_period_once_under_concurrent_process_due() {
-    let (fake, f) = setup();
+    let (fake, f) = setup_shared();
     subscribed_with_autorenew(&fake, &f);
     let expires = f.billing.state(USER).unwrap().expires_at.unwrap();
     for i in 0..3 {
@@ -358,7 +364,7 @@ fn refunding_a_plan_ends_the_subscription() {
 
 #[test]
 fn payment_calls_check_their_input_first() {
-    let (_fake, f) = setup();
+    let (_fake, f) = setup_shared();
     let before = f.snapshot();
     let b = &f.billing;
     let cases = [
@@ -425,7 +431,7 @@ fn a_partial_refund_takes_back_credits_in_proportion_and_only_once() {
 #[test]
 fn a_refund_of_more_than_is_left_is_capped_and_the_ledger_says_so() {
     // Notifications read as sent (no re-read), so one can claim more than the API allows.
-    let (fake, f) = setup_with(|config| config.verify_by_fetch = false);
+    let (fake, f) = setup_with(TestDb::new(), |config| config.verify_by_fetch = false);
     let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "buy");
     f.billing.refund_payment(&payment_id, Some(dec("100.00")), Some("r1")).unwrap();
     let provider_id = provider_id(&f, &payment_id);
@@ -476,10 +482,10 @@ fn refunding_last_month_s_plan_payment_leaves_this_month_s_subscription_alone() 
 
 #[test]
 fn a_worker_without_a_provider_leaves_auto_renewals_due_for_one_that_has_one() {
-    let (fake, f) = setup();
+    let (fake, f) = setup_shared();
     subscribed_with_autorenew(&fake, &f);
     let expires = f.billing.state(USER).unwrap().expires_at.unwrap();
-    let cron = Billing::open_with_clock(f.db_path(), common::catalog(), f.clock.clone()).unwrap();
+    let cron = Billing::open_with_clock(f.location(), common::catalog(), f.clock.clone()).unwrap();
 
     let report = cron.process_due().unwrap();
     assert_eq!((report.renewals_skipped, report.renewals_created, report.expired), (1, 0, 0));
@@ -498,22 +504,21 @@ fn a_worker_without_a_provider_leaves_auto_renewals_due_for_one_that_has_one() {
 
 #[test]
 fn verify_integrity_checks_renewal_payments_too() {
-    let (fake, f) = setup();
+    let (fake, f) = setup_shared();
     subscribed_with_autorenew(&fake, &f);
     assert_eq!(f.billing.process_due().unwrap().renewals_sent, 1);
     assert!(f.billing.verify_integrity().unwrap().ok);
-    let conn = rusqlite::Connection::open(f.db_path()).unwrap();
-    conn.execute("UPDATE payments SET paid_until = paid_until + 86400000 WHERE purpose = 'renewal'", []).unwrap();
+    f.db.execute("UPDATE payments SET paid_until = paid_until + 86400000 WHERE purpose = 'renewal'");
     let report = f.billing.verify_integrity().unwrap();
     assert!(report.mismatches.iter().any(|m| m.check.starts_with("subscription_paid@")), "{:?}", report.mismatches);
-    conn.execute("UPDATE payments SET status = 'canceled' WHERE purpose = 'renewal'", []).unwrap();
+    f.db.execute("UPDATE payments SET status = 'canceled' WHERE purpose = 'renewal'");
     let report = f.billing.verify_integrity().unwrap();
     assert!(report.mismatches.iter().any(|m| m.check.starts_with("renewal_declined@")), "{:?}", report.mismatches);
 }
 
 #[test]
 fn notifications_about_objects_yookassa_does_not_have_are_invalid_for_good() {
-    let (fake, f) = setup();
+    let (fake, f) = setup_shared();
     let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "buy").unwrap();
     fake.pay(&created.yookassa_payment_id);
     let real = String::from_utf8(fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();

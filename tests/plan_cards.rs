@@ -7,7 +7,7 @@ use billing_engine::plan_card::{
 };
 use billing_engine::{Billing, CardAction, Catalog, PlanCard, WebhookStatus};
 use common::yookassa::{FakeYooKassa, YOOKASSA_ADDR};
-use common::{catalog, dec, tariffs_path, Fixture};
+use common::{catalog, dec, tariffs_path, Fixture, TestDb};
 use serde_json::json;
 
 const USER: &str = "u1";
@@ -74,7 +74,7 @@ fn a_subscriber_without_a_card_is_asked_to_bind_one_and_other_plans_wait_for_the
 #[test]
 fn with_a_card_the_current_plan_offers_renewal_then_management() {
     let fake = FakeYooKassa::start();
-    let f = Fixture::with_yookassa(fake.config());
+    let f = Fixture::with_yookassa(TestDb::new(), fake.config());
     f.billing.register_user(USER, true).unwrap();
     f.billing.activate_subscription(USER, "basic", "paid").unwrap();
     bind_card(&fake, &f.billing);
@@ -97,12 +97,12 @@ fn a_subscription_to_a_plan_the_catalog_no_longer_has_shows_pro_active_on_every_
     let text = std::fs::read_to_string(tariffs_path()).unwrap();
     let legacy = "\n[[plans]]\ncode = \"legacy_pro\"\ntier = \"pro\"\nname = \"Legacy\"\nprice = \"199.00\"\n\
                   duration_days = 30\nops_limit = 10\nperiod_days = 30\n";
-    let f = Fixture::with_catalog(Catalog::from_toml(&(text + legacy)).unwrap());
+    let f = Fixture::shared_with_catalog(Catalog::from_toml(&(text + legacy)).unwrap());
     f.billing.register_user(USER, true).unwrap();
     let details = f.billing.activate_subscription(USER, "legacy_pro", "paid").unwrap();
 
     // The tariffs file is updated and the plan removed; the paid period still runs.
-    let billing = Billing::open_with_clock(f.db_path(), catalog(), f.clock.clone()).unwrap();
+    let billing = f.open_with(catalog());
     let cards = billing.plan_cards(USER).unwrap();
     assert_eq!(
         summary(&cards),

@@ -77,7 +77,7 @@ fn scenario_b_subscriber_uses_plan_ops_then_freemium_then_credits() {
 
 #[test]
 fn scenario_c_nothing_left_is_refused_and_writes_nothing() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("carol", false).unwrap();
     for i in 0..3 {
         f.billing.charge("carol", "assistant", &format!("k{i}"), None).unwrap();
@@ -164,7 +164,7 @@ fn daily_limit_rolls_over_at_midnight_in_the_catalog_offset() {
 
 #[test]
 fn idempotent_replay_returns_the_original_and_conflict_is_refused() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("i", true).unwrap();
     f.billing.grant_credits("i", dec("100"), "g", "test").unwrap();
     let meta = Some(json!({"request": 7}));
@@ -196,7 +196,7 @@ fn idempotent_replay_returns_the_original_and_conflict_is_refused() {
 
 #[test]
 fn refunds_return_credits_and_ops_to_their_source_once() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("r", true).unwrap();
     let free = f.billing.charge("r", "generation", "c1", None).unwrap();
     assert_eq!(free.source, ChargeSource::Freemium);
@@ -299,7 +299,7 @@ fn import_user_keeps_credits_and_clamps_freemium_use() {
 
 #[test]
 fn free_trial_is_awarded_once_per_user_ever() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     assert_eq!(f.billing.register_user("t", false).unwrap().credits, dec("0"));
     assert_eq!(f.billing.register_user("t", true).unwrap().credits, dec("10"));
     assert_eq!(f.billing.register_user("t", true).unwrap().credits, dec("10"));
@@ -310,7 +310,7 @@ fn free_trial_is_awarded_once_per_user_ever() {
 
 #[test]
 fn ledger_pages_newest_first_and_state_survives_reopening() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("l", true).unwrap();
     f.billing.grant_credits("l", dec("20"), "g", "promo").unwrap();
     for i in 0..7 {
@@ -329,9 +329,8 @@ fn ledger_pages_newest_first_and_state_survives_reopening() {
     assert_eq!(grant.metadata, Some(json!({"reason": "promo"})));
 
     let state = f.billing.state("l").unwrap();
-    let (path, clock) = (f.db_path(), f.clock.clone());
+    let reopened = f.reopen();
     drop(f.billing);
-    let reopened = billing_engine::Billing::open_with_clock(path, common::catalog(), clock).unwrap();
     assert_eq!(reopened.state("l").unwrap(), state);
     assert_eq!(reopened.ledger("l", 50, None).unwrap().len(), 9);
     assert!(reopened.verify_integrity().unwrap().ok);
@@ -339,7 +338,7 @@ fn ledger_pages_newest_first_and_state_survives_reopening() {
 
 #[test]
 fn bad_input_is_a_typed_error_naming_the_field_and_changes_nothing() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("u", true).unwrap();
     let before = f.snapshot();
     let long = "x".repeat(129);
@@ -368,20 +367,23 @@ fn bad_input_is_a_typed_error_naming_the_field_and_changes_nothing() {
 
 #[test]
 fn verify_integrity_catches_a_balance_changed_outside_the_ledger() {
-    let f = Fixture::new();
+    let f = Fixture::shared();
     f.billing.register_user("v", true).unwrap();
     f.billing.charge("v", "generation", "k", None).unwrap();
     assert!(f.billing.verify_integrity().unwrap().ok);
-    let conn = rusqlite::Connection::open(f.db_path()).unwrap();
-    conn.execute("UPDATE accounts SET credits = '999', free_used = 4 WHERE user_id = 'v'", []).unwrap();
+    f.db.execute("UPDATE accounts SET credits = '999', free_used = 4 WHERE user_id = 'v'");
     let report = f.billing.verify_integrity().unwrap();
     assert!(!report.ok);
     let checks: Vec<_> =
         report.mismatches.iter().map(|m| (m.check.as_str(), m.ledger.as_str(), m.stored.as_str())).collect();
     assert_eq!(checks, vec![("credits", "10", "999"), ("freemium_ops_used", "1", "4")]);
     // The ledger itself refuses to be rewritten.
-    assert!(conn.execute("UPDATE ledger SET credits_delta = '5'", []).is_err());
-    assert!(conn.execute("DELETE FROM ledger", []).is_err());
+    let before = f.db.rows("ledger", "id");
+    let refusal = f.db.try_execute("UPDATE ledger SET credits_delta = '5'").unwrap_err();
+    assert!(refusal.contains("append-only"), "{refusal}");
+    let refusal = f.db.try_execute("DELETE FROM ledger").unwrap_err();
+    assert!(refusal.contains("append-only"), "{refusal}");
+    assert_eq!(f.db.rows("ledger", "id"), before);
 }
 
 #[test]

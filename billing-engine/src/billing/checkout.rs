@@ -117,7 +117,7 @@ impl<S: Store> Billing<S> {
         let fingerprint =
             Request { action: "create_payment", target: &target, amount: Some(payment.amount), metadata: None }
                 .fingerprint();
-        let payment = self.store.write(|tx| {
+        let payment = self.store.write(user_id, |tx| {
             if let Some((earlier, hash)) = tx.payment_by_key(user_id, idempotency_key)? {
                 if hash.as_deref() != Some(fingerprint.as_str()) {
                     return Err(BillingError::IdempotencyConflict { key: idempotency_key.to_owned() });
@@ -129,7 +129,7 @@ impl<S: Store> Billing<S> {
                 refuse_if_subscribed(&account, now)?;
             }
             tx.insert_payment(&payment, Some(&fingerprint))?;
-            Ok(payment)
+            Ok(payment.clone())
         })?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, true)?;
         created(&payment)
@@ -146,10 +146,10 @@ impl<S: Store> Billing<S> {
         let mut payment = self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, "Card binding".into(), now);
         payment.save_payment_method = true;
         payment.return_url = Some(return_url.clone());
-        let payment = self.store.write(|tx| {
+        let payment = self.store.write(user_id, |tx| {
             self.current_account(tx, user_id, now)?;
             tx.insert_payment(&payment, None)?;
-            Ok(payment)
+            Ok(payment.clone())
         })?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, false)?;
         created(&payment)
@@ -174,7 +174,7 @@ impl<S: Store> Billing<S> {
             input::money("amount", amount)?;
         }
         let setup = self.setup()?;
-        let payment = self.store.read(|tx| tx.payment(payment_id))?.ok_or_else(|| unknown_payment(payment_id))?;
+        let payment = self.payment(payment_id)?;
         if payment.status == PaymentStatus::Refunded && amount.is_none() {
             return Ok(payment);
         }
@@ -295,7 +295,7 @@ impl<S: Store> Billing<S> {
             Ok(object) => Ok(self.record_payment_state(&payment.id, &object)?.1),
             Err(error) => {
                 if !error.is_retryable() {
-                    self.store.write(|tx| self.after_refusal(tx, &payment.id))?;
+                    self.store.write(&payment.user_id, |tx| self.after_refusal(tx, &payment.id))?;
                 }
                 Err(error.into())
             }
@@ -317,7 +317,7 @@ impl<S: Store> Billing<S> {
         } else {
             payment.provider_key = uuid::Uuid::new_v4().to_string();
         }
-        tx.update_payment(&payment)
+        Ok(tx.update_payment(&payment)?)
     }
 
     // ---- views ----
@@ -348,7 +348,7 @@ impl<S: Store> Billing<S> {
     /// One payment as the engine records it.
     pub fn payment(&self, payment_id: &str) -> Result<Payment> {
         input::id("payment_id", payment_id)?;
-        self.store.read(|tx| tx.payment(payment_id))?.ok_or_else(|| unknown_payment(payment_id))
+        self.store.read(|tx| Ok(tx.payment(payment_id)?))?.ok_or_else(|| unknown_payment(payment_id))
     }
 }
 

@@ -21,7 +21,7 @@ use crate::ledger::{
     NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
-use crate::store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
+use crate::store::{Database, Durability, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
@@ -34,7 +34,7 @@ pub use checkout::Purchase;
 
 /// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
 /// from every thread.
-pub struct Billing<S: Store = SqliteStore> {
+pub struct Billing<S: Store = Database> {
     store: S,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
@@ -50,27 +50,28 @@ pub struct ImportedSubscription {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-impl Billing<SqliteStore> {
-    /// Opens the SQLite file at `path` (`":memory:"` for a private in-memory database)
-    /// with the system clock.
-    pub fn open(path: impl AsRef<Path>, catalog: Catalog) -> Result<Self> {
-        Self::open_with_clock(path, catalog, Arc::new(SystemClock))
+impl Billing<Database> {
+    /// Opens `location` with the system clock: a SQLite file (`":memory:"` for a private
+    /// in-memory database), or a PostgreSQL database by its `postgresql://` URL (feature
+    /// `postgres`; see [`PostgresStore`](crate::store::PostgresStore) for the URL).
+    pub fn open(location: impl AsRef<Path>, catalog: Catalog) -> Result<Self> {
+        Self::open_with_clock(location, catalog, Arc::new(SystemClock))
     }
 
-    pub fn open_with_clock(path: impl AsRef<Path>, catalog: Catalog, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_with(path, catalog, clock, Durability::default())
+    pub fn open_with_clock(location: impl AsRef<Path>, catalog: Catalog, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::open_with(location, catalog, clock, Durability::default())
     }
 
-    /// Opens the file with a chosen [`Durability`]; the catalog's `lock_timeout_ms` sets
-    /// how long a writer waits for another process.
+    /// Opens `location` with a chosen SQLite [`Durability`]; the catalog's
+    /// `lock_timeout_ms` sets how long a writer waits for another writer.
     pub fn open_with(
-        path: impl AsRef<Path>,
+        location: impl AsRef<Path>,
         catalog: Catalog,
         clock: Arc<dyn Clock>,
         durability: Durability,
     ) -> Result<Self> {
-        let options = SqliteOptions { lock_timeout: catalog.lock_timeout, durability };
-        Ok(Self::new(SqliteStore::open(path, options)?, catalog, clock))
+        let store = Database::open(location, catalog.lock_timeout, durability)?;
+        Ok(Self::new(store, catalog, clock))
     }
 }
 
@@ -98,7 +99,7 @@ impl<S: Store> Billing<S> {
     pub fn register_user(&self, user_id: &str, free_trial: bool) -> Result<BillingState> {
         input::id("user_id", user_id)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             let mut account = match self.existing_account(tx, user_id, now)? {
                 Some(account) => account,
                 None => {
@@ -151,7 +152,7 @@ impl<S: Store> Billing<S> {
                 }
             })
             .transpose()?;
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             if let Some(account) = self.existing_account(tx, user_id, now)? {
                 return Ok(BillingState::new(&account, &self.catalog, now));
             }
@@ -165,7 +166,7 @@ impl<S: Store> Billing<S> {
                 let period = AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start };
                 record(tx, &mut account, NewEntry::imported_ops(user_id, period, used_delta, now))?;
             }
-            if let Some(sub) = subscription {
+            if let Some(sub) = subscription.clone() {
                 let entry = NewEntry::subscription(EntryKind::SubscriptionActivated, user_id, &sub, None, now);
                 account.subscription = Some(sub);
                 record(tx, &mut account, entry)?;
@@ -205,7 +206,7 @@ impl<S: Store> Billing<S> {
         let op = self.catalog.operation(operation)?;
         let request = Request { action: "charge", target: operation, amount: None, metadata: metadata.as_ref() };
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
                 return Ok(Charge::from_entry(&entry, true));
             }
@@ -228,15 +229,14 @@ impl<S: Store> Billing<S> {
         let target = charge_id.to_string();
         let request = Request { action: "refund", target: &target, amount: None, metadata: None };
         let now = self.now();
-        self.store.write(|tx| {
-            let charge = tx
-                .entry(charge_id)?
-                .filter(|entry| entry.kind == EntryKind::Charge)
-                .ok_or(BillingError::ChargeNotFound { charge_id })?;
+        // A charge's user never changes, so it can be read before taking the user's lock.
+        let owner = self.store.read(|tx| charge_entry(tx, charge_id))?.user_id;
+        self.store.write(&owner, |tx| {
+            let charge = charge_entry(tx, charge_id)?;
             if let Some(entry) = replay(tx, &charge.user_id, idempotency_key, &request)? {
                 return Ok(Refund::from_entry(&entry, &charge, true));
             }
-            if let Some(entry) = tx.refund_of(charge_id)? {
+            if let Some(entry) = tx.refund_of(&charge.user_id, charge_id)? {
                 return Ok(Refund::from_entry(&entry, &charge, true));
             }
             let mut account = self.current_account(tx, &charge.user_id, now)?;
@@ -266,7 +266,7 @@ impl<S: Store> Billing<S> {
         }
         let request = Request { action: "grant", target: "", amount: Some(amount), metadata: None };
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
                 return Ok(entry);
             }
@@ -296,7 +296,7 @@ impl<S: Store> Billing<S> {
         let plan = self.catalog.paid_plan(plan_code)?;
         let request = Request { action: "activate_subscription", target: plan_code, amount: None, metadata: None };
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             let replayed = replay(tx, user_id, idempotency_key, &request)?.is_some();
             let mut account = self.current_account(tx, user_id, now)?;
             if replayed {
@@ -322,7 +322,7 @@ impl<S: Store> Billing<S> {
     pub fn cancel_subscription(&self, user_id: &str, immediate: bool) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             let mut account = self.current_account(tx, user_id, now)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
@@ -342,7 +342,7 @@ impl<S: Store> Billing<S> {
     pub fn set_autorenew(&self, user_id: &str, enabled: bool) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.store.write(user_id, |tx| {
             let mut account = self.current_account(tx, user_id, now)?;
             let card = tx.saved_card(user_id)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
@@ -400,7 +400,7 @@ impl<S: Store> Billing<S> {
             if tx.account(user_id)?.is_none() {
                 return Err(BillingError::UnknownUser { user_id: user_id.to_owned() });
             }
-            tx.entries(user_id, before, limit)
+            Ok(tx.entries(user_id, before, limit)?)
         })
     }
 
@@ -408,28 +408,29 @@ impl<S: Store> Billing<S> {
     /// reports each difference from the stored accounts and payments. Ledger entries or
     /// payments whose account is gone, and stored values that no longer read (named by
     /// `table.column`), are reported too, and the check goes on with the next user.
+    ///
+    /// Each user is read in a snapshot of their own, so the audit never holds one
+    /// transaction open over the whole database.
     pub fn verify_integrity(&self) -> Result<IntegrityReport> {
-        self.store.read(|tx| {
-            let mut report = IntegrityReport { ok: true, users_checked: 0, entries_checked: 0, mismatches: Vec::new() };
-            for user_id in tx.user_ids()? {
-                report.users_checked += 1;
-                match audit_user(tx, &user_id) {
-                    Ok((mismatches, entries)) => {
-                        report.mismatches.extend(mismatches);
-                        report.entries_checked += entries;
-                    }
-                    Err(BillingError::Unreadable { column }) => report.mismatches.push(Mismatch {
-                        user_id: user_id.clone(),
-                        check: format!("unreadable:{column}"),
-                        ledger: String::new(),
-                        stored: "unreadable".to_owned(),
-                    }),
-                    Err(other) => return Err(other),
+        let mut report = IntegrityReport { ok: true, users_checked: 0, entries_checked: 0, mismatches: Vec::new() };
+        for user_id in self.store.read(|tx| Ok(tx.user_ids()?))? {
+            report.users_checked += 1;
+            match self.store.read(|tx| audit_user(tx, &user_id)) {
+                Ok((mismatches, entries)) => {
+                    report.mismatches.extend(mismatches);
+                    report.entries_checked += entries;
                 }
+                Err(BillingError::Unreadable { column }) => report.mismatches.push(Mismatch {
+                    user_id: user_id.clone(),
+                    check: format!("unreadable:{column}"),
+                    ledger: String::new(),
+                    stored: "unreadable".to_owned(),
+                }),
+                Err(other) => return Err(other),
             }
-            report.ok = report.mismatches.is_empty();
-            Ok(report)
-        })
+        }
+        report.ok = report.mismatches.is_empty();
+        Ok(report)
     }
 
     // ---- helpers ----
@@ -489,6 +490,11 @@ fn audit_user(tx: &mut dyn Transaction, user_id: &str) -> Result<(Vec<Mismatch>,
     Ok((mismatches, entries.len() as u64))
 }
 
+/// The charge `charge_id`; CHARGE_NOT_FOUND when there is no such charge.
+fn charge_entry(tx: &mut dyn Transaction, charge_id: i64) -> Result<LedgerEntry> {
+    tx.entry(charge_id)?.filter(|entry| entry.kind == EntryKind::Charge).ok_or(BillingError::ChargeNotFound { charge_id })
+}
+
 /// The entry an earlier call with this key wrote, if the request is the same; a
 /// different request under the key is IDEMPOTENCY_CONFLICT.
 fn replay(tx: &mut dyn Transaction, user_id: &str, key: &str, request: &Request) -> Result<Option<LedgerEntry>> {
@@ -506,5 +512,5 @@ fn record(tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) 
         .apply(&entry.entry)
         .ok_or_else(|| BillingError::invalid("amount", "the balance would pass what a decimal holds"))?;
     entry.entry.credits_balance_after = account.credits;
-    tx.append_entry(&entry)
+    Ok(tx.append_entry(&entry)?)
 }

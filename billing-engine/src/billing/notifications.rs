@@ -78,7 +78,8 @@ impl<S: Store> Billing<S> {
         object: &ProviderPayment,
     ) -> Result<(WebhookStatus, Payment)> {
         let now = self.now();
-        self.store.write(|tx| {
+        let owner = self.payment(payment_id)?.user_id;
+        self.store.write(&owner, |tx| {
             let mut payment = tx.payment(payment_id)?.ok_or_else(|| unknown_payment(payment_id))?;
             let status = self.apply_payment_state(tx, &mut payment, object, now)?;
             Ok((status, payment))
@@ -135,14 +136,17 @@ impl<S: Store> Billing<S> {
         for entry in entries {
             record(tx, &mut account, entry)?;
         }
-        tx.update_account(&account)
+        Ok(tx.update_account(&account)?)
     }
 
     /// Records a succeeded refund of one of our payments, once per provider refund, with
     /// what it takes back (see `payment::refund_effects`).
     pub(super) fn record_refund(&self, refund: &ProviderRefund) -> Result<(WebhookStatus, Option<Payment>)> {
         let now = self.now();
-        self.store.write(|tx| {
+        let Some(owner) = self.store.read(|tx| Ok(tx.payment_by_provider_id(&refund.payment_id)?))? else {
+            return Ok((WebhookStatus::Ignored, None));
+        };
+        self.store.write(&owner.user_id, |tx| {
             let Some(mut payment) = tx.payment_by_provider_id(&refund.payment_id)? else {
                 return Ok((WebhookStatus::Ignored, None));
             };
@@ -167,7 +171,10 @@ impl<S: Store> Billing<S> {
 
     fn apply_notified_payment(&self, object: &ProviderPayment) -> Result<(WebhookStatus, Option<Payment>)> {
         let now = self.now();
-        self.store.write(|tx| {
+        let Some(owner) = self.store.read(|tx| find_payment(tx, object))? else {
+            return Ok((WebhookStatus::Ignored, None));
+        };
+        self.store.write(&owner.user_id, |tx| {
             let Some(mut payment) = find_payment(tx, object)? else { return Ok((WebhookStatus::Ignored, None)) };
             if payment.amount != object.amount || payment.currency != object.currency {
                 return Err(BillingError::InvalidWebhook {

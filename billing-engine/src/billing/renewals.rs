@@ -24,8 +24,8 @@ impl<S: Store> Billing<S> {
     pub fn process_due(&self) -> Result<DueReport> {
         let now = self.now();
         let mut report = DueReport::default();
-        for user_id in self.store.read(|tx| tx.users_due(now + RENEWAL_LEAD))? {
-            match self.store.write(|tx| self.due_step(tx, &user_id, now))? {
+        for user_id in self.store.read(|tx| Ok(tx.users_due(now + RENEWAL_LEAD)?))? {
+            match self.store.write(&user_id, |tx| self.due_step(tx, &user_id, now))? {
                 DueStep::RenewalCreated => report.renewals_created += 1,
                 DueStep::Expired => report.expired += 1,
                 DueStep::NoProvider => report.renewals_skipped += 1,
@@ -33,7 +33,7 @@ impl<S: Store> Billing<S> {
             }
         }
         let Some(setup) = &self.payments else { return Ok(report) };
-        for renewal in self.store.read(|tx| tx.unsent_renewals())? {
+        for renewal in self.store.read(|tx| Ok(tx.unsent_renewals()?))? {
             match self.send_renewal(setup, renewal) {
                 Ok(()) => report.renewals_sent += 1,
                 // The card or the provider failed this time; the next run tries again.
@@ -53,7 +53,7 @@ impl<S: Store> Billing<S> {
             return Ok(DueStep::Nothing);
         };
         let period_key = sub.period_key();
-        let renewal = tx.renewal_payment(&period_key)?;
+        let renewal = tx.renewal_payment(user_id, &period_key)?;
         let wants_renewal = sub.autorenew && sub.canceled_at.is_none();
         if wants_renewal && renewal.is_none() && self.payments.is_none() {
             // This worker cannot charge the card; one that can will renew it. Ending a
@@ -84,7 +84,7 @@ impl<S: Store> Billing<S> {
     }
 
     fn send_renewal(&self, setup: &PaymentSetup, renewal: Payment) -> Result<()> {
-        let card = self.store.read(|tx| tx.saved_card(&renewal.user_id))?.ok_or(BillingError::NoPaymentMethod)?;
+        let card = self.store.read(|tx| Ok(tx.saved_card(&renewal.user_id)?))?.ok_or(BillingError::NoPaymentMethod)?;
         self.send(setup, renewal, PayWith::SavedMethod { method_id: card.method_id }, true).map(drop)
     }
 }

@@ -1,101 +1,196 @@
-//! Persistence behind a trait, so a host can bring its own backend.
-//! [`SqliteStore`] is the default.
+//! Persistence behind a trait, so a host can bring its own backend. [`SqliteStore`] is
+//! the default; [`PostgresStore`] (feature `postgres`) serves several servers at once;
+//! [`Database`] is whichever of them a location names.
 //!
 //! The database is the source of truth: the engine keeps no state between calls. Every
-//! write is one [`Store::write`] call that reads, decides and writes inside a single
-//! transaction holding the store's write lock, which is what keeps concurrent charges
-//! from spending the same credit twice, across threads and processes.
+//! write is one [`Store::write`] about one user, which reads, decides and writes inside
+//! a single transaction holding that user's lock, so concurrent calls cannot spend the
+//! same credit twice, across threads, processes and servers. Jobs over many users
+//! (renewals, the integrity audit) list the users in a read and then work user by user.
+//!
+//! `docs/STORE.md` is this contract written out for a host that writes a third backend.
 
+// Column lists as macros, so every statement is one `&'static str` built at compile time;
+// every backend names its columns alike.
+macro_rules! account_columns {
+    () => {
+        "user_id, created_at, credits, free_trial_awarded, free_anchor, free_period_start, \
+         free_used, day, day_subscription_ops, day_freemium_ops, subscription"
+    };
+}
+
+macro_rules! entry_columns {
+    () => {
+        "id, user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+         allowance_owner, allowance_start, op_day, idempotency_key, reference, metadata, created_at"
+    };
+}
+
+macro_rules! payment_columns {
+    () => {
+        "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
+         provider_payment_id, provider_key, save_payment_method, return_url, confirmation_url, renewal_of, \
+         refund_id, payload, idempotency_key, created_at, updated_at, paid_at, refunded_amount, \
+         paid_subscription_id, paid_from, paid_until"
+    };
+}
+
+mod database;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_schema;
 mod schema;
 mod sqlite;
 mod sqlite_error;
 
+pub use database::Database;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 
 use crate::account::Account;
-use crate::error::Result;
+use crate::error::{BillingError, Result};
 use crate::ledger::{LedgerEntry, NewEntry};
 use crate::payment::{Payment, SavedCard};
 use time::OffsetDateTime;
 
 pub trait Store: Send + Sync {
-    /// Runs `f` in one transaction that holds the write lock from before its first read
-    /// until it ends: no other writer, in this process or another, runs in between.
-    /// Commits when `f` returns `Ok`; when `f` returns `Err` (or panics) nothing it
-    /// wrote remains.
-    fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+    /// Runs `f` in one transaction that holds `user_id`'s lock from before its first
+    /// read until it ends: no other write about that user, in this process or another,
+    /// runs in between. Commits when `f` returns `Ok`; when `f` returns `Err` (or
+    /// panics) nothing it wrote remains.
+    ///
+    /// `f` only touches `user_id`'s rows, and may be run more than once: a store whose
+    /// database aborts a transaction to resolve a conflict (a serialization failure, a
+    /// deadlock) rolls back and runs `f` again, a bounded number of times within the
+    /// lock timeout, and then fails with BUSY.
+    fn write<T>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
 
     /// Runs `f` over one consistent snapshot. `f` only reads; it never blocks writers.
-    fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+    fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
 }
+
+/// What a store's own failures mean, whatever its database: the engine maps these to
+/// [`BillingError`] and decides the domain (replays, conflicts of keys) itself, from
+/// what it reads, never from a driver's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another transaction held what this one needs for longer than the store waits.
+    /// Retryable.
+    #[error("the store stayed locked for {waited_ms} ms")]
+    Busy { waited_ms: u64 },
+    /// A unique key or an append-only rule of the schema refused the write; `constraint`
+    /// names it. The engine checks keys before writing, so this is a bug or a write from
+    /// outside the engine.
+    #[error("the schema refused the write ({constraint})")]
+    Conflict { constraint: String },
+    /// A stored value that does not read as its column's type; `column` is `table.column`.
+    #[error("a value in `{column}` does not read")]
+    Corrupt { column: String },
+    /// The disk or the database has no room for the write.
+    #[error("the store is out of space")]
+    Full,
+    /// The database cannot be reached or used; `reason` is fixed text, never a driver's
+    /// message, which may carry stored values or credentials.
+    #[error("{reason}")]
+    Unavailable { reason: String },
+}
+
+impl StoreError {
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable { reason: reason.into() }
+    }
+}
+
+impl From<StoreError> for BillingError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Busy { waited_ms } => BillingError::Busy { waited_ms },
+            StoreError::Full => BillingError::StorageFull,
+            StoreError::Corrupt { column } => BillingError::Unreadable { column },
+            conflict @ StoreError::Conflict { .. } => BillingError::Storage { message: conflict.to_string() },
+            StoreError::Unavailable { reason } => BillingError::Storage { message: reason },
+        }
+    }
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// What the engine reads and writes inside a [`Store`] transaction.
 pub trait Transaction {
     /// The account of `user_id`, as last written.
-    fn account(&mut self, user_id: &str) -> Result<Option<Account>>;
+    fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>>;
 
-    /// Stores a new account; the user must not have one.
-    fn insert_account(&mut self, account: &Account) -> Result<()>;
+    /// Stores a new account; the user must not have one (else [`StoreError::Conflict`]).
+    fn insert_account(&mut self, account: &Account) -> StoreResult<()>;
 
-    /// Replaces the stored account of `account.user_id`.
-    fn update_account(&mut self, account: &Account) -> Result<()>;
+    /// Replaces the stored account of `account.user_id`, and stores
+    /// [`Account::due_at`] beside it for [`users_due`](Self::users_due).
+    fn update_account(&mut self, account: &Account) -> StoreResult<()>;
 
     /// Every user id with an account, ledger entries or payments, in order: what the
     /// integrity audit walks, so rows whose account is gone are found too.
-    fn user_ids(&mut self) -> Result<Vec<String>>;
+    fn user_ids(&mut self) -> StoreResult<Vec<String>>;
 
-    /// Appends an entry and returns it with its id. Ids grow with every append. A second
-    /// entry with the same `(user_id, idempotency_key)`, or a second refund of one
-    /// charge, is refused.
-    fn append_entry(&mut self, entry: &NewEntry) -> Result<LedgerEntry>;
+    /// Appends an entry and returns it with its id. A user's ids grow with every
+    /// append. A second entry with the same `(user_id, idempotency_key)`, or a second
+    /// refund of one charge, is refused with [`StoreError::Conflict`]; a stored entry is
+    /// never changed or removed.
+    fn append_entry(&mut self, entry: &NewEntry) -> StoreResult<LedgerEntry>;
 
-    fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>>;
+    fn entry(&mut self, id: i64) -> StoreResult<Option<LedgerEntry>>;
 
     /// The entry written with this key for this user, and the request fingerprint it was
     /// written with.
-    fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>>;
+    fn entry_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(LedgerEntry, Option<String>)>>;
 
-    /// The refund entry of the charge `charge_id`, if it was refunded.
-    fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>>;
+    /// The refund entry of the user's charge `charge_id`, if it was refunded.
+    fn refund_of(&mut self, user_id: &str, charge_id: i64) -> StoreResult<Option<LedgerEntry>>;
 
     /// Up to `limit` entries of a user with ids below `before`, newest first.
-    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>>;
+    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
 
     /// All entries of a user, oldest first.
-    fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>>;
+    fn all_entries(&mut self, user_id: &str) -> StoreResult<Vec<LedgerEntry>>;
 
-    /// Users whose subscription ends at or before `until` and has not been recorded as
-    /// ended: the work of `process_due`.
-    fn users_due(&mut self, until: OffsetDateTime) -> Result<Vec<String>>;
+    /// Users whose stored [`Account::due_at`] is at or before `until`, soonest first. A
+    /// query by time only: the engine decides, under the user's lock, what is due.
+    fn users_due(&mut self, until: OffsetDateTime) -> StoreResult<Vec<String>>;
 
     /// Stores a new payment, with the fingerprint of the request that created it. A
     /// second payment with the same `(user_id, idempotency_key)`, or a second renewal of
-    /// one period, is refused.
-    fn insert_payment(&mut self, payment: &Payment, request_hash: Option<&str>) -> Result<()>;
+    /// one period, is refused with [`StoreError::Conflict`].
+    fn insert_payment(&mut self, payment: &Payment, request_hash: Option<&str>) -> StoreResult<()>;
 
-    fn update_payment(&mut self, payment: &Payment) -> Result<()>;
+    /// Stores what a payment's life changes: its status, provider ids, payload, times,
+    /// refunded amount and paid period. What it was created for stays as written.
+    fn update_payment(&mut self, payment: &Payment) -> StoreResult<()>;
 
-    fn payment(&mut self, id: &str) -> Result<Option<Payment>>;
+    fn payment(&mut self, id: &str) -> StoreResult<Option<Payment>>;
 
-    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> Result<Option<Payment>>;
+    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> StoreResult<Option<Payment>>;
 
     /// The payment created with this key for this user, and its request fingerprint.
-    fn payment_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(Payment, Option<String>)>>;
+    fn payment_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(Payment, Option<String>)>>;
 
-    fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>>;
+    /// The user's renewal payment of the subscription period `period_key`, if any.
+    fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>>;
 
-    /// Renewals recorded but not yet accepted by the provider (status `new`).
-    fn unsent_renewals(&mut self) -> Result<Vec<Payment>>;
+    /// Renewals recorded but not yet accepted by the provider (status `new`), oldest
+    /// first.
+    fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>>;
 
     /// Up to `limit` of a user's payments the provider accepted (status other than
     /// `new`), newest first.
-    fn payment_history(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>>;
+    fn payment_history(&mut self, user_id: &str, limit: u32) -> StoreResult<Vec<Payment>>;
 
     /// All payments of a user, oldest first.
-    fn all_payments(&mut self, user_id: &str) -> Result<Vec<Payment>>;
+    fn all_payments(&mut self, user_id: &str) -> StoreResult<Vec<Payment>>;
 
-    fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>>;
+    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>>;
 
     /// Saves or replaces the user's card.
-    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> Result<()>;
+    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()>;
 }

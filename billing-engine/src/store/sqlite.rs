@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use time::{Date, OffsetDateTime};
 
 use super::sqlite_error::SqliteError;
-use super::{schema, Store, Transaction};
+use super::{schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -119,13 +119,15 @@ impl SqliteStore {
         })
     }
 
-    fn run<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn run<T>(conn: &Connection, begin: &'static str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         in_transaction(conn, begin, |conn| f(&mut SqliteTx { conn }))
     }
 }
 
 impl Store for SqliteStore {
-    fn write<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    /// SQLite has one writer, so the user's lock is the database's write lock, taken by
+    /// `BEGIN IMMEDIATE`; a write never needs to run again.
+    fn write<T>(&self, _user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         self.within_lock_timeout(|deadline| {
             let conn = self.lock_writer(deadline)?;
             let result = Self::run(&conn, BEGIN_WRITE, f);
@@ -139,7 +141,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let Some(path) = &self.path else {
             return self.within_lock_timeout(|deadline| Self::run(&*self.lock_writer(deadline)?, BEGIN_READ, f));
         };
@@ -218,37 +220,13 @@ struct SqliteTx<'c> {
     conn: &'c Connection,
 }
 
-// Column lists as macros, so every statement is one `&'static str` built at compile time.
-macro_rules! account_columns {
-    () => {
-        "user_id, created_at, credits, free_trial_awarded, free_anchor, free_period_start, \
-         free_used, day, day_subscription_ops, day_freemium_ops, subscription"
-    };
-}
-
-macro_rules! entry_columns {
-    () => {
-        "id, user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
-         allowance_owner, allowance_start, op_day, idempotency_key, reference, metadata, created_at"
-    };
-}
-
-macro_rules! payment_columns {
-    () => {
-        "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
-         provider_payment_id, provider_key, save_payment_method, return_url, confirmation_url, renewal_of, \
-         refund_id, payload, idempotency_key, created_at, updated_at, paid_at, refunded_amount, \
-         paid_subscription_id, paid_from, paid_until"
-    };
-}
-
 impl Transaction for SqliteTx<'_> {
-    fn account(&mut self, user_id: &str) -> Result<Option<Account>> {
+    fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
         self.one(sql, [user_id], account_from_row)
     }
 
-    fn insert_account(&mut self, account: &Account) -> Result<()> {
+    fn insert_account(&mut self, account: &Account) -> StoreResult<()> {
         let sql = concat!(
             "INSERT INTO accounts (",
             account_columns!(),
@@ -257,20 +235,20 @@ impl Transaction for SqliteTx<'_> {
         self.write_account(sql, account)
     }
 
-    fn update_account(&mut self, account: &Account) -> Result<()> {
+    fn update_account(&mut self, account: &Account) -> StoreResult<()> {
         let sql = "UPDATE accounts SET created_at = ?2, credits = ?3, free_trial_awarded = ?4, free_anchor = ?5, \
              free_period_start = ?6, free_used = ?7, day = ?8, day_subscription_ops = ?9, day_freemium_ops = ?10, \
              subscription = ?11, subscription_due_at = ?12 WHERE user_id = ?1";
         self.write_account(sql, account)
     }
 
-    fn user_ids(&mut self) -> Result<Vec<String>> {
+    fn user_ids(&mut self) -> StoreResult<Vec<String>> {
         let sql = "SELECT user_id FROM accounts UNION SELECT user_id FROM ledger \
                    UNION SELECT user_id FROM payments ORDER BY user_id";
         self.many(sql, [], |row| row.get(0))
     }
 
-    fn append_entry(&mut self, new: &NewEntry) -> Result<LedgerEntry> {
+    fn append_entry(&mut self, new: &NewEntry) -> StoreResult<LedgerEntry> {
         let e = &new.entry;
         let mut stmt = self
             .conn
@@ -302,11 +280,11 @@ impl Transaction for SqliteTx<'_> {
         Ok(LedgerEntry { id: self.conn.last_insert_rowid(), ..e.clone() })
     }
 
-    fn entry(&mut self, id: i64) -> Result<Option<LedgerEntry>> {
+    fn entry(&mut self, id: i64) -> StoreResult<Option<LedgerEntry>> {
         self.one(concat!("SELECT ", entry_columns!(), " FROM ledger WHERE id = ?1"), params![id], entry_from_row)
     }
 
-    fn entry_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(LedgerEntry, Option<String>)>> {
+    fn entry_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(LedgerEntry, Option<String>)>> {
         let sql = concat!(
             "SELECT ",
             entry_columns!(),
@@ -315,12 +293,16 @@ impl Transaction for SqliteTx<'_> {
         self.one(sql, params![user_id, key], |row| Ok((entry_from_row(row)?, row.get(15)?)))
     }
 
-    fn refund_of(&mut self, charge_id: i64) -> Result<Option<LedgerEntry>> {
-        let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE kind = 'refund' AND reference = ?1");
-        self.one(sql, params![charge_id.to_string()], entry_from_row)
+    fn refund_of(&mut self, user_id: &str, charge_id: i64) -> StoreResult<Option<LedgerEntry>> {
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger WHERE kind = 'refund' AND reference = ?2 AND user_id = ?1"
+        );
+        self.one(sql, params![user_id, charge_id.to_string()], entry_from_row)
     }
 
-    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> Result<Vec<LedgerEntry>> {
+    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
         let sql = concat!(
             "SELECT ",
             entry_columns!(),
@@ -329,12 +311,12 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, params![user_id, before.unwrap_or(i64::MAX), limit], entry_from_row)
     }
 
-    fn users_due(&mut self, until: OffsetDateTime) -> Result<Vec<String>> {
+    fn users_due(&mut self, until: OffsetDateTime) -> StoreResult<Vec<String>> {
         let sql = "SELECT user_id FROM accounts WHERE subscription_due_at <= ?1 ORDER BY subscription_due_at";
         self.many(sql, [to_millis(until)], |row| row.get(0))
     }
 
-    fn insert_payment(&mut self, p: &Payment, request_hash: Option<&str>) -> Result<()> {
+    fn insert_payment(&mut self, p: &Payment, request_hash: Option<&str>) -> StoreResult<()> {
         let sql = concat!(
             "INSERT INTO payments (",
             payment_columns!(),
@@ -376,7 +358,7 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn update_payment(&mut self, p: &Payment) -> Result<()> {
+    fn update_payment(&mut self, p: &Payment) -> StoreResult<()> {
         // Only what a payment's life changes; what it was created for stays as written.
         let sql = "UPDATE payments SET status = ?2, provider_payment_id = ?3, provider_key = ?4, \
                    confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9, \
@@ -401,21 +383,21 @@ impl Transaction for SqliteTx<'_> {
             ])
             .map_err(SqliteError::from)?;
         if changed != 1 {
-            return Err(SqliteError::Unusable("the payment to update is not in the database").into());
+            return Err(StoreError::unavailable("the payment to update is not in the database"));
         }
         Ok(())
     }
 
-    fn payment(&mut self, id: &str) -> Result<Option<Payment>> {
+    fn payment(&mut self, id: &str) -> StoreResult<Option<Payment>> {
         self.one(concat!("SELECT ", payment_columns!(), " FROM payments WHERE id = ?1"), params![id], payment_from_row)
     }
 
-    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> Result<Option<Payment>> {
+    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> StoreResult<Option<Payment>> {
         let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE provider_payment_id = ?1");
         self.one(sql, params![provider_payment_id], payment_from_row)
     }
 
-    fn payment_by_key(&mut self, user_id: &str, key: &str) -> Result<Option<(Payment, Option<String>)>> {
+    fn payment_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(Payment, Option<String>)>> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
@@ -424,12 +406,12 @@ impl Transaction for SqliteTx<'_> {
         self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(26)?)))
     }
 
-    fn renewal_payment(&mut self, period_key: &str) -> Result<Option<Payment>> {
-        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE renewal_of = ?1");
-        self.one(sql, params![period_key], payment_from_row)
+    fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>> {
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE renewal_of = ?2 AND user_id = ?1");
+        self.one(sql, params![user_id, period_key], payment_from_row)
     }
 
-    fn unsent_renewals(&mut self) -> Result<Vec<Payment>> {
+    fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
@@ -438,7 +420,7 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, [], payment_from_row)
     }
 
-    fn payment_history(&mut self, user_id: &str, limit: u32) -> Result<Vec<Payment>> {
+    fn payment_history(&mut self, user_id: &str, limit: u32) -> StoreResult<Vec<Payment>> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
@@ -447,19 +429,19 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, params![user_id, limit], payment_from_row)
     }
 
-    fn all_payments(&mut self, user_id: &str) -> Result<Vec<Payment>> {
+    fn all_payments(&mut self, user_id: &str) -> StoreResult<Vec<Payment>> {
         let sql =
             concat!("SELECT ", payment_columns!(), " FROM payments WHERE user_id = ?1 ORDER BY created_at, rowid");
         self.many(sql, params![user_id], payment_from_row)
     }
 
-    fn saved_card(&mut self, user_id: &str) -> Result<Option<SavedCard>> {
+    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>> {
         let card: Option<String> =
             self.one("SELECT card FROM payment_methods WHERE user_id = ?1", [user_id], |row| row.get(0))?;
         Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(SqliteError::from)?)
     }
 
-    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> Result<()> {
+    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()> {
         let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES (?1, ?2, ?3) \
                    ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
         let card = serde_json::to_string(card).map_err(SqliteError::from)?;
@@ -468,7 +450,7 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn all_entries(&mut self, user_id: &str) -> Result<Vec<LedgerEntry>> {
+    fn all_entries(&mut self, user_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = ?1 ORDER BY id");
         self.many(sql, params![user_id], entry_from_row)
     }
@@ -481,7 +463,7 @@ impl SqliteTx<'_> {
         sql: &'static str,
         params: impl rusqlite::Params,
         from_row: impl FnOnce(&Row) -> rusqlite::Result<T>,
-    ) -> Result<Option<T>> {
+    ) -> StoreResult<Option<T>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         Ok(stmt.query_row(params, from_row).optional().map_err(SqliteError::from)?)
     }
@@ -492,13 +474,13 @@ impl SqliteTx<'_> {
         sql: &'static str,
         params: impl rusqlite::Params,
         from_row: impl FnMut(&Row) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
+    ) -> StoreResult<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let rows = stmt.query_map(params, from_row).and_then(Iterator::collect);
         Ok(rows.map_err(SqliteError::from)?)
     }
 
-    fn write_account(&self, sql: &str, a: &Account) -> Result<()> {
+    fn write_account(&self, sql: &str, a: &Account) -> StoreResult<()> {
         let subscription = a.subscription.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let changed = stmt
@@ -518,7 +500,7 @@ impl SqliteTx<'_> {
             ])
             .map_err(SqliteError::from)?;
         if changed != 1 {
-            return Err(BillingError::UnknownUser { user_id: a.user_id.clone() });
+            return Err(StoreError::unavailable("the account to update is not in the database"));
         }
         Ok(())
     }
@@ -695,14 +677,14 @@ mod tests {
     }
 
     fn exists(store: &SqliteStore, user: &str) -> bool {
-        store.read(|tx| tx.account(user)).unwrap().is_some()
+        store.read(|tx| Ok(tx.account(user)?)).unwrap().is_some()
     }
 
     #[test]
     fn an_error_inside_a_write_rolls_back_everything_it_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let result: Result<()> = store.write(|tx| {
+        let result: Result<()> = store.write("a", |tx| {
             tx.insert_account(&account("a"))?;
             Err(BillingError::NoSubscription)
         });
@@ -716,7 +698,7 @@ mod tests {
         let store = store(&dir);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store
-                .write(|tx| -> Result<()> {
+                .write("a", |tx| -> Result<()> {
                     tx.insert_account(&account("a"))?;
                     panic!("a bug in the middle of a write");
                 })
@@ -724,7 +706,7 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(!exists(&store, "a"), "the half-done write is gone");
-        store.write(|tx| tx.insert_account(&account("b"))).unwrap();
+        store.write("b", |tx| Ok(tx.insert_account(&account("b"))?)).unwrap();
         assert!(exists(&store, "b"), "the next write starts a fresh transaction");
     }
 
@@ -736,8 +718,8 @@ mod tests {
         let entry = NewEntry::new(&a.user_id, EntryKind::Grant, a.created_at);
         let keyed =
             NewEntry { entry: LedgerEntry { idempotency_key: Some("k".into()), ..entry.entry.clone() }, ..entry };
-        store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap();
-        let again = store.write(|tx| tx.append_entry(&keyed).map(drop)).unwrap_err();
+        store.write("a", |tx| Ok(tx.append_entry(&keyed).map(drop)?)).unwrap();
+        let again = store.write("a", |tx| Ok(tx.append_entry(&keyed).map(drop)?)).unwrap_err();
         assert_eq!(again.code(), "STORAGE_ERROR");
         assert!(again.to_string().contains("refused the write"), "{again}");
     }
@@ -763,7 +745,7 @@ mod tests {
             // Another thread of this process writes for 1.5 s.
             scope.spawn(|| {
                 store
-                    .write(|_| {
+                    .write("a", |_| {
                         held.wait();
                         std::thread::sleep(Duration::from_millis(1500));
                         Ok(())
@@ -772,7 +754,7 @@ mod tests {
             });
             held.wait();
             let started = Instant::now();
-            let result = store.write(|tx| tx.insert_account(&account("b")));
+            let result = store.write("b", |tx| Ok(tx.insert_account(&account("b"))?));
             let elapsed = started.elapsed();
             assert!(elapsed < Duration::from_millis(1000), "gave up at the deadline, after {elapsed:?}");
             let waited = busy_wait(result.unwrap_err());
@@ -787,12 +769,12 @@ mod tests {
         let store = store_waiting(&dir, Duration::from_millis(200));
         let other = Connection::open(dir.path().join("store.sqlite3")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let error = store.write(|tx| tx.insert_account(&account("a"))).unwrap_err();
+        let error = store.write("a", |tx| Ok(tx.insert_account(&account("a"))?)).unwrap_err();
         assert_eq!(error.code(), "BUSY");
         assert!(busy_wait(error) >= 200);
         assert_eq!(BillingError::Busy { waited_ms: 7 }.details()["retryable"], true);
         other.execute_batch("COMMIT").unwrap();
-        store.write(|tx| tx.insert_account(&account("a"))).unwrap();
+        store.write("a", |tx| Ok(tx.insert_account(&account("a"))?)).unwrap();
     }
 
     #[test]
@@ -803,7 +785,7 @@ mod tests {
         let mut entry = NewEntry::new(&a.user_id, EntryKind::Grant, a.created_at);
         entry.entry.idempotency_key = Some("k".into());
         entry.entry.credits_delta = Decimal::TEN;
-        store.write(|tx| tx.append_entry(&entry).map(drop)).unwrap();
+        store.write("a", |tx| Ok(tx.append_entry(&entry).map(drop)?)).unwrap();
         let conn = Connection::open(dir.path().join("store.sqlite3")).unwrap();
         let rows = || -> Vec<(i64, String, Option<String>)> {
             let mut stmt = conn.prepare("SELECT id, credits_delta, idempotency_key FROM ledger").unwrap();

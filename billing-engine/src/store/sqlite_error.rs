@@ -4,9 +4,10 @@
 
 use rusqlite::ErrorCode;
 
+use super::StoreError;
 use crate::error::BillingError;
 
-/// A failure inside the SQLite store, before it is mapped to a [`BillingError`].
+/// A failure inside the SQLite store, before it is mapped to a [`StoreError`].
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SqliteError {
     #[error(transparent)]
@@ -38,32 +39,40 @@ impl SqliteError {
     }
 }
 
-impl From<SqliteError> for BillingError {
+impl From<SqliteError> for StoreError {
     fn from(error: SqliteError) -> Self {
         if let Some(column) = error.unreadable_column() {
-            return BillingError::Unreadable { column: column.to_owned() };
+            return StoreError::Corrupt { column: column.to_owned() };
         }
         let failure = match &error {
             SqliteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => failure.code,
-            SqliteError::Json(_) => return storage("a stored JSON value does not read"),
-            SqliteError::Unusable(reason) => return storage(reason),
-            SqliteError::NewerSchema { .. } => return storage(&format!("the database's {error}: upgrade the engine")),
-            _ => return storage("the database answered something unexpected"),
+            SqliteError::Json(_) => return StoreError::unavailable("a stored JSON value does not read"),
+            SqliteError::Unusable(reason) => return StoreError::unavailable(*reason),
+            SqliteError::NewerSchema { .. } => {
+                return StoreError::unavailable(format!("the database's {error}: upgrade the engine"))
+            }
+            _ => return StoreError::unavailable("the database answered something unexpected"),
         };
         match failure {
             // The store that waited fills in how long (see `SqliteStore::write`).
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => BillingError::Busy { waited_ms: 0 },
-            ErrorCode::DiskFull => BillingError::StorageFull,
-            ErrorCode::ConstraintViolation => storage("the schema refused the write (a constraint or trigger)"),
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => storage("the database file is damaged"),
-            ErrorCode::CannotOpen => storage("the database file cannot be opened"),
-            ErrorCode::ReadOnly | ErrorCode::PermissionDenied => storage("the database file cannot be written"),
-            ErrorCode::SystemIoFailure => storage("the disk failed to read or write"),
-            _ => storage("the database failed"),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy { waited_ms: 0 },
+            ErrorCode::DiskFull => StoreError::Full,
+            ErrorCode::ConstraintViolation => {
+                StoreError::Conflict { constraint: "a unique key or the append-only ledger".to_owned() }
+            }
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::unavailable("the database file is damaged"),
+            ErrorCode::CannotOpen => StoreError::unavailable("the database file cannot be opened"),
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied => {
+                StoreError::unavailable("the database file cannot be written")
+            }
+            ErrorCode::SystemIoFailure => StoreError::unavailable("the disk failed to read or write"),
+            _ => StoreError::unavailable("the database failed"),
         }
     }
 }
 
-fn storage(message: &str) -> BillingError {
-    BillingError::Storage { message: message.to_owned() }
+impl From<SqliteError> for BillingError {
+    fn from(error: SqliteError) -> Self {
+        StoreError::from(error).into()
+    }
 }

@@ -1,0 +1,720 @@
+//! The PostgreSQL [`Store`]: one database shared by any number of servers, each with a
+//! pool of connections.
+//!
+//! A write runs at Read Committed and first locks its user: `SELECT … FOR UPDATE` on the
+//! user's row of `user_locks` (inserted by the user's first write), **before its first
+//! read**. Every statement after it then sees every earlier write about the user
+//! committed, so a read-decide-write never works from a stale balance. (A Repeatable
+//! Read snapshot taken before the lock would be stale: that is how overdrafts happen.)
+//! Writes about different users never wait for each other, unlike SQLite's one writer.
+//! A row lock, rather than an advisory lock, so that sharded PostgreSQL (Citus), which
+//! lacks advisory locks across nodes, serves too.
+//!
+//! Reads run in a Repeatable Read, read-only transaction: one snapshot, no locks.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::types::{FromSql, Json, ToSql};
+use postgres::{Client, NoTls, Row, Statement};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use time::{Date, OffsetDateTime};
+
+use super::{postgres_schema, Store, StoreError, StoreResult, Transaction};
+use crate::account::{Account, Allowance, DayOps};
+use crate::catalog::ChargeSource;
+use crate::error::{BillingError, Result};
+use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
+use crate::payment::{PaidPeriod, Payment, SavedCard};
+use crate::time_util::{from_millis, to_millis};
+
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections this handle keeps open: at most this many of its calls run at once.
+    pub pool_size: u32,
+    /// How long a call waits for a connection and for its user's lock, retries
+    /// included, before it fails with BUSY.
+    pub lock_timeout: Duration,
+    /// How many times a write runs when the server aborts it to resolve a conflict
+    /// (serialization failure, deadlock, lock timeout).
+    pub max_attempts: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { pool_size: 8, lock_timeout: Duration::from_millis(30_000), max_attempts: 5 }
+    }
+}
+
+/// The URL parameter that sets [`PostgresOptions::pool_size`]; the engine takes it out
+/// before the driver reads the URL.
+const POOL_SIZE_PARAM: &str = "pool_size";
+
+impl PostgresOptions {
+    /// The options a URL asks for (`?pool_size=N`), waiting at most `lock_timeout`.
+    pub fn from_url(url: &str, lock_timeout: Duration) -> Result<Self> {
+        let mut options = Self { lock_timeout, ..Self::default() };
+        if let Some(size) = url_params(url).find_map(|(key, value)| (key == POOL_SIZE_PARAM).then_some(value)) {
+            options.pool_size = size
+                .parse()
+                .ok()
+                .filter(|size| (1..=1000).contains(size))
+                .ok_or_else(|| BillingError::invalid("location", "`pool_size` must be a whole number from 1 to 1000"))?;
+        }
+        Ok(options)
+    }
+}
+
+fn url_params(url: &str) -> impl Iterator<Item = (&str, &str)> {
+    url.split_once('?').map_or("", |(_, query)| query).split('&').filter_map(|pair| pair.split_once('='))
+}
+
+/// The URL without the engine's own parameters, for the driver.
+fn driver_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let kept: Vec<&str> = query.split('&').filter(|pair| pair.split('=').next() != Some(POOL_SIZE_PARAM)).collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+pub struct PostgresStore {
+    pool: r2d2::Pool<Connector>,
+    options: PostgresOptions,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    // Never the URL: it may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgresql://user:password@host:port/db`,
+    /// with any parameter the `postgres` crate takes, such as `options=-csearch_path%3Dbilling`
+    /// for a schema of its own) and brings its schema up to date. TLS is not built in:
+    /// reach a remote server over a private network or a local TLS tunnel.
+    pub fn open(url: &str, options: PostgresOptions) -> Result<Self> {
+        let config = postgres::Config::from_str(&driver_url(url))
+            .map_err(|_| BillingError::invalid("location", "is not a PostgreSQL URL the driver accepts"))?;
+        let mut client = config.connect(NoTls).map_err(pg_error)?;
+        postgres_schema::migrate(&mut client)?;
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(0))
+            // A broken connection shows on its first statement, which fails the call;
+            // `has_broken` then keeps it out of the pool. Testing every checkout would
+            // cost a round trip per call.
+            .test_on_check_out(false)
+            .connection_timeout(options.lock_timeout)
+            .build_unchecked(Connector { config });
+        Ok(Self { pool, options })
+    }
+
+    fn connection(&self, deadline: Instant) -> StoreResult<r2d2::PooledConnection<Connector>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // An exhausted pool and an unreachable server both mean: not now, retry.
+        self.pool.get_timeout(left.max(Duration::from_millis(1))).map_err(|_| StoreError::Busy { waited_ms: 0 })
+    }
+
+    /// One run of a write: the user's lock, `f`, and the commit.
+    fn attempt_write<T>(
+        &self,
+        user_id: &str,
+        f: &mut impl FnMut(&mut dyn Transaction) -> Result<T>,
+        deadline: Instant,
+    ) -> Attempt<T> {
+        let mut conn = match self.connection(deadline) {
+            Ok(conn) => conn,
+            Err(error) => return Attempt::Done(Err(error.into())),
+        };
+        let lock_wait = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+        let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
+        let mut tx = PgTx { conn: &mut conn, retry: false };
+        let result = tx.begin(&begin).and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
+        match result {
+            Ok(value) => match tx.finish("COMMIT") {
+                Ok(()) => Attempt::Done(Ok(value)),
+                Err(_) if tx.retry => Attempt::Retry,
+                Err(error) => Attempt::Done(Err(error.into())),
+            },
+            Err(error) => {
+                let _ = tx.finish("ROLLBACK");
+                if tx.retry {
+                    Attempt::Retry
+                } else {
+                    Attempt::Done(Err(error))
+                }
+            }
+        }
+    }
+}
+
+enum Attempt<T> {
+    Done(Result<T>),
+    /// The server aborted the transaction to resolve a conflict: run it again.
+    Retry,
+}
+
+impl Store for PostgresStore {
+    fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let deadline = started + self.options.lock_timeout;
+        let waited = || BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) };
+        for attempt in 1..=self.options.max_attempts {
+            match self.attempt_write(user_id, &mut f, deadline) {
+                Attempt::Done(Err(BillingError::Busy { .. })) => return Err(waited()),
+                Attempt::Done(result) => return result,
+                Attempt::Retry if attempt < self.options.max_attempts => std::thread::sleep(backoff(attempt, deadline)),
+                Attempt::Retry => {}
+            }
+        }
+        Err(waited())
+    }
+
+    fn read<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let mut conn = self.connection(started + self.options.lock_timeout).map_err(|_| BillingError::Busy {
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })?;
+        let mut tx = PgTx { conn: &mut conn, retry: false };
+        tx.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let result = f(&mut tx);
+        // A read-only transaction has nothing to keep: end it the same way either way.
+        tx.finish("ROLLBACK")?;
+        result
+    }
+}
+
+/// Jittered exponential backoff before run `attempt + 1`: 2, 4, 8 … ms plus up to as
+/// much again at random, so that the transactions that collided do not collide again;
+/// never past the deadline.
+fn backoff(attempt: u32, deadline: Instant) -> Duration {
+    let base = Duration::from_millis(2u64 << attempt.min(10));
+    let jitter = base.mul_f64(fastrand::f64());
+    (base + jitter).min(deadline.saturating_duration_since(Instant::now()))
+}
+
+/// What the store's failures mean, decided here with fixed messages: no server text,
+/// stored value or credential reaches a public error.
+pub(super) fn pg_error(error: postgres::Error) -> StoreError {
+    let Some(code) = error.code() else {
+        return StoreError::unavailable("the PostgreSQL server cannot be reached");
+    };
+    if is_retryable(code) {
+        return StoreError::Busy { waited_ms: 0 };
+    }
+    match *code {
+        SqlState::UNIQUE_VIOLATION | SqlState::RESTRICT_VIOLATION => {
+            let constraint = error.as_db_error().and_then(|db| db.constraint()).unwrap_or("the append-only ledger");
+            StoreError::Conflict { constraint: constraint.to_owned() }
+        }
+        SqlState::DISK_FULL | SqlState::OUT_OF_MEMORY | SqlState::INSUFFICIENT_RESOURCES => StoreError::Full,
+        SqlState::UNDEFINED_TABLE | SqlState::UNDEFINED_COLUMN => {
+            StoreError::unavailable("the database lacks the engine's tables")
+        }
+        SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            StoreError::unavailable("the PostgreSQL server refused the credentials")
+        }
+        SqlState::INVALID_CATALOG_NAME => StoreError::unavailable("the PostgreSQL database does not exist"),
+        SqlState::INSUFFICIENT_PRIVILEGE => StoreError::unavailable("the PostgreSQL role may not do this"),
+        _ => StoreError::unavailable("the PostgreSQL server refused the statement"),
+    }
+}
+
+/// Serialization failure, deadlock and lock timeout: the server aborted the transaction
+/// to resolve a conflict, and running it again may succeed.
+fn is_retryable(code: &SqlState) -> bool {
+    [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::LOCK_NOT_AVAILABLE].contains(code)
+}
+
+/// Opens the pool's connections.
+struct Connector {
+    config: postgres::Config,
+}
+
+/// A pooled connection with its prepared statements: preparing costs a round trip, so
+/// each statement is prepared once per connection.
+struct PgConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+    /// A transaction was begun and not finished: a call panicked inside it. The pool
+    /// drops such a connection (the server then rolls the transaction back).
+    open: bool,
+}
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+        Ok(PgConn { client: self.config.connect(NoTls)?, statements: HashMap::new(), open: false })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.open || conn.client.is_closed()
+    }
+}
+
+struct PgTx<'c> {
+    conn: &'c mut PgConn,
+    /// A statement failed in a way that running the transaction again may fix.
+    retry: bool,
+}
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+impl PgTx<'_> {
+    fn fail(&mut self, error: postgres::Error) -> StoreError {
+        if error.code().is_some_and(is_retryable) {
+            self.retry = true;
+        }
+        pg_error(error)
+    }
+
+    fn begin(&mut self, sql: &str) -> StoreResult<()> {
+        let result = self.conn.client.batch_execute(sql);
+        result.map_err(|e| self.fail(e))?;
+        self.conn.open = true;
+        Ok(())
+    }
+
+    fn finish(&mut self, sql: &'static str) -> StoreResult<()> {
+        let result = self.conn.client.batch_execute(sql);
+        result.map_err(|e| self.fail(e))?;
+        self.conn.open = false;
+        Ok(())
+    }
+
+    /// Takes the user's row lock for the rest of the transaction, creating the row on
+    /// the user's first write (a concurrent first write waits on the row's key, then
+    /// finds the row).
+    fn lock_user(&mut self, user_id: &str) -> StoreResult<()> {
+        const LOCK: &str = "SELECT 1 FROM user_locks WHERE user_id = $1 FOR UPDATE";
+        if self.rows(LOCK, &[&user_id])?.is_empty() {
+            self.execute("INSERT INTO user_locks (user_id) VALUES ($1) ON CONFLICT DO NOTHING", &[&user_id])?;
+            self.rows(LOCK, &[&user_id])?;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &'static str) -> StoreResult<Statement> {
+        if let Some(statement) = self.conn.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let prepared = self.conn.client.prepare(sql);
+        let statement = prepared.map_err(|e| self.fail(e))?;
+        self.conn.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn rows(&mut self, sql: &'static str, params: &[Param]) -> StoreResult<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        let rows = self.conn.client.query(&statement, params);
+        rows.map_err(|e| self.fail(e))
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[Param]) -> StoreResult<u64> {
+        let statement = self.statement(sql)?;
+        let changed = self.conn.client.execute(&statement, params);
+        changed.map_err(|e| self.fail(e))
+    }
+
+    /// The row `sql` selects, if any, read by `read`.
+    fn one<T>(&mut self, sql: &'static str, params: &[Param], read: fn(&Row) -> StoreResult<T>) -> StoreResult<Option<T>> {
+        self.rows(sql, params)?.first().map(read).transpose()
+    }
+
+    /// Every row `sql` selects, in its order, read by `read`.
+    fn many<T>(&mut self, sql: &'static str, params: &[Param], read: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+        self.rows(sql, params)?.iter().map(read).collect()
+    }
+
+    /// Writes one row by its key; a row that is not there is a store failure.
+    fn change_one(&mut self, sql: &'static str, params: &[Param], what: &'static str) -> StoreResult<()> {
+        match self.execute(sql, params)? {
+            1 => Ok(()),
+            _ => Err(StoreError::unavailable(what)),
+        }
+    }
+
+    fn write_account(&mut self, sql: &'static str, a: &Account) -> StoreResult<()> {
+        let subscription = a.subscription.as_ref().map(Json);
+        self.change_one(
+            sql,
+            &[
+                &a.user_id,
+                &to_millis(a.created_at),
+                &a.credits,
+                &a.free_trial_awarded,
+                &to_millis(a.freemium.anchor),
+                &to_millis(a.freemium.period_start),
+                &i64::from(a.freemium.used),
+                &a.today.day.to_julian_day(),
+                &i64::from(a.today.subscription),
+                &i64::from(a.today.freemium),
+                &subscription,
+                &a.due_at().map(to_millis),
+            ],
+            "the account to update is not in the database",
+        )
+    }
+}
+
+impl Transaction for PgTx<'_> {
+    fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
+        let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = $1");
+        self.one(sql, &[&user_id], read_account)
+    }
+
+    fn insert_account(&mut self, account: &Account) -> StoreResult<()> {
+        let sql = concat!(
+            "INSERT INTO accounts (",
+            account_columns!(),
+            ", subscription_due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        self.write_account(sql, account)
+    }
+
+    fn update_account(&mut self, account: &Account) -> StoreResult<()> {
+        let sql = "UPDATE accounts SET created_at = $2, credits = $3, free_trial_awarded = $4, free_anchor = $5, \
+             free_period_start = $6, free_used = $7, day = $8, day_subscription_ops = $9, day_freemium_ops = $10, \
+             subscription = $11, subscription_due_at = $12 WHERE user_id = $1";
+        self.write_account(sql, account)
+    }
+
+    fn user_ids(&mut self) -> StoreResult<Vec<String>> {
+        let sql = "SELECT user_id FROM accounts UNION SELECT user_id FROM ledger \
+                   UNION SELECT user_id FROM payments ORDER BY user_id";
+        self.many(sql, &[], |row| Cells::new(row, "accounts").get(0))
+    }
+
+    fn append_entry(&mut self, new: &NewEntry) -> StoreResult<LedgerEntry> {
+        let e = &new.entry;
+        let sql = "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+                   allowance_owner, allowance_start, op_day, idempotency_key, request_hash, reference, metadata, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id";
+        let rows = self.rows(
+            sql,
+            &[
+                &e.user_id,
+                &e.kind.as_str(),
+                &e.source.map(ChargeSource::as_str),
+                &e.operation,
+                &e.credits_delta,
+                &e.credits_balance_after,
+                &e.ops_delta,
+                &e.allowance.as_ref().map(|a| a.owner.as_str()),
+                &e.allowance.as_ref().map(|a| to_millis(a.start)),
+                &e.op_day.map(Date::to_julian_day),
+                &e.idempotency_key,
+                &new.request_hash,
+                &e.reference,
+                &e.metadata.as_ref().map(Json),
+                &to_millis(e.created_at),
+            ],
+        )?;
+        let id = rows.first().ok_or_else(|| StoreError::unavailable("the ledger insert returned no id"))?;
+        Ok(LedgerEntry { id: Cells::new(id, "ledger").get(0)?, ..e.clone() })
+    }
+
+    fn entry(&mut self, id: i64) -> StoreResult<Option<LedgerEntry>> {
+        self.one(concat!("SELECT ", entry_columns!(), " FROM ledger WHERE id = $1"), &[&id], read_entry)
+    }
+
+    fn entry_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(LedgerEntry, Option<String>)>> {
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            ", request_hash FROM ledger WHERE user_id = $1 AND idempotency_key = $2"
+        );
+        self.one(sql, &[&user_id, &key], |row| Ok((read_entry(row)?, Cells::new(row, "ledger").get(15)?)))
+    }
+
+    fn refund_of(&mut self, user_id: &str, charge_id: i64) -> StoreResult<Option<LedgerEntry>> {
+        let sql =
+            concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = $1 AND kind = 'refund' AND reference = $2");
+        self.one(sql, &[&user_id, &charge_id.to_string()], read_entry)
+    }
+
+    fn entries(&mut self, user_id: &str, before: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        self.many(sql, &[&user_id, &before.unwrap_or(i64::MAX), &i64::from(limit)], read_entry)
+    }
+
+    fn all_entries(&mut self, user_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = $1 ORDER BY id");
+        self.many(sql, &[&user_id], read_entry)
+    }
+
+    fn users_due(&mut self, until: OffsetDateTime) -> StoreResult<Vec<String>> {
+        let sql = "SELECT user_id FROM accounts WHERE subscription_due_at <= $1 ORDER BY subscription_due_at, user_id";
+        self.many(sql, &[&to_millis(until)], |row| Cells::new(row, "accounts").get(0))
+    }
+
+    fn insert_payment(&mut self, p: &Payment, request_hash: Option<&str>) -> StoreResult<()> {
+        let sql = concat!(
+            "INSERT INTO payments (",
+            payment_columns!(),
+            ", request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+        );
+        let period = p.paid_period.as_ref();
+        self.change_one(
+            sql,
+            &[
+                &p.id,
+                &p.user_id,
+                &p.purpose.as_str(),
+                &p.plan_code,
+                &p.package_code,
+                &p.amount,
+                &p.currency,
+                &p.credits,
+                &p.description,
+                &p.status.as_str(),
+                &p.provider_payment_id,
+                &p.provider_key,
+                &p.save_payment_method,
+                &p.return_url,
+                &p.confirmation_url,
+                &p.renewal_of,
+                &p.refund_id,
+                &p.payload.as_ref().map(Json),
+                &p.idempotency_key,
+                &to_millis(p.created_at),
+                &to_millis(p.updated_at),
+                &p.paid_at.map(to_millis),
+                &p.refunded_amount,
+                &period.map(|period| period.subscription_id.as_str()),
+                &period.map(|period| to_millis(period.start)),
+                &period.map(|period| to_millis(period.end)),
+                &request_hash,
+            ],
+            "the payment insert wrote no row",
+        )
+    }
+
+    fn update_payment(&mut self, p: &Payment) -> StoreResult<()> {
+        let sql = "UPDATE payments SET status = $3, provider_payment_id = $4, provider_key = $5, \
+                   confirmation_url = $6, refund_id = $7, payload = $8, updated_at = $9, paid_at = $10, \
+                   refunded_amount = $11, paid_subscription_id = $12, paid_from = $13, paid_until = $14 \
+                   WHERE user_id = $1 AND id = $2";
+        let period = p.paid_period.as_ref();
+        self.change_one(
+            sql,
+            &[
+                &p.user_id,
+                &p.id,
+                &p.status.as_str(),
+                &p.provider_payment_id,
+                &p.provider_key,
+                &p.confirmation_url,
+                &p.refund_id,
+                &p.payload.as_ref().map(Json),
+                &to_millis(p.updated_at),
+                &p.paid_at.map(to_millis),
+                &p.refunded_amount,
+                &period.map(|period| period.subscription_id.as_str()),
+                &period.map(|period| to_millis(period.start)),
+                &period.map(|period| to_millis(period.end)),
+            ],
+            "the payment to update is not in the database",
+        )
+    }
+
+    fn payment(&mut self, id: &str) -> StoreResult<Option<Payment>> {
+        self.one(concat!("SELECT ", payment_columns!(), " FROM payments WHERE id = $1"), &[&id], read_payment)
+    }
+
+    fn payment_by_provider_id(&mut self, provider_payment_id: &str) -> StoreResult<Option<Payment>> {
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE provider_payment_id = $1");
+        self.one(sql, &[&provider_payment_id], read_payment)
+    }
+
+    fn payment_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Option<(Payment, Option<String>)>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            ", request_hash FROM payments WHERE user_id = $1 AND idempotency_key = $2"
+        );
+        self.one(sql, &[&user_id, &key], |row| Ok((read_payment(row)?, Cells::new(row, "payments").get(26)?)))
+    }
+
+    fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>> {
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE user_id = $1 AND renewal_of = $2");
+        self.one(sql, &[&user_id, &period_key], read_payment)
+    }
+
+    fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            " FROM payments WHERE purpose = 'renewal' AND status = 'new' ORDER BY created_at, id"
+        );
+        self.many(sql, &[], read_payment)
+    }
+
+    fn payment_history(&mut self, user_id: &str, limit: u32) -> StoreResult<Vec<Payment>> {
+        let sql = concat!(
+            "SELECT ",
+            payment_columns!(),
+            " FROM payments WHERE user_id = $1 AND status <> 'new' ORDER BY created_at DESC, seq DESC LIMIT $2"
+        );
+        self.many(sql, &[&user_id, &i64::from(limit)], read_payment)
+    }
+
+    fn all_payments(&mut self, user_id: &str) -> StoreResult<Vec<Payment>> {
+        let sql = concat!("SELECT ", payment_columns!(), " FROM payments WHERE user_id = $1 ORDER BY created_at, seq");
+        self.many(sql, &[&user_id], read_payment)
+    }
+
+    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>> {
+        let sql = "SELECT card FROM payment_methods WHERE user_id = $1";
+        self.one(sql, &[&user_id], |row| Cells::new(row, "payment_methods").json(0))
+    }
+
+    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()> {
+        let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
+        self.change_one(sql, &[&user_id, &Json(card), &to_millis(now)], "the card was not saved")
+    }
+}
+
+/// The cells of one row of `table`; a value that does not read as its column's type is
+/// [`StoreError::Corrupt`] naming `table.column`, so the integrity audit can report it.
+struct Cells<'r> {
+    row: &'r Row,
+    table: &'static str,
+}
+
+impl<'r> Cells<'r> {
+    fn new(row: &'r Row, table: &'static str) -> Self {
+        Self { row, table }
+    }
+
+    fn corrupt(&self, idx: usize) -> StoreError {
+        let name = self.row.columns().get(idx).map_or("?", |column| column.name());
+        StoreError::Corrupt { column: format!("{}.{name}", self.table) }
+    }
+
+    fn get<T: FromSql<'r>>(&self, idx: usize) -> StoreResult<T> {
+        self.row.try_get(idx).map_err(|_| self.corrupt(idx))
+    }
+
+    fn time(&self, idx: usize) -> StoreResult<OffsetDateTime> {
+        Ok(from_millis(self.get(idx)?))
+    }
+
+    fn time_opt(&self, idx: usize) -> StoreResult<Option<OffsetDateTime>> {
+        Ok(self.get::<Option<i64>>(idx)?.map(from_millis))
+    }
+
+    /// A count the engine keeps as `u32`, stored as `BIGINT`.
+    fn count(&self, idx: usize) -> StoreResult<u32> {
+        u32::try_from(self.get::<i64>(idx)?).map_err(|_| self.corrupt(idx))
+    }
+
+    fn day(&self, idx: usize) -> StoreResult<Date> {
+        Date::from_julian_day(self.get(idx)?).map_err(|_| self.corrupt(idx))
+    }
+
+    /// An enum stored by its `as_str` name.
+    fn named<T: FromStr>(&self, idx: usize) -> StoreResult<T> {
+        self.get::<&str>(idx)?.parse().map_err(|_| self.corrupt(idx))
+    }
+
+    fn named_opt<T: FromStr>(&self, idx: usize) -> StoreResult<Option<T>> {
+        self.get::<Option<&str>>(idx)?.map(|text| text.parse().map_err(|_| self.corrupt(idx))).transpose()
+    }
+
+    fn json<T: DeserializeOwned>(&self, idx: usize) -> StoreResult<T> {
+        Ok(self.get::<Json<T>>(idx)?.0)
+    }
+
+    fn json_opt<T: DeserializeOwned>(&self, idx: usize) -> StoreResult<Option<T>> {
+        Ok(self.get::<Option<Json<T>>>(idx)?.map(|json| json.0))
+    }
+}
+
+fn read_account(row: &Row) -> StoreResult<Account> {
+    let c = Cells::new(row, "accounts");
+    Ok(Account {
+        user_id: c.get(0)?,
+        created_at: c.time(1)?,
+        credits: c.get::<Decimal>(2)?,
+        free_trial_awarded: c.get(3)?,
+        freemium: Allowance { anchor: c.time(4)?, period_start: c.time(5)?, used: c.count(6)? },
+        today: DayOps { day: c.day(7)?, subscription: c.count(8)?, freemium: c.count(9)? },
+        subscription: c.json_opt(10)?,
+    })
+}
+
+fn read_entry(row: &Row) -> StoreResult<LedgerEntry> {
+    let c = Cells::new(row, "ledger");
+    let owner: Option<String> = c.get(8)?;
+    let start = c.time_opt(9)?;
+    Ok(LedgerEntry {
+        id: c.get(0)?,
+        user_id: c.get(1)?,
+        kind: c.named(2)?,
+        source: c.named_opt(3)?,
+        operation: c.get(4)?,
+        credits_delta: c.get(5)?,
+        credits_balance_after: c.get(6)?,
+        ops_delta: c.get(7)?,
+        allowance: owner.zip(start).map(|(owner, start)| AllowancePeriod { owner, start }),
+        op_day: c.get::<Option<i32>>(10)?.map(|day| Date::from_julian_day(day).map_err(|_| c.corrupt(10))).transpose()?,
+        idempotency_key: c.get(11)?,
+        reference: c.get(12)?,
+        metadata: c.json_opt(13)?,
+        created_at: c.time(14)?,
+    })
+}
+
+fn read_payment(row: &Row) -> StoreResult<Payment> {
+    let c = Cells::new(row, "payments");
+    Ok(Payment {
+        id: c.get(0)?,
+        user_id: c.get(1)?,
+        purpose: c.named(2)?,
+        plan_code: c.get(3)?,
+        package_code: c.get(4)?,
+        amount: c.get(5)?,
+        currency: c.get(6)?,
+        credits: c.get(7)?,
+        description: c.get(8)?,
+        status: c.named(9)?,
+        provider_payment_id: c.get(10)?,
+        provider_key: c.get(11)?,
+        save_payment_method: c.get(12)?,
+        return_url: c.get(13)?,
+        confirmation_url: c.get(14)?,
+        renewal_of: c.get(15)?,
+        refund_id: c.get(16)?,
+        payload: c.json_opt(17)?,
+        idempotency_key: c.get(18)?,
+        created_at: c.time(19)?,
+        updated_at: c.time(20)?,
+        paid_at: c.time_opt(21)?,
+        refunded_amount: c.get(22)?,
+        paid_period: match (c.get::<Option<String>>(23)?, c.time_opt(24)?, c.time_opt(25)?) {
+            (Some(subscription_id), Some(start), Some(end)) => Some(PaidPeriod { subscription_id, start, end }),
+            _ => None,
+        },
+    })
+}

@@ -1,0 +1,147 @@
+//! The PostgreSQL schema and its versioned upgrades, tracked in `billing_schema`. A
+//! migration is never edited once released: add the next one.
+//!
+//! Every table of user data leads with `user_id` (its primary key, and every unique
+//! key), so that a sharded PostgreSQL (Citus) can distribute the tables by it and keep
+//! a user's rows together. Columns are those of the SQLite schema, under the same names.
+
+use postgres::Client;
+
+use super::postgres::pg_error;
+use super::{StoreError, StoreResult};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: everything the SQLite schema has at its version 3, and the per-user lock rows.
+    r#"
+    CREATE TABLE user_locks (
+        user_id TEXT PRIMARY KEY   -- one row per user, locked FOR UPDATE by each write
+    );
+
+    CREATE TABLE accounts (
+        user_id              TEXT PRIMARY KEY,
+        created_at           BIGINT NOT NULL,     -- unix milliseconds
+        credits              NUMERIC NOT NULL,
+        free_trial_awarded   BOOLEAN NOT NULL,
+        free_anchor          BIGINT NOT NULL,
+        free_period_start    BIGINT NOT NULL,
+        free_used            BIGINT NOT NULL,
+        day                  INTEGER NOT NULL,    -- julian day in the catalog's offset
+        day_subscription_ops BIGINT NOT NULL,
+        day_freemium_ops     BIGINT NOT NULL,
+        subscription         JSON,                -- the current or last subscription
+        subscription_due_at  BIGINT               -- unix ms; NULL once ended
+    );
+    CREATE INDEX accounts_by_due ON accounts (subscription_due_at) WHERE subscription_due_at IS NOT NULL;
+
+    CREATE TABLE ledger (
+        id                    BIGINT GENERATED ALWAYS AS IDENTITY,
+        user_id               TEXT NOT NULL,
+        kind                  TEXT NOT NULL,
+        source                TEXT,
+        operation             TEXT,
+        credits_delta         NUMERIC NOT NULL,
+        credits_balance_after NUMERIC NOT NULL,
+        ops_delta             INTEGER NOT NULL,
+        allowance_owner       TEXT,
+        allowance_start       BIGINT,
+        op_day                INTEGER,
+        idempotency_key       TEXT,
+        request_hash          TEXT,
+        reference             TEXT,
+        metadata              JSON,
+        created_at            BIGINT NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX ledger_by_id ON ledger (id);
+    CREATE UNIQUE INDEX ledger_by_key ON ledger (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX ledger_one_refund ON ledger (user_id, reference) WHERE kind = 'refund';
+
+    -- Append-only: a row is never changed or removed, and the table is never emptied.
+    -- An INSERT cannot overwrite (there is no INSERT OR REPLACE; ON CONFLICT DO UPDATE
+    -- is an UPDATE, refused here).
+    CREATE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the ledger is append-only' USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER ledger_no_update_or_delete BEFORE UPDATE OR DELETE ON ledger
+        FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+    CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+
+    CREATE TABLE payments (
+        id                   TEXT NOT NULL,
+        user_id              TEXT NOT NULL,
+        purpose              TEXT NOT NULL,
+        plan_code            TEXT,
+        package_code         TEXT,
+        amount               NUMERIC NOT NULL,
+        currency             TEXT NOT NULL,
+        credits              NUMERIC,
+        description          TEXT NOT NULL,
+        status               TEXT NOT NULL,
+        provider_payment_id  TEXT,
+        provider_key         TEXT NOT NULL,
+        save_payment_method  BOOLEAN NOT NULL,
+        return_url           TEXT,
+        confirmation_url     TEXT,
+        renewal_of           TEXT,               -- one renewal per subscription period
+        refund_id            TEXT,
+        payload              JSON,               -- the provider's last object
+        idempotency_key      TEXT,
+        request_hash         TEXT,
+        created_at           BIGINT NOT NULL,
+        updated_at           BIGINT NOT NULL,
+        paid_at              BIGINT,
+        refunded_amount      NUMERIC NOT NULL DEFAULT 0,
+        paid_subscription_id TEXT,
+        paid_from            BIGINT,
+        paid_until           BIGINT,
+        seq                  BIGINT GENERATED ALWAYS AS IDENTITY,  -- insertion order
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX payments_by_id ON payments (id);
+    CREATE INDEX payments_by_provider_id ON payments (provider_payment_id);
+    CREATE UNIQUE INDEX payments_one_provider_id ON payments (user_id, provider_payment_id);
+    CREATE UNIQUE INDEX payments_by_key ON payments (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX payments_one_renewal ON payments (user_id, renewal_of);
+    CREATE INDEX payments_by_user ON payments (user_id, created_at, seq);
+    CREATE INDEX payments_unsent ON payments (created_at) WHERE status = 'new' AND purpose = 'renewal';
+
+    CREATE TABLE payment_methods (
+        user_id  TEXT PRIMARY KEY,
+        card     JSON NOT NULL,                  -- the saved card
+        saved_at BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// Brings the schema of the connection's current schema (`search_path`) up to date, in
+/// one transaction under an advisory lock keyed by that schema's name, so that servers
+/// that start at once migrate it exactly once. A lock on a row cannot serve here: before
+/// the first migration there is no table to hold one.
+pub(super) fn migrate(client: &mut Client) -> StoreResult<()> {
+    let mut tx = client.transaction().map_err(pg_error)?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('billing-engine schema ' || coalesce(current_schema(), '')));
+         CREATE TABLE IF NOT EXISTS billing_schema (version INTEGER NOT NULL);",
+    )
+    .map_err(pg_error)?;
+    let version: Option<i32> =
+        tx.query_opt("SELECT version FROM billing_schema", &[]).map_err(pg_error)?.map(|row| row.get(0));
+    let version = version.map_or(0, |v| v as usize);
+    if version > MIGRATIONS.len() {
+        let known = MIGRATIONS.len();
+        let reason = format!("the database's schema version {version} is newer than this engine ({known}): upgrade the engine");
+        return Err(StoreError::unavailable(reason));
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.batch_execute(migration).map_err(pg_error)?;
+    }
+    let latest = MIGRATIONS.len() as i32;
+    if version == 0 {
+        tx.execute("INSERT INTO billing_schema (version) VALUES ($1)", &[&latest]).map_err(pg_error)?;
+    } else if version < MIGRATIONS.len() {
+        tx.execute("UPDATE billing_schema SET version = $1", &[&latest]).map_err(pg_error)?;
+    }
+    tx.commit().map_err(pg_error)
+}
