@@ -169,10 +169,10 @@ fn durability(name: &str) -> PyResult<Durability> {
 #[pymethods]
 impl NativeBilling {
     #[staticmethod]
-    #[pyo3(signature = (path, catalog, clock, yookassa, durability_name))]
+    #[pyo3(signature = (location, catalog, clock, yookassa, durability_name))]
     fn open(
         py: Python<'_>,
-        path: String,
+        location: String,
         catalog: &NativeCatalog,
         clock: Option<&NativeClock>,
         yookassa: Option<&NativeYooKassaConfig>,
@@ -186,7 +186,7 @@ impl NativeBilling {
         let catalog = catalog.0.clone();
         let yookassa = yookassa.map(|config| config.0.clone());
         run(py, move || {
-            let billing = Billing::open_with(&path, catalog, clock, durability)?;
+            let billing = Billing::open_with(&location, catalog, clock, durability)?;
             match yookassa {
                 Some(config) => billing.with_yookassa(&config),
                 None => Ok(billing),

@@ -10,7 +10,7 @@ import billing_engine as be
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
-from support import START, TARIFFS  # noqa: E402
+from support import START, TARIFFS, new_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +24,20 @@ def clock() -> be.ManualClock:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def db(tmp_path: Path) -> str:
+    """A fresh database of the store under test (see ``support.new_database``)."""
+    return new_database(tmp_path)
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    """A SQLite file, for the tests of SQLite's own locking."""
     return tmp_path / "billing.sqlite3"
 
 
 @pytest.fixture
-def billing(db_path: Path, catalog: be.Catalog, clock: be.ManualClock) -> be.Billing:
-    return be.Billing.open(db_path, catalog, clock=clock)
+def billing(db: str, catalog: be.Catalog, clock: be.ManualClock) -> be.Billing:
+    return be.Billing.open(db, catalog, clock=clock)
 
 
 @pytest.fixture
@@ -52,5 +59,5 @@ def yookassa_config(yookassa: FakeYooKassa) -> be.YooKassaConfig:
 
 
 @pytest.fixture
-def paying(db_path: Path, catalog: be.Catalog, clock: be.ManualClock, yookassa_config: be.YooKassaConfig) -> be.Billing:
-    return be.Billing.open(db_path, catalog, clock=clock, yookassa=yookassa_config)
+def paying(db: str, catalog: be.Catalog, clock: be.ManualClock, yookassa_config: be.YooKassaConfig) -> be.Billing:
+    return be.Billing.open(db, catalog, clock=clock, yookassa=yookassa_config)

@@ -61,7 +61,7 @@ def test_scenario_b_subscriber_uses_plan_ops_then_free_tier_then_credits(billing
 
 
 def test_scenario_c_a_refused_charge_names_the_shortfall_and_writes_nothing(
-    billing: be.Billing, db_path: Path, clock: be.ManualClock
+    billing: be.Billing, db: str, clock: be.ManualClock
 ) -> None:
     billing.register_user("carol", free_trial=False)
     sources(billing, "carol", "assistant", ["k0", "k1", "k2"])
@@ -71,35 +71,35 @@ def test_scenario_c_a_refused_charge_names_the_shortfall_and_writes_nothing(
 
     clock.advance(days=1)
     sources(billing, "carol", "assistant", ["k4", "k5"])
-    before = snapshot(db_path)
+    before = snapshot(db)
     quote = billing.quote("carol", "generation")
     assert (quote.allowed, quote.source, quote.reason_code) == (False, None, "NOT_ENOUGH_CREDITS")
     with pytest.raises(be.NotEnoughCredits) as refused:
         billing.charge("carol", "generation", idempotency_key="k6")
     assert refused.value.details == {"required": "2", "available": "0"}
     assert isinstance(refused.value, be.BillingError)
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
 
     billing.grant_credits("carol", Decimal("5"), idempotency_key="topup", reason="support")
     assert billing.charge("carol", "generation", idempotency_key="k6").credits_balance == Decimal("3")
 
 
 def test_a_replay_returns_the_first_result_and_another_request_under_the_key_conflicts(
-    billing: be.Billing, db_path: Path, catalog: be.Catalog
+    billing: be.Billing, db: str, catalog: be.Catalog
 ) -> None:
     billing.register_user("dan")
     first = billing.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7})
     again = billing.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7})
     assert (again.id, again.replayed, first.replayed) == (first.id, True, False)
 
-    other_handle = be.Billing.open(db_path, catalog)
+    other_handle = be.Billing.open(db, catalog)
     assert other_handle.charge("dan", "generation", idempotency_key="req-1", metadata={"prompt_id": 7}).id == first.id
-    before = snapshot(db_path)
+    before = snapshot(db)
     for operation, metadata in (("assistant", {"prompt_id": 7}), ("generation", {"prompt_id": 8})):
         with pytest.raises(be.IdempotencyConflict) as conflict:
             other_handle.charge("dan", operation, idempotency_key="req-1", metadata=metadata)
         assert conflict.value.details == {"idempotency_key": "req-1"}
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
 
 
 def test_refunds_return_the_op_or_the_credits_once(billing: be.Billing) -> None:
@@ -147,7 +147,7 @@ def test_the_ledger_pages_newest_first_and_proves_the_balance(billing: be.Billin
     assert (data["credits_balance_after"], data["created_at"], data["kind"]) == ("8.50", "2026-01-01T09:00:00Z", "charge")
 
 
-def test_subscriptions_activate_cancel_and_refuse_what_they_must(billing: be.Billing, db_path: Path) -> None:
+def test_subscriptions_activate_cancel_and_refuse_what_they_must(billing: be.Billing, db: str) -> None:
     billing.register_user("gus")
     with pytest.raises(be.NoSubscription):
         billing.cancel_subscription("gus")
@@ -159,10 +159,10 @@ def test_subscriptions_activate_cancel_and_refuse_what_they_must(billing: be.Bil
     assert billing.activate_subscription("gus", "standard", idempotency_key="p1").is_active  # a replay
     with pytest.raises(be.ActiveSubscription):
         billing.activate_subscription("gus", "premium", idempotency_key="p2")
-    before = snapshot(db_path)
+    before = snapshot(db)
     with pytest.raises(be.NoPaymentMethod):
         billing.set_autorenew("gus", True)
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
 
     details = billing.cancel_subscription("gus")
     assert (details.is_active, details.autorenew_enabled) == (True, False)
@@ -227,10 +227,10 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
 
 
 def test_bad_arguments_raise_typeerror_or_invalid_argument_naming_the_argument(
-    billing: be.Billing, db_path: Path, catalog: be.Catalog
+    billing: be.Billing, db: str, catalog: be.Catalog
 ) -> None:
     billing.register_user("ivan")
-    before = snapshot(db_path)
+    before = snapshot(db)
     with pytest.raises(TypeError, match="amount"):
         billing.grant_credits("ivan", 1.5, idempotency_key="g", reason="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="user_id"):
@@ -247,7 +247,7 @@ def test_bad_arguments_raise_typeerror_or_invalid_argument_naming_the_argument(
         (lambda: billing.ledger("ivan", limit=-1), "limit"),
         (lambda: billing.charge("ivan", "generation", idempotency_key="k", metadata={"x": object()}), "metadata"),
         (lambda: billing.import_user("new", credits=-1), "credits"),
-        (lambda: be.Billing.open(db_path, catalog, durability="eventual"), "durability"),
+        (lambda: be.Billing.open(db, catalog, durability="eventual"), "durability"),
     ]
     for call, field in cases:
         with pytest.raises(be.InvalidArgument) as invalid:
@@ -259,7 +259,7 @@ def test_bad_arguments_raise_typeerror_or_invalid_argument_naming_the_argument(
     assert unknown.value.details == {"operation": "teleport"}
     with pytest.raises(be.UnknownUser):
         billing.state("nobody")
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
 
 
 def test_every_code_of_the_engine_s_table_has_its_exception_class_and_status() -> None:
@@ -328,7 +328,7 @@ def test_one_billing_shared_by_threads_spends_each_credit_once(billing: be.Billi
     assert billing.state("jo").credits == 0 and billing.verify_integrity().ok
 
 
-def test_processes_sharing_one_file_spend_each_credit_once(billing: be.Billing, db_path: Path) -> None:
+def test_processes_sharing_one_database_spend_each_credit_once(billing: be.Billing, db: str) -> None:
     import multiprocessing
 
     from support import TARIFFS
@@ -339,7 +339,7 @@ def test_processes_sharing_one_file_spend_each_credit_once(billing: be.Billing, 
     with context.Manager() as manager:
         start = manager.Event()
         with context.Pool(4) as pool:
-            pending = [pool.apply_async(charge_many, (str(db_path), str(TARIFFS), "kim", n, 8, start)) for n in range(4)]
+            pending = [pool.apply_async(charge_many, (db, str(TARIFFS), "kim", n, 8, start)) for n in range(4)]
             start.set()
             outcomes = [outcome for result in pending for outcome in result.get(timeout=120)]
     # The workers use the system clock; whatever day it is, 3 free ops and 10 credits fit.
@@ -347,23 +347,24 @@ def test_processes_sharing_one_file_spend_each_credit_once(billing: be.Billing, 
     assert billing.state("kim").credits == 0 and billing.verify_integrity().ok
 
 
-def test_reopening_the_file_keeps_everything(db_path: Path, catalog: be.Catalog, clock: be.ManualClock) -> None:
-    first = be.Billing.open(db_path, catalog, clock=clock)
+def test_reopening_the_database_keeps_everything(db: str, catalog: be.Catalog, clock: be.ManualClock) -> None:
+    first = be.Billing.open(db, catalog, clock=clock)
     first.register_user("lea")
     charge = first.charge("lea", "generation", idempotency_key="k")
     del first
-    reopened = be.Billing.open(str(db_path), catalog, clock=clock)
+    reopened = be.Billing.open(db, catalog, clock=clock)
     assert reopened.state("lea").freemium_ops_used == 1
     assert reopened.charge("lea", "generation", idempotency_key="k").id == charge.id
     assert reopened.register_user("lea").credits == Decimal("10"), "the free trial is awarded once"
 
 
-def test_the_gil_is_released_while_the_engine_waits(billing: be.Billing, db_path: Path) -> None:
+def test_the_gil_is_released_while_the_engine_waits(sqlite_path: Path, catalog: be.Catalog) -> None:
+    billing = be.Billing.open(sqlite_path, catalog)
     billing.register_user("max")
     # Another process takes the write lock (in this process, a second copy of SQLite
     # would not see the engine's POSIX locks), so the engine's charge has to wait for it.
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(sqlite_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
@@ -392,11 +393,11 @@ db.execute("ROLLBACK")
 
 
 def test_arguments_python_holds_but_the_engine_cannot_take_are_invalid_arguments(
-    billing: be.Billing, db_path: Path, clock: be.ManualClock
+    billing: be.Billing, db: str, clock: be.ManualClock
 ) -> None:
     billing.register_user("olga")
     charge = billing.charge("olga", "generation", idempotency_key="k")
-    before = snapshot(db_path)
+    before = snapshot(db)
     deep: Dict[str, Any] = {}
     for _ in range(100_000):
         deep = {"x": deep}
@@ -418,16 +419,16 @@ def test_arguments_python_holds_but_the_engine_cannot_take_are_invalid_arguments
         with pytest.raises(be.InvalidArgument) as invalid:
             call()
         assert invalid.value.details["field"] == field, invalid.value
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
     assert billing.refund_charge(charge.id, idempotency_key="r").charge_id == charge.id
 
 
-def test_a_lock_held_past_the_timeout_is_busy_with_the_wait_and_writes_nothing(db_path: Path, clock: be.ManualClock) -> None:
+def test_a_lock_held_past_the_timeout_is_busy_with_the_wait_and_writes_nothing(sqlite_path: Path, clock: be.ManualClock) -> None:
     text = TARIFFS.read_text().replace("lock_timeout_ms = 30000", "lock_timeout_ms = 300")
-    billing = be.Billing.open(db_path, be.Catalog.from_toml(text), clock=clock)
+    billing = be.Billing.open(sqlite_path, be.Catalog.from_toml(text), clock=clock)
     billing.register_user("pia")
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(sqlite_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     try:

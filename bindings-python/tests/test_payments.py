@@ -102,13 +102,13 @@ def test_a_bound_card_enables_autorenew_and_process_due_renews_once(
 
 
 def test_an_untrusted_or_malformed_notification_is_refused_and_changes_nothing(
-    paying: be.Billing, yookassa: FakeYooKassa, db_path: Path
+    paying: be.Billing, yookassa: FakeYooKassa, db: str
 ) -> None:
     paying.register_user("dov")
     created = paying.create_payment("dov", package_code="credits_100", idempotency_key="pkg")
     yookassa.pay(created.yookassa_payment_id)
     body = yookassa.notification("payment.succeeded", created.yookassa_payment_id)
-    before = snapshot(db_path)
+    before = snapshot(db)
     refusals: list[Callable[[], object]] = [
         lambda: paying.handle_yookassa_webhook(body, remote_addr="203.0.113.9"),
         lambda: paying.handle_yookassa_webhook(body),
@@ -119,22 +119,22 @@ def test_an_untrusted_or_malformed_notification_is_refused_and_changes_nothing(
         with pytest.raises(be.InvalidWebhook) as refused:
             call()
         assert refused.value.details["reason"]
-    assert snapshot(db_path) == before
+    assert snapshot(db) == before
     with pytest.raises(TypeError, match="body"):
         paying.handle_yookassa_webhook(body.decode())  # type: ignore[arg-type]
 
 
 def test_provider_failures_are_payment_errors_without_secrets(
-    db_path: Path, catalog: be.Catalog, yookassa: FakeYooKassa
+    db: str, catalog: be.Catalog, yookassa: FakeYooKassa
 ) -> None:
-    unconfigured = be.Billing.open(db_path, catalog)
+    unconfigured = be.Billing.open(db, catalog)
     unconfigured.register_user("eve")
     with pytest.raises(be.PaymentError) as not_configured:
         unconfigured.create_payment("eve", plan_code="basic", idempotency_key="k")
     assert not_configured.value.details["provider_code"] == "not_configured"
 
     wrong = be.YooKassaConfig(SHOP_ID, "wrong-secret-123", api_url=yookassa.url, return_url="https://app.example/")
-    billing = be.Billing.open(db_path, catalog, yookassa=wrong)
+    billing = be.Billing.open(db, catalog, yookassa=wrong)
     with pytest.raises(be.PaymentError) as refused:
         billing.create_payment("eve", plan_code="basic", idempotency_key="k")
     assert refused.value.details["provider_code"] == "invalid_credentials"

@@ -3,6 +3,9 @@ state, ledger and charge endpoints, and the YooKassa webhook.
 
     BILLING_DB=billing.sqlite3 BILLING_TARIFFS=../tariffs.toml uvicorn --factory app:app_from_env
 
+``BILLING_DB`` is a SQLite file, or a PostgreSQL URL (``postgresql://user:pw@host/db``)
+when the app runs on several servers.
+
 Every route is one call into the engine. The engine's errors become JSON answers
 ``{"code", "message", "details"}`` with the status each error class names
 (``BillingError.http_status``: 402 for missing credits, 409 for conflicts, 429 for a spent

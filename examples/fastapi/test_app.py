@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1] / "bindings-python" / "tests")]
 from app import create_app  # noqa: E402
 from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
+from support import new_database  # noqa: E402
 
 WEBHOOK_SECRET = "whsec-test"
 
@@ -42,7 +43,7 @@ def billing(tmp_path: Path, yookassa: FakeYooKassa) -> be.Billing:
         timeout_s=2,
     )
     catalog = be.Catalog.from_toml_file(HERE.parent / "tariffs.toml")
-    return be.Billing.open(tmp_path / "billing.sqlite3", catalog, yookassa=config)
+    return be.Billing.open(new_database(tmp_path), catalog, yookassa=config)
 
 
 @pytest.fixture

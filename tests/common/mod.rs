@@ -77,6 +77,26 @@ impl TestDb {
         }
     }
 
+    /// A SQLite file, whatever the store under test.
+    pub fn on_file() -> Self {
+        Self::on(Backend::SqliteFile)
+    }
+
+    /// A database on the test PostgreSQL server, whatever the store under test: for the
+    /// tests of the PostgreSQL store itself. Fails without `BILLING_TEST_POSTGRES`.
+    pub fn postgres() -> Self {
+        let url = std::env::var("BILLING_TEST_POSTGRES").expect("the PostgreSQL tests need BILLING_TEST_POSTGRES");
+        Self::on(Backend::Postgres(url))
+    }
+
+    /// A client of the test server, in this database's schema.
+    pub fn client(&self) -> postgres::Client {
+        let (url, schema) = self.schema.as_ref().expect("a PostgreSQL database");
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client.batch_execute(&format!("SET search_path = {schema}")).unwrap();
+        client
+    }
+
     fn on(backend: Backend) -> Self {
         match backend {
             Backend::SqliteFile | Backend::SqliteMemory => {
@@ -109,9 +129,8 @@ impl TestDb {
     /// Runs `sql` from outside the engine; the database's refusal as text.
     pub fn try_execute(&self, sql: &str) -> Result<(), String> {
         match &self.schema {
-            Some((url, schema)) => {
-                let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-                let result = client.batch_execute(&format!("SET search_path = {schema}; {sql}"));
+            Some(_) => {
+                let result = self.client().batch_execute(sql);
                 result.map_err(|e| e.as_db_error().map_or(e.to_string(), |db| db.message().to_owned()))
             }
             None => {
@@ -124,10 +143,9 @@ impl TestDb {
     /// Every row of `table` as text, in `order`.
     pub fn rows(&self, table: &str, order: &str) -> Vec<String> {
         match &self.schema {
-            Some((url, schema)) => {
-                let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-                let sql = format!("SELECT t::text FROM {schema}.{table} t ORDER BY {order}");
-                client.query(&sql, &[]).unwrap().iter().map(|row| row.get(0)).collect()
+            Some(_) => {
+                let sql = format!("SELECT t::text FROM {table} t ORDER BY {order}");
+                self.client().query(&sql, &[]).unwrap().iter().map(|row| row.get(0)).collect()
             }
             None => {
                 assert!(self.is_shared(), "an in-memory database has no second connection: use TestDb::shared");

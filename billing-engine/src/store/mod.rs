@@ -46,7 +46,7 @@ mod sqlite_error;
 
 pub use database::Database;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{CopyReport, PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 
 use crate::account::Account;

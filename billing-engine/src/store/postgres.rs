@@ -31,6 +31,20 @@ use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, SavedCard};
 use crate::time_util::{from_millis, to_millis};
 
+// The ledger's columns an insert gives, and their placeholders.
+macro_rules! entry_insert_columns {
+    () => {
+        "user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, allowance_owner, \
+         allowance_start, op_day, idempotency_key, request_hash, reference, metadata, created_at"
+    };
+}
+
+macro_rules! entry_values {
+    () => {
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15"
+    };
+}
+
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// Connections this handle keeps open: at most this many of its calls run at once.
@@ -400,32 +414,11 @@ impl Transaction for PgTx<'_> {
     }
 
     fn append_entry(&mut self, new: &NewEntry) -> StoreResult<LedgerEntry> {
-        let e = &new.entry;
-        let sql = "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
-                   allowance_owner, allowance_start, op_day, idempotency_key, request_hash, reference, metadata, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id";
-        let rows = self.rows(
-            sql,
-            &[
-                &e.user_id,
-                &e.kind.as_str(),
-                &e.source.map(ChargeSource::as_str),
-                &e.operation,
-                &e.credits_delta,
-                &e.credits_balance_after,
-                &e.ops_delta,
-                &e.allowance.as_ref().map(|a| a.owner.as_str()),
-                &e.allowance.as_ref().map(|a| to_millis(a.start)),
-                &e.op_day.map(Date::to_julian_day),
-                &e.idempotency_key,
-                &new.request_hash,
-                &e.reference,
-                &e.metadata.as_ref().map(Json),
-                &to_millis(e.created_at),
-            ],
-        )?;
+        let sql = concat!("INSERT INTO ledger (", entry_insert_columns!(), ") VALUES (", entry_values!(), ") RETURNING id");
+        let row = EntryRow::new(&new.entry, new.request_hash.as_deref());
+        let rows = self.rows(sql, &row.params())?;
         let id = rows.first().ok_or_else(|| StoreError::unavailable("the ledger insert returned no id"))?;
-        Ok(LedgerEntry { id: Cells::new(id, "ledger").get(0)?, ..e.clone() })
+        Ok(LedgerEntry { id: Cells::new(id, "ledger").get(0)?, ..new.entry.clone() })
     }
 
     fn entry(&mut self, id: i64) -> StoreResult<Option<LedgerEntry>> {
@@ -595,6 +588,56 @@ impl Transaction for PgTx<'_> {
     }
 }
 
+/// A ledger entry as the columns of `entry_insert_columns!` hold it.
+struct EntryRow<'e> {
+    entry: &'e LedgerEntry,
+    request_hash: Option<&'e str>,
+    kind: &'static str,
+    source: Option<&'static str>,
+    allowance_owner: Option<&'e str>,
+    allowance_start: Option<i64>,
+    op_day: Option<i32>,
+    metadata: Option<Json<&'e serde_json::Value>>,
+    created_at: i64,
+}
+
+impl<'e> EntryRow<'e> {
+    fn new(entry: &'e LedgerEntry, request_hash: Option<&'e str>) -> Self {
+        Self {
+            entry,
+            request_hash,
+            kind: entry.kind.as_str(),
+            source: entry.source.map(ChargeSource::as_str),
+            allowance_owner: entry.allowance.as_ref().map(|a| a.owner.as_str()),
+            allowance_start: entry.allowance.as_ref().map(|a| to_millis(a.start)),
+            op_day: entry.op_day.map(Date::to_julian_day),
+            metadata: entry.metadata.as_ref().map(Json),
+            created_at: to_millis(entry.created_at),
+        }
+    }
+
+    fn params(&self) -> [Param<'_>; 15] {
+        let e = self.entry;
+        [
+            &e.user_id,
+            &self.kind,
+            &self.source,
+            &e.operation,
+            &e.credits_delta,
+            &e.credits_balance_after,
+            &e.ops_delta,
+            &self.allowance_owner,
+            &self.allowance_start,
+            &self.op_day,
+            &e.idempotency_key,
+            &self.request_hash,
+            &e.reference,
+            &self.metadata,
+            &self.created_at,
+        ]
+    }
+}
+
 /// The cells of one row of `table`; a value that does not read as its column's type is
 /// [`StoreError::Corrupt`] naming `table.column`, so the integrity audit can report it.
 struct Cells<'r> {
@@ -717,4 +760,125 @@ fn read_payment(row: &Row) -> StoreResult<Payment> {
             _ => None,
         },
     })
+}
+
+/// What [`PostgresStore::copy_from`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    pub users: u64,
+    pub entries: u64,
+    pub payments: u64,
+    /// Users the target already had, left as they are (a copy run again after it was
+    /// stopped goes on where it stopped).
+    pub skipped: u64,
+}
+
+/// One user's rows, as read from the source store.
+struct UserRows {
+    account: Option<Account>,
+    entries: Vec<(LedgerEntry, Option<String>)>,
+    payments: Vec<(Payment, Option<String>)>,
+    card: Option<SavedCard>,
+}
+
+impl PostgresStore {
+    /// Copies every user of `source` (a SQLite store, say) into this database, user by
+    /// user, each in one transaction: accounts, ledger entries with their ids, keys and
+    /// request fingerprints, payments with theirs, and saved cards (saved at the time of
+    /// the copy). Users this database already has are skipped. Stop the writers of
+    /// `source` first; run [`Billing::verify_integrity`](crate::Billing::verify_integrity)
+    /// on this database after.
+    pub fn copy_from(&self, source: &impl Store) -> Result<CopyReport> {
+        let mut report = CopyReport::default();
+        for user_id in source.read(|tx| Ok(tx.user_ids()?))? {
+            let rows = source.read(|tx| read_user(tx, &user_id))?;
+            if self.copy_user(&user_id, &rows)? {
+                report.users += 1;
+                report.entries += rows.entries.len() as u64;
+                report.payments += rows.payments.len() as u64;
+            } else {
+                report.skipped += 1;
+            }
+        }
+        // New entries get ids after the copied ones.
+        let deadline = Instant::now() + self.options.lock_timeout;
+        let mut conn = self.connection(deadline)?;
+        conn.client
+            .batch_execute(
+                "SELECT setval(pg_get_serial_sequence('ledger', 'id'), GREATEST((SELECT max(id) FROM ledger), 1))",
+            )
+            .map_err(pg_error)?;
+        Ok(report)
+    }
+
+    /// Writes one user's rows unless the user is here already; whether it wrote.
+    fn copy_user(&self, user_id: &str, rows: &UserRows) -> Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut conn = self.connection(Instant::now() + self.options.lock_timeout)?;
+        let mut tx = PgTx { conn: &mut conn, retry: false };
+        tx.begin("BEGIN")?;
+        let copied = tx.lock_user(user_id).and_then(|()| {
+            let present = tx.rows("SELECT 1 FROM ledger WHERE user_id = $1 LIMIT 1", &[&user_id])?;
+            if tx.account(user_id)?.is_some() || !present.is_empty() {
+                return Ok(false);
+            }
+            if let Some(account) = &rows.account {
+                tx.insert_account(account)?;
+            }
+            for (entry, request_hash) in &rows.entries {
+                tx.copy_entry(entry, request_hash.as_deref())?;
+            }
+            for (payment, request_hash) in &rows.payments {
+                tx.insert_payment(payment, request_hash.as_deref())?;
+            }
+            if let Some(card) = &rows.card {
+                tx.save_card(user_id, card, now)?;
+            }
+            Ok(true)
+        });
+        match copied {
+            Ok(copied) => tx.finish("COMMIT").map(|()| copied).map_err(Into::into),
+            Err(error) => {
+                let _ = tx.finish("ROLLBACK");
+                Err(error.into())
+            }
+        }
+    }
+}
+
+fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
+    let mut entries = Vec::new();
+    for entry in tx.all_entries(user_id)? {
+        let hash = match &entry.idempotency_key {
+            Some(key) => tx.entry_by_key(user_id, key)?.and_then(|(_, hash)| hash),
+            None => None,
+        };
+        entries.push((entry, hash));
+    }
+    let mut payments = Vec::new();
+    for payment in tx.all_payments(user_id)? {
+        let hash = match &payment.idempotency_key {
+            Some(key) => tx.payment_by_key(user_id, key)?.and_then(|(_, hash)| hash),
+            None => None,
+        };
+        payments.push((payment, hash));
+    }
+    Ok(UserRows { account: tx.account(user_id)?, entries, payments, card: tx.saved_card(user_id)? })
+}
+
+impl PgTx<'_> {
+    /// Stores an entry of another store as it is, its id included.
+    fn copy_entry(&mut self, e: &LedgerEntry, request_hash: Option<&str>) -> StoreResult<()> {
+        let sql = concat!(
+            "INSERT INTO ledger (id, ",
+            entry_insert_columns!(),
+            ") OVERRIDING SYSTEM VALUE VALUES ($16, ",
+            entry_values!(),
+            ")"
+        );
+        let row = EntryRow::new(e, request_hash);
+        let mut params = row.params().to_vec();
+        params.push(&e.id);
+        self.change_one(sql, &params, "the ledger insert wrote no row")
+    }
 }

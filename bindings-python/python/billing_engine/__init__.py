@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import (
@@ -484,31 +485,36 @@ class YooKassaConfig:
 # ---------------------------------------------------------------------------- the engine
 
 
+_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*:)[^@]*@")
+
+
 class Billing:
-    """The billing engine over one SQLite file. Share one object between threads;
-    processes may open the same file. Every call raises a ``BillingError`` subclass on
-    refusal and writes nothing then."""
+    """The billing engine over a SQLite file or a PostgreSQL database. Share one object
+    between threads; processes (and, on PostgreSQL, servers) may open the same database.
+    Every call raises a ``BillingError`` subclass on refusal and writes nothing then."""
 
-    __slots__ = ("_native", "path")
+    __slots__ = ("_native", "location")
 
-    def __init__(self, native: _native.NativeBilling, path: str) -> None:
+    def __init__(self, native: _native.NativeBilling, location: str) -> None:
         self._native = native
-        self.path = path
+        self.location = location
 
     @classmethod
     def open(
         cls,
-        path: Union[str, os.PathLike[str]],
+        location: Union[str, os.PathLike[str]],
         catalog: Catalog,
         *,
         yookassa: Optional[YooKassaConfig] = None,
         clock: Optional[ManualClock] = None,
         durability: str = "full",
     ) -> Billing:
-        """Opens (and creates or migrates) the file; ``":memory:"`` for a private
-        in-memory database. ``durability="normal"`` trades the last commits on power
-        loss (never on a crash) for speed."""
-        path = os.fspath(path)
+        """Opens (and creates or migrates) the database at ``location``: a SQLite file
+        (``":memory:"`` for a private in-memory database), or a PostgreSQL database by
+        its URL, ``"postgresql://user:password@host:5432/db"`` (``?pool_size=N`` sets
+        how many connections this handle keeps; 8 by default). ``durability="normal"``
+        trades SQLite's last commits on power loss (never on a crash) for speed."""
+        location = os.fspath(location)
         _check_type("catalog", catalog, Catalog, "a Catalog")
         if clock is not None:
             _check_type("clock", clock, ManualClock, "a ManualClock")
@@ -516,11 +522,13 @@ class Billing:
             _check_type("yookassa", yookassa, YooKassaConfig, "a YooKassaConfig")
         native_clock = None if clock is None else clock._native
         native_yookassa = None if yookassa is None else yookassa._to_native()
-        native = _call(_native.NativeBilling.open, path, catalog._native, native_clock, native_yookassa, durability)
-        return cls(native, path)
+        native = _call(_native.NativeBilling.open, location, catalog._native, native_clock, native_yookassa, durability)
+        return cls(native, location)
 
     def __repr__(self) -> str:
-        return f"Billing(path={self.path!r})"
+        # A URL's password never reaches a log through a repr.
+        shown = _PASSWORD_IN_URL.sub(r"\1***@", self.location)
+        return f"Billing(location={shown!r})"
 
     # ---- users and charges
 

@@ -43,7 +43,7 @@ class NativeYooKassaConfig:
 class NativeBilling:
     @staticmethod
     def open(
-        path: str,
+        location: str,
         catalog: NativeCatalog,
         clock: Optional[NativeClock],
         yookassa: Optional[NativeYooKassaConfig],

@@ -15,6 +15,7 @@ ROOT_URLCONF = "billing_site.urls"
 DATABASES: dict = {}
 USE_TZ = True
 
-# Where the engine keeps its ledger, and the tariffs it charges by.
+# Where the engine keeps its ledger (a SQLite file, or a PostgreSQL URL such as
+# postgresql://billing@db-host/billing for several servers), and the tariffs it charges by.
 BILLING_DB = os.environ.get("BILLING_DB", str(BASE_DIR / "billing.sqlite3"))
 BILLING_TARIFFS = os.environ.get("BILLING_TARIFFS", str(BASE_DIR.parent / "tariffs.toml"))

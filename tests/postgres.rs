@@ -1,0 +1,192 @@
+//! The PostgreSQL store's own guarantees, beyond the conformance suite that every store
+//! passes: the schema's append-only ledger and user-led keys, migration by many servers
+//! at once, the per-user lock (its timeout, and that other users do not wait), and
+//! errors that carry no credentials. Runs against the server at `BILLING_TEST_POSTGRES`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use billing_engine::{Billing, BillingError, Catalog};
+use common::{dec, TestDb};
+
+fn catalog_waiting(lock_timeout_ms: u64) -> Catalog {
+    let text = std::fs::read_to_string(common::tariffs_path()).unwrap();
+    Catalog::from_toml(&text.replace("lock_timeout_ms = 30000", &format!("lock_timeout_ms = {lock_timeout_ms}"))).unwrap()
+}
+
+#[test]
+fn the_ledger_refuses_update_delete_and_truncate_and_an_insert_cannot_overwrite() {
+    let db = TestDb::postgres();
+    let billing = Billing::open(&db.location, common::catalog()).unwrap();
+    billing.register_user("u", true).unwrap();
+    let charge = billing.charge("u", "generation", "k", None).unwrap();
+    let before = db.rows("ledger", "id");
+    for sql in [
+        "UPDATE ledger SET credits_delta = 5",
+        "DELETE FROM ledger",
+        "TRUNCATE ledger",
+        "INSERT INTO ledger (user_id, kind, credits_delta, credits_balance_after, ops_delta, idempotency_key, created_at) \
+         VALUES ('u', 'grant', 1, 1, 0, 'k', 0) ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+         DO UPDATE SET credits_delta = 1",
+    ] {
+        let refusal = db.try_execute(sql).unwrap_err();
+        assert!(refusal.contains("append-only"), "{sql}: {refusal}");
+    }
+    let duplicate = "INSERT INTO ledger (user_id, kind, credits_delta, credits_balance_after, ops_delta, \
+                     idempotency_key, created_at) VALUES ('u', 'grant', 1, 1, 0, 'k', 0)";
+    assert!(db.try_execute(duplicate).unwrap_err().contains("ledger_by_key"));
+    let explicit_id = format!(
+        "INSERT INTO ledger (id, user_id, kind, credits_delta, credits_balance_after, ops_delta, created_at) \
+         VALUES ({}, 'u', 'grant', 1, 1, 0, 0)",
+        charge.id
+    );
+    assert!(db.try_execute(&explicit_id).is_err(), "ids are the database's to give");
+    assert_eq!(db.rows("ledger", "id"), before);
+}
+
+#[test]
+fn every_table_of_user_data_leads_its_keys_with_user_id() {
+    let db = TestDb::postgres();
+    drop(Billing::open(&db.location, common::catalog()).unwrap());
+    // The first column of every primary key and unique index, as a sharded
+    // PostgreSQL (Citus) needs to place a user's rows together.
+    let sql = "SELECT t.relname, a.attname FROM pg_index i \
+               JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] \
+               WHERE n.nspname = current_schema() AND (i.indisprimary OR i.indisunique) AND t.relname <> 'billing_schema'";
+    let keys: Vec<(String, String)> =
+        db.client().query(sql, &[]).unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
+    let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
+    assert_eq!(tables.into_iter().collect::<Vec<_>>(), ["accounts", "ledger", "payment_methods", "payments", "user_locks"]);
+    for (table, column) in &keys {
+        assert_eq!(column, "user_id", "a key of `{table}` leads with `{column}`");
+    }
+}
+
+#[test]
+fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_is_refused() {
+    let db = TestDb::postgres();
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..6).map(|_| scope.spawn(|| Billing::open(&db.location, common::catalog()).map(drop))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    assert_eq!(db.rows("billing_schema", "version"), ["(1)"]);
+    db.execute("UPDATE billing_schema SET version = 99");
+    let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
+    assert_eq!(err.code(), "STORAGE_ERROR");
+    assert!(err.to_string().contains("newer than this engine"), "{err}");
+}
+
+/// Holds `user`'s row lock from another connection until the returned client's
+/// transaction ends.
+fn hold_user_lock(db: &TestDb, user: &str) -> postgres::Client {
+    let mut holder = db.client();
+    holder.batch_execute("BEGIN").unwrap();
+    let locked = holder.query("SELECT 1 FROM user_locks WHERE user_id = $1 FOR UPDATE", &[&user]).unwrap();
+    assert_eq!(locked.len(), 1);
+    holder
+}
+
+#[test]
+fn a_user_locked_past_the_timeout_is_busy_with_the_wait_and_other_users_do_not_wait() {
+    let db = TestDb::postgres();
+    let billing = Billing::open(&db.location, catalog_waiting(300)).unwrap();
+    for user in ["held", "free"] {
+        billing.import_user(user, dec("10"), u32::MAX, None).unwrap();
+    }
+    let before = db.rows("ledger", "id");
+    let mut holder = hold_user_lock(&db, "held");
+
+    let started = Instant::now();
+    let err = billing.charge("held", "generation", "k", None).unwrap_err();
+    let elapsed = started.elapsed();
+    let BillingError::Busy { waited_ms } = err else { panic!("expected BUSY, got {err}") };
+    assert!((300..1500).contains(&waited_ms) && elapsed < Duration::from_millis(1500), "{waited_ms} ms");
+    assert_eq!(db.rows("ledger", "id"), before, "nothing was written");
+
+    // Another user's write does not queue behind the held lock (it would be BUSY).
+    billing.charge("free", "generation", "k", None).unwrap();
+
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(!billing.charge("held", "generation", "k", None).unwrap().replayed);
+    assert!(billing.verify_integrity().unwrap().ok);
+}
+
+#[test]
+fn a_lock_released_within_the_timeout_is_waited_for_not_an_error() {
+    let db = TestDb::postgres();
+    let billing = Billing::open(&db.location, catalog_waiting(5000)).unwrap();
+    billing.import_user("u", dec("10"), u32::MAX, None).unwrap();
+    let mut holder = hold_user_lock(&db, "u");
+    std::thread::scope(|scope| {
+        let charging = scope.spawn(|| billing.charge("u", "generation", "k", None));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!charging.is_finished(), "the charge waits for the lock");
+        holder.batch_execute("COMMIT").unwrap();
+        assert_eq!(charging.join().unwrap().unwrap().credits_balance, dec("8"));
+    });
+}
+
+#[test]
+fn errors_opening_a_database_name_no_credentials() {
+    let refused = Billing::open("postgresql://billing:s3cret-pw@127.0.0.1:1/billing", common::catalog()).map(drop);
+    let err = refused.unwrap_err();
+    assert_eq!(err.code(), "STORAGE_ERROR");
+    let malformed = Billing::open("postgresql://billing:s3cret-pw@127.0.0.1:port/db", common::catalog()).map(drop);
+    let bad_pool = Billing::open("postgresql://billing:s3cret-pw@127.0.0.1/db?pool_size=0", common::catalog()).map(drop);
+    for err in [err, malformed.unwrap_err(), bad_pool.unwrap_err()] {
+        let shown = format!("{err} {err:?} {:?}", err.details());
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}
+
+/// The migration command: a SQLite file with every kind of row (charges and a refund of
+/// one, keys, a subscription) copied into PostgreSQL proves itself there, replays its
+/// keys, and a second run copies nothing twice.
+#[test]
+fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() {
+    let file = TestDb::on_file();
+    let source = Billing::open(&file.location, common::catalog()).unwrap();
+    source.register_user("a", true).unwrap();
+    let charge = source.charge("a", "generation", "gen-1", Some(serde_json::json!({"chat": 7}))).unwrap();
+    source.refund_charge(charge.id, "refund-1", Some("model timeout")).unwrap();
+    source.import_user("b", dec("12.5"), 2, None).unwrap();
+    source.activate_subscription("b", "basic", "paid-outside").unwrap();
+    source.charge("b", "generation", "gen-2", None).unwrap();
+    let states = |billing: &Billing| ["a", "b"].map(|user| billing.state(user).unwrap());
+    let ledgers = |billing: &Billing| ["a", "b"].map(|user| billing.ledger(user, 100, None).unwrap());
+    let (before, entries) = (states(&source), ledgers(&source));
+    drop(source);
+
+    let target = TestDb::postgres();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_billing-engine"))
+            .args(["copy-to-postgres", &file.location, &target.location, "--tariffs"])
+            .arg(common::tariffs_path())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains("copied 2 users (7 ledger entries, 0 payments)"), "{stdout}");
+    assert!(stdout.contains("ok = true"), "{stdout}");
+
+    let copied = Billing::open(&target.location, common::catalog()).unwrap();
+    assert_eq!(states(&copied), before);
+    assert_eq!(ledgers(&copied), entries, "the same entries, ids and all");
+    let replay = copied.charge("a", "generation", "gen-1", Some(serde_json::json!({"chat": 7}))).unwrap();
+    assert!(replay.replayed && replay.id == charge.id, "a key replays after the move");
+    let conflict = copied.charge("a", "generation", "gen-1", None).unwrap_err();
+    assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT", "the request fingerprint came along");
+    let next = copied.charge("a", "generation", "gen-3", None).unwrap();
+    assert!(next.id > entries.iter().flatten().map(|e| e.id).max().unwrap(), "new ids follow the copied ones");
+
+    let again = run();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success() && stdout.contains("copied 0 users") && stdout.contains("2 already there"), "{stdout}");
+    assert!(copied.verify_integrity().unwrap().ok);
+}
