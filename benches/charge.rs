@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use billing_engine::{Billing, Catalog, Durability, SqliteOptions, SqliteStore, SystemClock};
+use billing_engine::{Billing, Catalog, Durability, SystemClock};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use rusqlite::{params, Connection, TransactionBehavior};
 use rust_decimal::Decimal;
@@ -27,9 +27,9 @@ fn catalog() -> Catalog {
     Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml")).unwrap()
 }
 
+/// The engine as a host opens it, through `Billing::open` (the store the location names).
 fn engine(path: &Path, durability: Durability) -> Billing {
-    let options = SqliteOptions { durability, ..SqliteOptions::default() };
-    let billing = Billing::new(SqliteStore::open(path, options).unwrap(), catalog(), Arc::new(SystemClock));
+    let billing = Billing::open_with(path, catalog(), Arc::new(SystemClock), durability).unwrap();
     // Free tier used up, so every charge takes the credits path the floor takes too.
     billing.import_user(USER, Decimal::from(1_000_000_000_000i64), u32::MAX, None).unwrap();
     billing

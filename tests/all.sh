@@ -3,12 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The engine: unit, scenario, catalog, race (threads and processes), property tests;
-# the benches once each in test mode; then the doc examples, and the docs build without
-# broken links.
-cargo test --workspace --all-targets
-cargo test -p billing-engine --doc
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# A throwaway PostgreSQL cluster for this run (stopped when it ends): BILLING_TEST_POSTGRES.
+source tests/postgres_cluster.sh
+
+# The engine: unit, scenario, catalog, race (threads and processes), property tests, and
+# the PostgreSQL store's own; the benches once each in test mode; then the doc examples,
+# and the docs build without broken links.
+cargo test --workspace --all-targets --features billing-engine/postgres
+cargo test -p billing-engine --doc --features postgres
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features billing-engine/postgres
+
+# The conformance suite again on the other stores, through the same test code: SQLite's
+# `:memory:` and PostgreSQL (a schema of its own per test).
+CONFORMANCE="--test scenarios --test race --test payments --test model --test plan_cards"
+BILLING_TEST_STORE=memory cargo test -q -p billing-engine --features postgres $CONFORMANCE
+BILLING_TEST_STORE=postgres cargo test -q -p billing-engine --features postgres $CONFORMANCE
+echo "conformance suite: sqlite file, :memory:, postgresql"
 
 # The README's demo still runs and its ledger still proves every balance.
 cargo run -q --example quickstart > /dev/null
@@ -22,9 +32,13 @@ VENV=target/python-venv
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bindings-python/requirements-test.txt
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings-python
 "$VENV/bin/python" -m mypy --strict bindings-python/python/billing_engine bindings-python/tests examples/fastapi benches/python_charge.py
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider bindings-python/tests
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/fastapi
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/django
+for store in sqlite postgres; do
+    export BILLING_TEST_STORE=$store
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider bindings-python/tests
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/fastapi
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider examples/django
+done
+unset BILLING_TEST_STORE
 # The benchmark script still runs (a short run; its numbers come from a full one).
 "$VENV/bin/python" benches/python_charge.py --charges 50 --rounds 1 > /dev/null
 echo "python benchmark script: ok"

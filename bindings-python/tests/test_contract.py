@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 import billing_engine as be
-from support import TARIFFS, snapshot
+from support import TARIFFS, on_postgres, snapshot
 
 
 def sources(billing: be.Billing, user: str, operation: str, keys: list[str]) -> list[str]:
@@ -470,3 +470,20 @@ def test_every_rust_field_is_an_attribute_the_stub_declares(billing: be.Billing)
         assert set(result.to_dict()) == _attributes(type(result)), type(result).__name__
     entry = billing.ledger("zed", limit=2)[1]
     assert entry.metadata == {"k": [1, 2.5]} and entry.to_dict()["metadata"] == {"k": [1, 2.5]}
+
+
+def test_a_postgresql_url_opens_that_database_and_its_password_shows_nowhere(db: str, catalog: be.Catalog) -> None:
+    refused = "postgresql://billing:s3cret-pw@127.0.0.1:1/billing"
+    with pytest.raises(be.StorageError) as unreachable:
+        be.Billing.open(refused, catalog)
+    assert "s3cret" not in f"{unreachable.value} {unreachable.value.details}"
+    with pytest.raises(be.InvalidArgument) as malformed:
+        be.Billing.open(refused + "?pool_size=0", catalog)
+    assert malformed.value.details["field"] == "location" and "s3cret" not in str(malformed.value)
+    if on_postgres():
+        # The test server trusts local connections, so any password opens it.
+        with_password = db.replace("postgresql://billing@", "postgresql://billing:s3cret-pw@")
+        billing = be.Billing.open(with_password, catalog)
+        billing.register_user("url-user")
+        assert be.Billing.open(db, catalog).state("url-user").credits == Decimal("10")
+        assert "s3cret" not in repr(billing) and "billing:***@" in repr(billing)

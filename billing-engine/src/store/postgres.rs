@@ -127,7 +127,7 @@ impl PostgresStore {
             // cost a round trip per call.
             .test_on_check_out(false)
             .connection_timeout(options.lock_timeout)
-            .build_unchecked(Connector { config });
+            .build_unchecked(Connector { config, lock_timeout: options.lock_timeout });
         Ok(Self { pool, options })
     }
 
@@ -148,10 +148,8 @@ impl PostgresStore {
             Ok(conn) => conn,
             Err(error) => return Attempt::Done(Err(error.into())),
         };
-        let lock_wait = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
-        let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
         let mut tx = PgTx { conn: &mut conn, retry: false };
-        let result = tx.begin(&begin).and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
+        let result = tx.begin("BEGIN ISOLATION LEVEL READ COMMITTED").and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
         match result {
             Ok(value) => match tx.finish("COMMIT") {
                 Ok(()) => Attempt::Done(Ok(value)),
@@ -251,6 +249,9 @@ fn is_retryable(code: &SqlState) -> bool {
 /// Opens the pool's connections.
 struct Connector {
     config: postgres::Config,
+    /// Set on each connection: the server gives up a lock wait after it (55P03), and
+    /// the write then runs again if time is left, else fails with BUSY.
+    lock_timeout: Duration,
 }
 
 /// A pooled connection with its prepared statements: preparing costs a round trip, so
@@ -268,7 +269,9 @@ impl r2d2::ManageConnection for Connector {
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        Ok(PgConn { client: self.config.connect(NoTls)?, statements: HashMap::new(), open: false })
+        let mut client = self.config.connect(NoTls)?;
+        client.batch_execute(&format!("SET lock_timeout = {}", self.lock_timeout.as_millis().max(1)))?;
+        Ok(PgConn { client, statements: HashMap::new(), open: false })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
