@@ -87,7 +87,9 @@ impl Floor {
             )
             .unwrap();
         for t in 0..8 {
-            client.execute("INSERT INTO balances VALUES ($1, $2)", &[&format!("u{t}"), &Decimal::from(START_CREDITS)]).unwrap();
+            client
+                .execute("INSERT INTO balances VALUES ($1, $2)", &[&format!("u{t}"), &Decimal::from(START_CREDITS)])
+                .unwrap();
         }
         Self { url }
     }

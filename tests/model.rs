@@ -164,7 +164,15 @@ impl Run {
         let db = common::TestDb::new();
         let billing = Billing::open_with_clock(&db.location, common::catalog(), clock.clone()).unwrap();
         let now = billing_engine::time_util::to_millis(clock.now());
-        Self { _db: db, billing, clock, now, users: vec![ModelUser::default(); USERS.len()], charges: Vec::new(), keys: 0 }
+        Self {
+            _db: db,
+            billing,
+            clock,
+            now,
+            users: vec![ModelUser::default(); USERS.len()],
+            charges: Vec::new(),
+            keys: 0,
+        }
     }
 
     fn key(&mut self) -> String {

@@ -12,7 +12,8 @@ use common::{dec, TestDb};
 
 fn catalog_waiting(lock_timeout_ms: u64) -> Catalog {
     let text = std::fs::read_to_string(common::tariffs_path()).unwrap();
-    Catalog::from_toml(&text.replace("lock_timeout_ms = 30000", &format!("lock_timeout_ms = {lock_timeout_ms}"))).unwrap()
+    Catalog::from_toml(&text.replace("lock_timeout_ms = 30000", &format!("lock_timeout_ms = {lock_timeout_ms}")))
+        .unwrap()
 }
 
 #[test]
@@ -58,7 +59,10 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
     let keys: Vec<(String, String)> =
         db.client().query(sql, &[]).unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
     let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
-    assert_eq!(tables.into_iter().collect::<Vec<_>>(), ["accounts", "ledger", "payment_methods", "payments", "user_locks"]);
+    assert_eq!(
+        tables.into_iter().collect::<Vec<_>>(),
+        ["accounts", "ledger", "payment_methods", "payments", "user_locks"]
+    );
     for (table, column) in &keys {
         assert_eq!(column, "user_id", "a key of `{table}` leads with `{column}`");
     }
@@ -136,7 +140,8 @@ fn errors_opening_a_database_name_no_credentials() {
     let err = refused.unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");
     let malformed = Billing::open("postgresql://billing:s3cret-pw@127.0.0.1:port/db", common::catalog()).map(drop);
-    let bad_pool = Billing::open("postgresql://billing:s3cret-pw@127.0.0.1/db?pool_size=0", common::catalog()).map(drop);
+    let bad_pool =
+        Billing::open("postgresql://billing:s3cret-pw@127.0.0.1/db?pool_size=0", common::catalog()).map(drop);
     for err in [err, malformed.unwrap_err(), bad_pool.unwrap_err()] {
         let shown = format!("{err} {err:?} {:?}", err.details());
         assert!(!shown.contains("s3cret"), "{shown}");
@@ -187,6 +192,9 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
 
     let again = run();
     let stdout = String::from_utf8_lossy(&again.stdout);
-    assert!(again.status.success() && stdout.contains("copied 0 users") && stdout.contains("2 already there"), "{stdout}");
+    assert!(
+        again.status.success() && stdout.contains("copied 0 users") && stdout.contains("2 already there"),
+        "{stdout}"
+    );
     assert!(copied.verify_integrity().unwrap().ok);
 }

@@ -492,7 +492,9 @@ fn audit_user(tx: &mut dyn Transaction, user_id: &str) -> Result<(Vec<Mismatch>,
 
 /// The charge `charge_id`; CHARGE_NOT_FOUND when there is no such charge.
 fn charge_entry(tx: &mut dyn Transaction, charge_id: i64) -> Result<LedgerEntry> {
-    tx.entry(charge_id)?.filter(|entry| entry.kind == EntryKind::Charge).ok_or(BillingError::ChargeNotFound { charge_id })
+    tx.entry(charge_id)?
+        .filter(|entry| entry.kind == EntryKind::Charge)
+        .ok_or(BillingError::ChargeNotFound { charge_id })
 }
 
 /// The entry an earlier call with this key wrote, if the request is the same; a

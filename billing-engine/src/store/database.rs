@@ -39,7 +39,10 @@ impl Database {
 
     #[cfg(not(feature = "postgres"))]
     fn open_url(_url: &str, _lock_timeout: Duration) -> Result<Self> {
-        Err(crate::error::BillingError::invalid("location", "this build has no PostgreSQL store: enable the `postgres` feature"))
+        Err(crate::error::BillingError::invalid(
+            "location",
+            "this build has no PostgreSQL store: enable the `postgres` feature",
+        ))
     }
 }
 

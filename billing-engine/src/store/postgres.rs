@@ -72,11 +72,9 @@ impl PostgresOptions {
     pub fn from_url(url: &str, lock_timeout: Duration) -> Result<Self> {
         let mut options = Self { lock_timeout, ..Self::default() };
         if let Some(size) = url_params(url).find_map(|(key, value)| (key == POOL_SIZE_PARAM).then_some(value)) {
-            options.pool_size = size
-                .parse()
-                .ok()
-                .filter(|size| (1..=1000).contains(size))
-                .ok_or_else(|| BillingError::invalid("location", "`pool_size` must be a whole number from 1 to 1000"))?;
+            options.pool_size = size.parse().ok().filter(|size| (1..=1000).contains(size)).ok_or_else(|| {
+                BillingError::invalid("location", "`pool_size` must be a whole number from 1 to 1000")
+            })?;
         }
         Ok(options)
     }
@@ -127,7 +125,7 @@ impl PostgresStore {
             // cost a round trip per call.
             .test_on_check_out(false)
             .connection_timeout(options.lock_timeout)
-            .build_unchecked(Connector { config, lock_timeout: options.lock_timeout });
+            .build_unchecked(Connector { config });
         Ok(Self { pool, options })
     }
 
@@ -148,8 +146,12 @@ impl PostgresStore {
             Ok(conn) => conn,
             Err(error) => return Attempt::Done(Err(error.into())),
         };
+        // The server gives up a lock wait at the deadline (55P03), so no wait outlasts it.
+        let lock_wait = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+        let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
         let mut tx = PgTx { conn: &mut conn, retry: false };
-        let result = tx.begin("BEGIN ISOLATION LEVEL READ COMMITTED").and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
+        let result =
+            tx.begin(&begin).and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
         match result {
             Ok(value) => match tx.finish("COMMIT") {
                 Ok(()) => Attempt::Done(Ok(value)),
@@ -178,13 +180,16 @@ impl Store for PostgresStore {
     fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let deadline = started + self.options.lock_timeout;
-        let waited = || BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) };
+        let waited =
+            || BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) };
         for attempt in 1..=self.options.max_attempts {
             match self.attempt_write(user_id, &mut f, deadline) {
                 Attempt::Done(Err(BillingError::Busy { .. })) => return Err(waited()),
                 Attempt::Done(result) => return result,
-                Attempt::Retry if attempt < self.options.max_attempts => std::thread::sleep(backoff(attempt, deadline)),
-                Attempt::Retry => {}
+                Attempt::Retry if attempt < self.options.max_attempts && Instant::now() < deadline => {
+                    std::thread::sleep(backoff(attempt, deadline))
+                }
+                Attempt::Retry => return Err(waited()),
             }
         }
         Err(waited())
@@ -199,8 +204,10 @@ impl Store for PostgresStore {
         tx.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let result = f(&mut tx);
         // A read-only transaction has nothing to keep: end it the same way either way.
-        tx.finish("ROLLBACK")?;
-        result
+        let finished = tx.finish("ROLLBACK");
+        let value = result?;
+        finished?;
+        Ok(value)
     }
 }
 
@@ -249,9 +256,6 @@ fn is_retryable(code: &SqlState) -> bool {
 /// Opens the pool's connections.
 struct Connector {
     config: postgres::Config,
-    /// Set on each connection: the server gives up a lock wait after it (55P03), and
-    /// the write then runs again if time is left, else fails with BUSY.
-    lock_timeout: Duration,
 }
 
 /// A pooled connection with its prepared statements: preparing costs a round trip, so
@@ -269,9 +273,7 @@ impl r2d2::ManageConnection for Connector {
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
-        client.batch_execute(&format!("SET lock_timeout = {}", self.lock_timeout.as_millis().max(1)))?;
-        Ok(PgConn { client, statements: HashMap::new(), open: false })
+        Ok(PgConn { client: self.config.connect(NoTls)?, statements: HashMap::new(), open: false })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
@@ -348,12 +350,22 @@ impl PgTx<'_> {
     }
 
     /// The row `sql` selects, if any, read by `read`.
-    fn one<T>(&mut self, sql: &'static str, params: &[Param], read: fn(&Row) -> StoreResult<T>) -> StoreResult<Option<T>> {
+    fn one<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        read: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
         self.rows(sql, params)?.first().map(read).transpose()
     }
 
     /// Every row `sql` selects, in its order, read by `read`.
-    fn many<T>(&mut self, sql: &'static str, params: &[Param], read: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    fn many<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        read: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         self.rows(sql, params)?.iter().map(read).collect()
     }
 
@@ -417,7 +429,8 @@ impl Transaction for PgTx<'_> {
     }
 
     fn append_entry(&mut self, new: &NewEntry) -> StoreResult<LedgerEntry> {
-        let sql = concat!("INSERT INTO ledger (", entry_insert_columns!(), ") VALUES (", entry_values!(), ") RETURNING id");
+        let sql =
+            concat!("INSERT INTO ledger (", entry_insert_columns!(), ") VALUES (", entry_values!(), ") RETURNING id");
         let row = EntryRow::new(&new.entry, new.request_hash.as_deref());
         let rows = self.rows(sql, &row.params())?;
         let id = rows.first().ok_or_else(|| StoreError::unavailable("the ledger insert returned no id"))?;
@@ -438,8 +451,11 @@ impl Transaction for PgTx<'_> {
     }
 
     fn refund_of(&mut self, user_id: &str, charge_id: i64) -> StoreResult<Option<LedgerEntry>> {
-        let sql =
-            concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = $1 AND kind = 'refund' AND reference = $2");
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger WHERE user_id = $1 AND kind = 'refund' AND reference = $2"
+        );
         self.one(sql, &[&user_id, &charge_id.to_string()], read_entry)
     }
 
@@ -724,7 +740,10 @@ fn read_entry(row: &Row) -> StoreResult<LedgerEntry> {
         credits_balance_after: c.get(6)?,
         ops_delta: c.get(7)?,
         allowance: owner.zip(start).map(|(owner, start)| AllowancePeriod { owner, start }),
-        op_day: c.get::<Option<i32>>(10)?.map(|day| Date::from_julian_day(day).map_err(|_| c.corrupt(10))).transpose()?,
+        op_day: c
+            .get::<Option<i32>>(10)?
+            .map(|day| Date::from_julian_day(day).map_err(|_| c.corrupt(10)))
+            .transpose()?,
         idempotency_key: c.get(11)?,
         reference: c.get(12)?,
         metadata: c.json_opt(13)?,

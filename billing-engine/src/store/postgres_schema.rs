@@ -131,7 +131,8 @@ pub(super) fn migrate(client: &mut Client) -> StoreResult<()> {
     let version = version.map_or(0, |v| v as usize);
     if version > MIGRATIONS.len() {
         let known = MIGRATIONS.len();
-        let reason = format!("the database's schema version {version} is newer than this engine ({known}): upgrade the engine");
+        let reason =
+            format!("the database's schema version {version} is newer than this engine ({known}): upgrade the engine");
         return Err(StoreError::unavailable(reason));
     }
     for migration in &MIGRATIONS[version..] {

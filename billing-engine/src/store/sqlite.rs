@@ -119,7 +119,11 @@ impl SqliteStore {
         })
     }
 
-    fn run<T>(conn: &Connection, begin: &'static str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn run<T>(
+        conn: &Connection,
+        begin: &'static str,
+        mut f: impl FnMut(&mut dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
         in_transaction(conn, begin, |conn| f(&mut SqliteTx { conn }))
     }
 }

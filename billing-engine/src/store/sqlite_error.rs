@@ -60,7 +60,9 @@ impl From<SqliteError> for StoreError {
             ErrorCode::ConstraintViolation => {
                 StoreError::Conflict { constraint: "a unique key or the append-only ledger".to_owned() }
             }
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::unavailable("the database file is damaged"),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::unavailable("the database file is damaged")
+            }
             ErrorCode::CannotOpen => StoreError::unavailable("the database file cannot be opened"),
             ErrorCode::ReadOnly | ErrorCode::PermissionDenied => {
                 StoreError::unavailable("the database file cannot be written")
