@@ -10,6 +10,10 @@
 //! A row lock, rather than an advisory lock, so that sharded PostgreSQL (Citus), which
 //! lacks advisory locks across nodes, serves too.
 //!
+//! The lock is a statement of its own. Joined to the account read, it would save a round
+//! trip, but after waiting for the lock PostgreSQL returns the joined account row as it
+//! was before the wait: a stale balance again.
+//!
 //! Reads run in a Repeatable Read, read-only transaction: one snapshot, no locks.
 
 use std::collections::HashMap;
