@@ -13,11 +13,12 @@ fi
 
 PG_DIR=$(mktemp -d /tmp/billing-pg.XXXXXX)
 PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# initdb and the server refuse to run as root: run them as an unprivileged user.
-as_owner() { "$@"; }
+# initdb and the server refuse to run as root: run them as an unprivileged user, from a
+# directory it may enter (the checkout may be under /root).
+as_owner() { (cd "$PG_DIR" && "$@"); }
 if [ "$(id -u)" = 0 ]; then
     chown nobody "$PG_DIR"
-    as_owner() { runuser -u nobody -- "$@"; }
+    as_owner() { (cd "$PG_DIR" && runuser -u nobody -- "$@"); }
 fi
 as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U billing --auth=trust -E UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; exit 1; }

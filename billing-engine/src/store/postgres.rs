@@ -135,8 +135,14 @@ impl PostgresStore {
 
     fn connection(&self, deadline: Instant) -> StoreResult<r2d2::PooledConnection<Connector>> {
         let left = deadline.saturating_duration_since(Instant::now());
-        // An exhausted pool and an unreachable server both mean: not now, retry.
-        self.pool.get_timeout(left.max(Duration::from_millis(1))).map_err(|_| StoreError::Busy { waited_ms: 0 })
+        self.pool.get_timeout(left.max(Duration::from_millis(1))).map_err(|_| {
+            if self.pool.state().connections == 0 {
+                StoreError::unavailable("the PostgreSQL server cannot be reached")
+            } else {
+                // Every connection is busy with another call: not now, retry.
+                StoreError::Busy { waited_ms: 0 }
+            }
+        })
     }
 
     /// One run of a write: the user's lock, `f`, and the commit.
