@@ -198,3 +198,25 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     );
     assert!(copied.verify_integrity().unwrap().ok);
 }
+
+/// `sslmode=require` speaks TLS and verifies the server: the server lets the role
+/// `tls_only` in over TLS only, and its certificate is signed by the test CA
+/// (`BILLING_TEST_POSTGRES_CA`), which is none of the web's public roots.
+#[test]
+fn sslmode_require_connects_over_tls_to_a_server_whose_certificate_it_trusts() {
+    let ca = std::env::var("BILLING_TEST_POSTGRES_CA").expect("the TLS test needs BILLING_TEST_POSTGRES_CA");
+    let db = TestDb::postgres();
+    let tls_only = db.location.replacen("postgresql://billing@", "postgresql://tls_only@", 1);
+    let open = |url: &str| Billing::open(url, common::catalog()).map(drop);
+
+    assert_eq!(open(&tls_only).unwrap_err().code(), "STORAGE_ERROR", "plain TCP is refused for this role");
+    let untrusted = open(&format!("{tls_only}&sslmode=require")).unwrap_err();
+    assert_eq!(untrusted.code(), "STORAGE_ERROR", "the public roots do not vouch for the test CA");
+    let missing = open(&format!("{tls_only}&sslmode=require&sslrootcert=/nonexistent.pem")).unwrap_err();
+    assert_eq!((missing.code(), missing.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("location")));
+
+    let billing = Billing::open(format!("{tls_only}&sslmode=require&sslrootcert={ca}"), common::catalog()).unwrap();
+    billing.register_user("t", true).unwrap();
+    assert!(!billing.charge("t", "generation", "k", None).unwrap().replayed);
+    assert!(billing.verify_integrity().unwrap().ok);
+}

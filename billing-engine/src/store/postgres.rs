@@ -18,14 +18,19 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::types::{FromSql, Json, ToSql};
 use postgres::{Client, NoTls, Row, Statement};
 use rust_decimal::Decimal;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use time::{Date, OffsetDateTime};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{postgres_schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
@@ -67,9 +72,13 @@ impl Default for PostgresOptions {
     }
 }
 
-/// The URL parameter that sets [`PostgresOptions::pool_size`]; the engine takes it out
-/// before the driver reads the URL.
+/// The URL parameter that sets [`PostgresOptions::pool_size`].
 const POOL_SIZE_PARAM: &str = "pool_size";
+/// The URL parameter naming a PEM file of the certificates that TLS trusts (as libpq's);
+/// without it, the web's public roots (`webpki-roots`).
+const ROOT_CERT_PARAM: &str = "sslrootcert";
+/// The parameters the engine reads, and takes out of the URL before the driver reads it.
+const ENGINE_PARAMS: [&str; 2] = [POOL_SIZE_PARAM, ROOT_CERT_PARAM];
 
 impl PostgresOptions {
     /// The options a URL asks for (`?pool_size=N`), waiting at most `lock_timeout`.
@@ -91,7 +100,8 @@ fn url_params(url: &str) -> impl Iterator<Item = (&str, &str)> {
 /// The URL without the engine's own parameters, for the driver.
 fn driver_url(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
-    let kept: Vec<&str> = query.split('&').filter(|pair| pair.split('=').next() != Some(POOL_SIZE_PARAM)).collect();
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| !ENGINE_PARAMS.contains(&pair.split('=').next().unwrap_or_default())).collect();
     if kept.is_empty() {
         base.to_owned()
     } else {
@@ -114,12 +124,21 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgresql://user:password@host:port/db`,
     /// with any parameter the `postgres` crate takes, such as `options=-csearch_path%3Dbilling`
-    /// for a schema of its own) and brings its schema up to date. TLS is not built in:
-    /// reach a remote server over a private network or a local TLS tunnel.
+    /// for a schema of its own) and brings its schema up to date.
+    ///
+    /// `sslmode=require` connects over TLS (rustls), verifying the server's certificate
+    /// and name against the web's public roots, or against the PEM file that
+    /// `sslrootcert=/path/ca.pem` names. Without it the connection is plain TCP.
     pub fn open(url: &str, options: PostgresOptions) -> Result<Self> {
         let config = postgres::Config::from_str(&driver_url(url))
             .map_err(|_| BillingError::invalid("location", "is not a PostgreSQL URL the driver accepts"))?;
-        let mut client = config.connect(NoTls).map_err(pg_error)?;
+        let root_cert = url_params(url).find_map(|(key, value)| (key == ROOT_CERT_PARAM).then_some(value));
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(tls_connector(root_cert)?),
+            _ => None,
+        };
+        let connector = Connector { config, tls };
+        let mut client = connector.open().map_err(pg_error)?;
         postgres_schema::migrate(&mut client)?;
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
@@ -129,7 +148,7 @@ impl PostgresStore {
             // cost a round trip per call.
             .test_on_check_out(false)
             .connection_timeout(options.lock_timeout)
-            .build_unchecked(Connector { config });
+            .build_unchecked(connector);
         Ok(Self { pool, options })
     }
 
@@ -263,9 +282,45 @@ fn is_retryable(code: &SqlState) -> bool {
     [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::LOCK_NOT_AVAILABLE].contains(code)
 }
 
+/// TLS that trusts the certificates of the PEM file at `root_cert`, else the web's
+/// public roots.
+fn tls_connector(root_cert: Option<&str>) -> Result<MakeRustlsConnect> {
+    let unreadable = || BillingError::invalid("location", "`sslrootcert` names no readable PEM certificate file");
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|_| unreadable())? {
+                roots.add(cert.map_err(|_| unreadable())?).map_err(|_| unreadable())?;
+            }
+            if roots.is_empty() {
+                return Err(unreadable());
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| BillingError::invalid("location", "TLS has no protocol version to offer"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// Opens the pool's connections.
 struct Connector {
     config: postgres::Config,
+    /// `None` for plain TCP.
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Connector {
+    fn open(&self) -> std::result::Result<Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+    }
 }
 
 /// A pooled connection with its prepared statements: preparing costs a round trip, so
@@ -283,7 +338,7 @@ impl r2d2::ManageConnection for Connector {
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        Ok(PgConn { client: self.config.connect(NoTls)?, statements: HashMap::new(), open: false })
+        Ok(PgConn { client: self.open()?, statements: HashMap::new(), open: false })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {

@@ -512,7 +512,8 @@ class Billing:
         """Opens (and creates or migrates) the database at ``location``: a SQLite file
         (``":memory:"`` for a private in-memory database), or a PostgreSQL database by
         its URL, ``"postgresql://user:password@host:5432/db"`` (``?pool_size=N`` sets
-        how many connections this handle keeps; 8 by default). ``durability="normal"``
+        how many connections this handle keeps, 8 by default; ``sslmode=require`` asks for
+        TLS, verified against the public roots or the CA file ``sslrootcert=`` names). ``durability="normal"``
         trades SQLite's last commits on power loss (never on a crash) for speed."""
         location = os.fspath(location)
         _check_type("catalog", catalog, Catalog, "a Catalog")
