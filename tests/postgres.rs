@@ -1,13 +1,15 @@
 //! The PostgreSQL store's own guarantees, beyond the conformance suite that every store
 //! passes: the schema's append-only ledger and user-led keys, migration by many servers
-//! at once, the per-user lock (its timeout, and that other users do not wait), and
-//! errors that carry no credentials. Runs against the server at `BILLING_TEST_POSTGRES`.
+//! at once, the per-user lock (its timeout, and that other users do not wait), a write
+//! run again after a deadlock, TLS, the copy from SQLite, and errors that carry no
+//! credentials. Runs against the server at `BILLING_TEST_POSTGRES`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use billing_engine::{Billing, BillingError, Catalog};
+use billing_engine::store::{PostgresOptions, PostgresStore, Store};
+use billing_engine::{Billing, BillingError, Catalog, SavedCard};
 use common::{dec, TestDb};
 
 fn catalog_waiting(lock_timeout_ms: u64) -> Catalog {
@@ -219,4 +221,49 @@ fn sslmode_require_connects_over_tls_to_a_server_whose_certificate_it_trusts() {
     billing.register_user("t", true).unwrap();
     assert!(!billing.charge("t", "generation", "k", None).unwrap().replayed);
     assert!(billing.verify_integrity().unwrap().ok);
+}
+
+/// A write the server aborts to break a deadlock (40P01) rolls back and runs again, and
+/// the second run succeeds. The deadlock: another connection inserts the user's card row
+/// and then waits for the user's lock, which the engine's write holds while it waits to
+/// write that card row. The engine's write waited first, so the server aborts it.
+#[test]
+fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
+    let db = TestDb::postgres();
+    let store = PostgresStore::open(&db.location, PostgresOptions::default()).unwrap();
+    store.write("u", |_| Ok(())).unwrap(); // the user's lock row exists from here on
+    let card = SavedCard {
+        method_id: "pm-1".into(),
+        card_type: Some("Mir".into()),
+        last4: Some("4444".into()),
+        first6: None,
+        expiry_month: None,
+        expiry_year: None,
+    };
+    let (inserted, card_row_taken) = std::sync::mpsc::channel();
+    let mut runs = 0;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut other = db.client();
+            other
+                .batch_execute("BEGIN; INSERT INTO payment_methods (user_id, card, saved_at) VALUES ('u', '{}', 0)")
+                .unwrap();
+            inserted.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            // Waits for the engine's write, which waits for this insert.
+            let _ = other.batch_execute("SELECT 1 FROM user_locks WHERE user_id = 'u' FOR UPDATE");
+            other.batch_execute("ROLLBACK").unwrap();
+        });
+        store
+            .write("u", |tx| {
+                runs += 1;
+                if runs == 1 {
+                    card_row_taken.recv().unwrap();
+                }
+                Ok(tx.save_card("u", &card, time::OffsetDateTime::now_utc())?)
+            })
+            .unwrap();
+    });
+    assert_eq!(runs, 2, "aborted once, then run again");
+    assert_eq!(store.read(|tx| Ok(tx.saved_card("u")?)).unwrap(), Some(card));
 }
