@@ -2,13 +2,14 @@
 # it when the run ends. Exports BILLING_TEST_POSTGRES, the URL of a database the tests
 # make their own schemas in, and BILLING_TEST_POSTGRES_CA, the CA of the server's TLS
 # certificate. Fails (it never skips) when the server cannot start.
+install_debian_packages() { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 if [ ! -x "$PG_BIN/initdb" ]; then
     PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 fi
 if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
     echo "PostgreSQL's server binaries are missing: installing Debian's postgresql" >&2
-    apt-get install -y -q postgresql >/dev/null
+    install_debian_packages postgresql
     PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 fi
 
@@ -24,7 +25,7 @@ fi
 as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U billing --auth=trust -E UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
 # TLS with a certificate of a throwaway CA; the role `tls_only` may connect over TLS only.
-command -v openssl >/dev/null || apt-get install -y -q openssl >/dev/null
+command -v openssl >/dev/null || install_debian_packages openssl
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=billing-test-ca \
     -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
     -keyout "$PG_DIR/ca.key" -out "$PG_DIR/ca.pem" 2>/dev/null
