@@ -234,3 +234,96 @@ fn race_worker_process() {
     std::thread::sleep(Duration::from_millis(start_at.saturating_sub(now) as u64));
     println!("succeeded={}", charge_many(&billing, worker, attempts));
 }
+
+/// A charge refunded by 4 threads under 4 keys while 4 more replay the charge itself,
+/// each thread with its own handle: one refund entry, which every refund call returns,
+/// and every replay is the charge.
+///
+/// Mutations tried: SQLite's `BEGIN IMMEDIATE` made `BEGIN DEFERRED`, and PostgreSQL's
+/// lock statement without `FOR UPDATE`. Either way two refunds decide at once, and the
+/// second write is refused by the one-refund key: a refund call fails (STORAGE_ERROR,
+/// SQLite also BUSY on the upgraded lock) instead of returning the first refund.
+#[test]
+fn a_charge_refunded_by_four_threads_while_four_replay_it_is_refunded_once() {
+    let db = TestDb::shared();
+    let billing = Billing::open(&db.location, common::catalog()).unwrap();
+    prepare(&billing);
+    let charge = billing.charge(USER, "generation", "the-charge", None).unwrap();
+    let outcomes = on_own_handles(&db.location, 8, move |billing, i| {
+        if i % 2 == 0 {
+            let refund = billing.refund_charge(charge.id, &format!("refund-{i}"), None).unwrap();
+            (refund.id, refund.replayed)
+        } else {
+            let replay = billing.charge(USER, "generation", "the-charge", None).unwrap();
+            assert_eq!((replay.id, replay.credits_balance), (charge.id, charge.credits_balance));
+            (replay.id, replay.replayed)
+        }
+    });
+    let refunds: Vec<_> = outcomes.iter().filter(|(id, _)| *id != charge.id).collect();
+    assert_eq!(refunds.len(), 4);
+    assert!(refunds.iter().all(|(id, _)| *id == refunds[0].0), "one refund entry: {refunds:?}");
+    assert_eq!(refunds.iter().filter(|(_, replayed)| !replayed).count(), 1, "written once, then returned");
+    assert_eq!(billing.state(USER).unwrap().credits, rust_decimal::Decimal::from(K * GENERATION_COST));
+    assert!(billing.verify_integrity().unwrap().ok);
+}
+
+/// Grants and charges of one user at once, each thread with its own handle: no update
+/// is lost. Each grant gives exactly
+/// one charge's cost; every charge either takes it or is NOT_ENOUGH_CREDITS, and the
+/// balance is the grants less the charges, as the ledger proves.
+///
+/// Mutations tried: SQLite's `BEGIN DEFERRED`, PostgreSQL without `FOR UPDATE`. A charge
+/// and a grant then both start from the same balance and one overwrites the other: the
+/// balance and the ledger disagree, or a write fails.
+#[test]
+fn grants_and_charges_of_one_user_at_once_lose_no_update() {
+    let db = TestDb::shared();
+    let billing = Billing::open(&db.location, common::catalog()).unwrap();
+    billing.import_user(USER, rust_decimal::Decimal::ZERO, u32::MAX, None).unwrap();
+    let grants = 8;
+    let outcomes = on_own_handles(&db.location, 24, |billing, i| {
+        if i % 3 == 0 {
+            let cost = rust_decimal::Decimal::from(GENERATION_COST);
+            billing.grant_credits(USER, cost, &format!("grant-{i}"), "race").map(|_| "granted")
+        } else {
+            match billing.charge(USER, "generation", &format!("charge-{i}"), None) {
+                Ok(_) => Ok("charged"),
+                Err(BillingError::NotEnoughCredits { .. }) => Ok("refused"),
+                Err(other) => Err(other),
+            }
+        }
+    });
+    let count = |what: &str| outcomes.iter().filter(|o| o.as_ref().ok() == Some(&what)).count() as u32;
+    assert_eq!(count("granted"), grants, "{outcomes:?}");
+    assert_eq!(count("charged") + count("refused"), 16, "{outcomes:?}");
+    let left = (grants - count("charged")) * GENERATION_COST;
+    assert_eq!(billing.state(USER).unwrap().credits, rust_decimal::Decimal::from(left));
+    let report = billing.verify_integrity().unwrap();
+    assert!(report.ok, "{:?}", report.mismatches);
+}
+
+/// Eight activations of a plan at once, under eight keys, each with its own handle: one
+/// subscription, one
+/// `subscription_activated` entry; every other call is ACTIVE_SUBSCRIPTION.
+///
+/// Mutations tried: SQLite's `BEGIN DEFERRED`, PostgreSQL without `FOR UPDATE`: several
+/// activations see no subscription and each writes one.
+#[test]
+fn a_plan_activated_by_eight_threads_at_once_starts_one_subscription() {
+    let db = TestDb::shared();
+    let billing = Billing::open(&db.location, common::catalog()).unwrap();
+    billing.register_user(USER, false).unwrap();
+    let outcomes = on_own_handles(&db.location, 8, |billing, i| {
+        billing.activate_subscription(USER, "basic", &format!("paid-{i}")).map(drop).map_err(|e| e.code())
+    });
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err("ACTIVE_SUBSCRIPTION"))), "{outcomes:?}");
+    let activations = billing
+        .ledger(USER, 100, None)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == billing_engine::EntryKind::SubscriptionActivated)
+        .count();
+    assert_eq!(activations, 1);
+    assert!(billing.verify_integrity().unwrap().ok);
+}
