@@ -207,8 +207,11 @@ fn crash_worker_process() {
     let (location, logs, generation) = (parts[0], PathBuf::from(parts[1]), parts[3]);
     let worker: usize = parts[2].parse().unwrap();
     let billing = Billing::open(location, common::catalog()).unwrap();
-    let mut log =
-        OpenOptions::new().create_new(true).append(true).open(logs.join(format!("worker-{worker}-g{generation}.log"))).unwrap();
+    let mut log = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(logs.join(format!("worker-{worker}-g{generation}.log")))
+        .unwrap();
     let mut charged = Vec::new();
     for n in 0u64.. {
         let user = USERS[(n as usize + worker) % USERS.len()];

@@ -117,6 +117,79 @@ fn a_paid_package_grants_its_credits_and_a_refund_takes_them_back() {
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
 
+const DELIVERY_ENV: &str = "BILLING_DELIVERY_WORKER";
+
+/// One notification delivered by 16 threads in 4 processes (4 app servers, each with its
+/// own handle): applied once, its credits granted once.
+///
+/// Mutations tried: SQLite's `BEGIN IMMEDIATE` made `BEGIN DEFERRED`, and PostgreSQL's
+/// lock statement without `FOR UPDATE`: several deliveries then see the payment pending
+/// and apply it (the threaded test below applied it 4 times).
+#[test]
+fn the_same_notification_from_sixteen_threads_in_four_processes_is_applied_once() {
+    let (fake, f) = setup_shared();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack").unwrap();
+    fake.pay(&created.yookassa_payment_id);
+    let body_file =
+        f.db.dir
+            .as_ref()
+            .map_or_else(|| std::env::temp_dir(), |d| d.path().to_owned())
+            .join(format!("notification-{}.json", created.payment_id));
+    std::fs::write(&body_file, fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
+    let start_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "delivery_worker_process", "--include-ignored", "--nocapture", "--test-threads=1"])
+                .env(DELIVERY_ENV, format!("{}|{}|{}|{start_at}", f.location(), fake.url(), body_file.display()))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        outcomes.extend(stdout.lines().filter_map(|line| line.split("outcome=").nth(1)).map(str::to_owned));
+    }
+    assert_eq!(outcomes.len(), 16);
+    assert_eq!(outcomes.iter().filter(|o| *o == "applied").count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o == "applied" || o == "duplicate"), "{outcomes:?}");
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("110"));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+/// Run by the four-process delivery test in child processes: 4 threads deliver at once.
+#[test]
+#[ignore = "a worker process of the delivery test, not a test of its own"]
+fn delivery_worker_process() {
+    let Ok(spec) = std::env::var(DELIVERY_ENV) else { return };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let billing = Billing::open(parts[0], common::catalog()).unwrap();
+    let billing = billing.with_yookassa(&common::yookassa::config_for(parts[1])).unwrap();
+    let body = std::fs::read(parts[2]).unwrap();
+    let start_at: u128 = parts[3].parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    std::thread::sleep(std::time::Duration::from_millis(start_at.saturating_sub(now) as u64));
+    let barrier = Barrier::new(4);
+    thread::scope(|s| {
+        let running: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    deliver(&billing, &body).unwrap().status
+                })
+            })
+            .collect();
+        for status in running {
+            println!("outcome={}", status.join().unwrap().as_str());
+        }
+    });
+}
+
 #[test]
 fn the_same_notification_from_sixteen_threads_is_applied_once() {
     let (fake, f) = setup_shared();

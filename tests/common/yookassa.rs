@@ -28,6 +28,15 @@ impl Drop for FakeYooKassa {
     }
 }
 
+/// The engine's config for the fake at `api_url`.
+pub fn config_for(api_url: &str) -> billing_engine::YooKassaConfig {
+    let mut config = billing_engine::YooKassaConfig::new(SHOP_ID, SECRET_KEY);
+    config.api_url = api_url.to_owned();
+    config.return_url = Some("https://app.example/billing/done".into());
+    config.timeout = std::time::Duration::from_secs(2);
+    config
+}
+
 impl FakeYooKassa {
     pub fn start() -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fakes/yookassa.py");
@@ -47,11 +56,12 @@ impl FakeYooKassa {
     }
 
     pub fn config(&self) -> billing_engine::YooKassaConfig {
-        let mut config = billing_engine::YooKassaConfig::new(SHOP_ID, SECRET_KEY);
-        config.api_url = self.url.clone();
-        config.return_url = Some("https://app.example/billing/done".into());
-        config.timeout = std::time::Duration::from_secs(2);
-        config
+        config_for(&self.url)
+    }
+
+    /// The fake's API address, for a worker process to build its config with.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     fn post(&self, path: &str, body: Value) -> Value {
