@@ -122,9 +122,10 @@ const DELIVERY_ENV: &str = "BILLING_DELIVERY_WORKER";
 /// One notification delivered by 16 threads in 4 processes (4 app servers, each with its
 /// own handle): applied once, its credits granted once.
 ///
-/// Mutations tried: SQLite's `BEGIN IMMEDIATE` made `BEGIN DEFERRED`, and PostgreSQL's
-/// lock statement without `FOR UPDATE`: several deliveries then see the payment pending
-/// and apply it (the threaded test below applied it 4 times).
+/// Mutations tried: PostgreSQL's lock statement without `FOR UPDATE`: several deliveries
+/// see the payment pending and apply it. SQLite's `BEGIN IMMEDIATE` made `BEGIN
+/// DEFERRED`: deliveries that read at once then fail to write (the read lock cannot be
+/// upgraded), and a worker's delivery errs.
 #[test]
 fn the_same_notification_from_sixteen_threads_in_four_processes_is_applied_once() {
     let (fake, f) = setup_shared();
