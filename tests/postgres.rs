@@ -267,3 +267,90 @@ fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
     assert_eq!(runs, 2, "aborted once, then run again");
     assert_eq!(store.read(|tx| Ok(tx.saved_card("u")?)).unwrap(), Some(card));
 }
+
+/// A URL for `db` whose connections the server lists under `name`.
+fn named(db: &TestDb, name: &str) -> String {
+    format!("{}&application_name={name}", db.location)
+}
+
+/// Ends the server side of every connection named `name`, as a restart or an
+/// administrator would; how many it ended.
+fn terminate(db: &TestDb, name: &str, only_waiting: bool) -> usize {
+    let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+               WHERE application_name = $1 AND (NOT $2 OR wait_event_type = 'Lock')";
+    db.client().query(sql, &[&name, &only_waiting]).unwrap().len()
+}
+
+/// A commit the server refuses (here a deferred constraint trigger that fails at
+/// COMMIT) is a clean STORAGE_ERROR, and nothing of the write remains.
+#[test]
+fn a_commit_the_server_refuses_is_a_storage_error_and_leaves_nothing() {
+    let db = TestDb::postgres();
+    let billing = Billing::open(&db.location, common::catalog()).unwrap();
+    billing.import_user("u", dec("100"), u32::MAX, None).unwrap();
+    db.execute(
+        "CREATE FUNCTION refuse_assistant() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.operation = 'assistant' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED
+         FOR EACH ROW EXECUTE FUNCTION refuse_assistant();",
+    );
+    let before = (db.rows("ledger", "id"), db.rows("accounts", "user_id"));
+    let err = billing.charge("u", "assistant", "k", None).unwrap_err();
+    assert_eq!(err.code(), "STORAGE_ERROR", "{err}");
+    assert!(!err.to_string().contains("refused at commit"), "no server text: {err}");
+    assert_eq!((db.rows("ledger", "id"), db.rows("accounts", "user_id")), before);
+    assert!(!billing.charge("u", "generation", "k2", None).unwrap().replayed, "the store goes on");
+    assert!(billing.verify_integrity().unwrap().ok);
+}
+
+/// A connection that drops in the middle of a write (its backend terminated while the
+/// write waits for the user's lock): the server rolled it back, so the write runs again
+/// on a fresh connection and is applied once.
+#[test]
+fn a_write_whose_connection_drops_midway_runs_again_on_a_fresh_one() {
+    let db = TestDb::postgres();
+    let name = format!("drop_{}", std::process::id());
+    let billing = Billing::open(named(&db, &name), catalog_waiting(10_000)).unwrap();
+    billing.import_user("u", dec("100"), u32::MAX, None).unwrap();
+    let mut holder = hold_user_lock(&db, "u");
+    std::thread::scope(|scope| {
+        let charging = scope.spawn(|| billing.charge("u", "generation", "k", None));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while terminate(&db, &name, true) == 0 {
+            assert!(Instant::now() < deadline, "the write never waited for the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        holder.batch_execute("COMMIT").unwrap();
+        let charge = charging.join().unwrap().unwrap();
+        assert_eq!(charge.credits_balance, dec("98"));
+    });
+    let charges: Vec<_> =
+        billing.ledger("u", 10, None).unwrap().into_iter().filter(|e| e.operation.is_some()).collect();
+    assert_eq!(charges.len(), 1, "applied once");
+    assert!(billing.verify_integrity().unwrap().ok);
+}
+
+/// Every pooled connection ended at once, as a server restart ends them: the next calls
+/// go on, each on a fresh connection, without an error.
+#[test]
+fn calls_go_on_after_every_pooled_connection_is_ended() {
+    let db = TestDb::postgres();
+    let name = format!("restart_{}", std::process::id());
+    let billing = Billing::open(format!("{}&pool_size=4", named(&db, &name)), common::catalog()).unwrap();
+    billing.import_user("u", dec("100"), u32::MAX, None).unwrap();
+    // Four connections in the pool.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let billing = &billing;
+            scope.spawn(move || billing.charge("u", "generation", &format!("before-{t}"), None).unwrap());
+        }
+    });
+    assert!(terminate(&db, &name, false) >= 1);
+    for n in 0..8 {
+        billing.charge("u", "generation", &format!("after-{n}"), None).unwrap();
+        billing.state("u").unwrap();
+    }
+    assert_eq!(billing.state("u").unwrap().credits, dec("76"));
+    assert!(billing.verify_integrity().unwrap().ok);
+}

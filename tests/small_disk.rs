@@ -74,3 +74,50 @@ fn a_full_disk_is_storage_full_and_writes_resume_once_there_is_room() {
     assert_eq!(state.credits, balance - rust_decimal::Decimal::from(600), "the refused charge wrote nothing");
     assert!(billing.verify_integrity().unwrap().ok);
 }
+
+/// A read-only view of `dir`, mounted for the value's life.
+struct ReadOnlyView {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ReadOnlyView {
+    fn of(dir: &Path) -> Self {
+        let view = tempfile::tempdir().unwrap();
+        let path = view.path().to_path_buf();
+        for args in [vec!["--bind"], vec!["-o", "remount,bind,ro"]] {
+            let source = if args[0] == "--bind" { dir } else { path.as_path() };
+            let status = Command::new("mount").args(&args).arg(source).arg(&path).status();
+            assert!(status.is_ok_and(|s| s.success()), "cannot mount a read-only view: this test needs root");
+        }
+        Self { _dir: view, path }
+    }
+}
+
+impl Drop for ReadOnlyView {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A database that cannot be written (a read-only volume) is a clean STORAGE_ERROR, no
+/// panic, and the file is left exactly as it was.
+#[test]
+fn a_database_on_a_read_only_volume_is_a_storage_error_and_is_left_as_it_was() {
+    let volume = SmallVolume::mount();
+    let path = volume.path.join("billing.sqlite3");
+    let billing = Billing::open(&path, common::catalog()).unwrap();
+    billing.import_user("u", "100".parse().unwrap(), u32::MAX, None).unwrap();
+    drop(billing);
+    let before = std::fs::read(&path).unwrap();
+
+    let view = ReadOnlyView::of(&volume.path);
+    let refused = Billing::open(view.path.join("billing.sqlite3"), common::catalog()).map(drop).unwrap_err();
+    assert_eq!(refused.code(), "STORAGE_ERROR", "{refused}");
+    drop(view);
+
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was written");
+    let billing = Billing::open(&path, common::catalog()).unwrap();
+    assert_eq!(billing.state("u").unwrap().credits, "100".parse().unwrap());
+    assert!(billing.verify_integrity().unwrap().ok);
+}

@@ -178,21 +178,77 @@ impl PostgresStore {
         // The server gives up a lock wait at the deadline (55P03), so no wait outlasts it.
         let lock_wait = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
         let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
-        let mut tx = PgTx { conn: &mut conn, retry: false };
+        let mut tx = PgTx { conn: &mut conn, rerun: None };
         let result =
             tx.begin(&begin).and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
         match result {
             Ok(value) => match tx.finish("COMMIT") {
                 Ok(()) => Attempt::Done(Ok(value)),
-                Err(_) if tx.retry => Attempt::Retry,
+                Err(_) if tx.rerun == Some(Rerun::Conflict) => Attempt::Rerun(Rerun::Conflict),
+                // Lost while committing: the write may have been applied or not. The
+                // caller retries with the same key, which replays it if it was.
+                Err(_) if tx.rerun == Some(Rerun::LostConnection) => Attempt::Done(Err(StoreError::unavailable(
+                    "the connection to PostgreSQL was lost while committing; retry with the same key",
+                )
+                .into())),
                 Err(error) => Attempt::Done(Err(error.into())),
             },
             Err(error) => {
                 let _ = tx.finish("ROLLBACK");
-                if tx.retry {
-                    Attempt::Retry
-                } else {
-                    Attempt::Done(Err(error))
+                match tx.rerun {
+                    Some(why) => Attempt::Rerun(why),
+                    None => Attempt::Done(Err(error)),
+                }
+            }
+        }
+    }
+
+    /// One run of a read.
+    fn attempt_read<T>(&self, f: &mut impl FnMut(&mut dyn Transaction) -> Result<T>, deadline: Instant) -> Attempt<T> {
+        let mut conn = match self.connection(deadline) {
+            Ok(conn) => conn,
+            Err(error) => return Attempt::Done(Err(error.into())),
+        };
+        let mut tx = PgTx { conn: &mut conn, rerun: None };
+        let result = tx
+            .begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(BillingError::from)
+            .and_then(|()| f(&mut tx));
+        // A read-only transaction has nothing to keep: end it the same way either way.
+        let finished = tx.finish("ROLLBACK");
+        match (result, finished) {
+            (Ok(value), Ok(())) => Attempt::Done(Ok(value)),
+            _ if tx.rerun == Some(Rerun::LostConnection) => Attempt::Rerun(Rerun::LostConnection),
+            (Err(error), _) => Attempt::Done(Err(error)),
+            (Ok(_), Err(error)) => Attempt::Done(Err(error.into())),
+        }
+    }
+
+    /// Runs `attempt` until it is done: again after a conflict (at most `max_attempts`
+    /// runs, with backoff) and after a lost connection (at most once per pooled
+    /// connection: a server restart drops them all), within the lock timeout.
+    fn run<T>(&self, mut attempt: impl FnMut(Instant) -> Attempt<T>) -> Result<T> {
+        let started = Instant::now();
+        let deadline = started + self.options.lock_timeout;
+        let waited =
+            || BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) };
+        let (mut conflicts, mut lost) = (0, 0);
+        loop {
+            match attempt(deadline) {
+                Attempt::Done(Err(BillingError::Busy { .. })) => return Err(waited()),
+                Attempt::Done(result) => return result,
+                Attempt::Rerun(Rerun::Conflict) => {
+                    conflicts += 1;
+                    if conflicts >= self.options.max_attempts || Instant::now() >= deadline {
+                        return Err(waited());
+                    }
+                    std::thread::sleep(backoff(conflicts, deadline));
+                }
+                Attempt::Rerun(Rerun::LostConnection) => {
+                    lost += 1;
+                    if lost > self.options.pool_size || Instant::now() >= deadline {
+                        return Err(StoreError::unavailable("the PostgreSQL server cannot be reached").into());
+                    }
                 }
             }
         }
@@ -201,42 +257,25 @@ impl PostgresStore {
 
 enum Attempt<T> {
     Done(Result<T>),
-    /// The server aborted the transaction to resolve a conflict: run it again.
-    Retry,
+    Rerun(Rerun),
+}
+
+/// Why a transaction the server ended runs again; either way the server rolled it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rerun {
+    /// A serialization failure, deadlock or lock timeout.
+    Conflict,
+    /// The connection was closed (a server restart, a terminated backend).
+    LostConnection,
 }
 
 impl Store for PostgresStore {
     fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        let started = Instant::now();
-        let deadline = started + self.options.lock_timeout;
-        let waited =
-            || BillingError::Busy { waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) };
-        for attempt in 1..=self.options.max_attempts {
-            match self.attempt_write(user_id, &mut f, deadline) {
-                Attempt::Done(Err(BillingError::Busy { .. })) => return Err(waited()),
-                Attempt::Done(result) => return result,
-                Attempt::Retry if attempt < self.options.max_attempts && Instant::now() < deadline => {
-                    std::thread::sleep(backoff(attempt, deadline))
-                }
-                Attempt::Retry => return Err(waited()),
-            }
-        }
-        Err(waited())
+        self.run(|deadline| self.attempt_write(user_id, &mut f, deadline))
     }
 
     fn read<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        let started = Instant::now();
-        let mut conn = self.connection(started + self.options.lock_timeout).map_err(|_| BillingError::Busy {
-            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })?;
-        let mut tx = PgTx { conn: &mut conn, retry: false };
-        tx.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-        let result = f(&mut tx);
-        // A read-only transaction has nothing to keep: end it the same way either way.
-        let finished = tx.finish("ROLLBACK");
-        let value = result?;
-        finished?;
-        Ok(value)
+        self.run(|deadline| self.attempt_read(&mut f, deadline))
     }
 }
 
@@ -274,6 +313,15 @@ pub(super) fn pg_error(error: postgres::Error) -> StoreError {
         SqlState::INSUFFICIENT_PRIVILEGE => StoreError::unavailable("the PostgreSQL role may not do this"),
         _ => StoreError::unavailable("the PostgreSQL server refused the statement"),
     }
+}
+
+/// The connection is gone: closed, broken, or ended by the server (shutdown, restart, a
+/// terminated backend).
+fn is_lost_connection(error: &postgres::Error) -> bool {
+    let ended = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW];
+    error.is_closed()
+        || error.code().is_some_and(|code| ended.contains(code))
+        || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
 }
 
 /// Serialization failure, deadlock and lock timeout: the server aborted the transaction
@@ -353,7 +401,7 @@ impl r2d2::ManageConnection for Connector {
 struct PgTx<'c> {
     conn: &'c mut PgConn,
     /// A statement failed in a way that running the transaction again may fix.
-    retry: bool,
+    rerun: Option<Rerun>,
 }
 
 type Param<'a> = &'a (dyn ToSql + Sync);
@@ -361,7 +409,9 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 impl PgTx<'_> {
     fn fail(&mut self, error: postgres::Error) -> StoreError {
         if error.code().is_some_and(is_retryable) {
-            self.retry = true;
+            self.rerun = Some(Rerun::Conflict);
+        } else if is_lost_connection(&error) {
+            self.rerun = Some(Rerun::LostConnection);
         }
         pg_error(error)
     }
@@ -902,7 +952,7 @@ impl PostgresStore {
     fn copy_user(&self, user_id: &str, rows: &UserRows) -> Result<bool> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.connection(Instant::now() + self.options.lock_timeout)?;
-        let mut tx = PgTx { conn: &mut conn, retry: false };
+        let mut tx = PgTx { conn: &mut conn, rerun: None };
         tx.begin("BEGIN")?;
         let copied = tx.lock_user(user_id).and_then(|()| {
             let present = tx.rows("SELECT 1 FROM ledger WHERE user_id = $1 LIMIT 1", &[&user_id])?;
