@@ -22,6 +22,10 @@ echo "conformance suite: sqlite file, :memory:, postgresql"
 # The crash run (30 s of workers killed at random; on SQLite it ran above) on PostgreSQL.
 BILLING_TEST_STORE=postgres cargo test -q -p billing-engine --features postgres --test crash
 
+# Coverage-guided fuzzing (cargo fuzz, nightly): each target's seeds replayed, then 10 s
+# of fuzzing; `bash fuzz/run.sh 600` fuzzes longer.
+bash fuzz/run.sh 10
+
 # The README's demo still runs and its ledger still proves every balance.
 cargo run -q --example quickstart > /dev/null
 echo "quickstart demo: ok"

@@ -1,0 +1,62 @@
+//! Engine calls with hostile arguments on a real SQLite file: every refusal is typed and
+//! changes no table.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use std::sync::OnceLock;
+
+use arbitrary::Arbitrary;
+use rust_decimal::Decimal;
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+enum Call {
+    Charge { user: String, operation: String, key: String, metadata: String },
+    Grant { user: String, amount: String, key: String, reason: String },
+    Refund { charge_id: i64, key: String, reason: Option<String> },
+    Import { user: String, credits: String, freemium_used: u32 },
+    Activate { user: String, plan: String, key: String },
+    Ledger { user: String, limit: u32, before: Option<i64> },
+}
+
+fn db() -> &'static common::Db {
+    static DB: OnceLock<common::Db> = OnceLock::new();
+    DB.get_or_init(|| {
+        common::Db::open(|billing| {
+            billing.register_user("u", true).unwrap();
+            billing
+        })
+    })
+}
+
+/// Any decimal text, else zero (a refused amount too).
+fn decimal(text: &str) -> Decimal {
+    text.parse().unwrap_or_default()
+}
+
+fuzz_target!(|call: Call| {
+    let db = db();
+    match call {
+        Call::Charge { user, operation, key, metadata } => {
+            let metadata = serde_json::from_str(&metadata).ok();
+            db.refused_changes_nothing(|b| b.charge(&user, &operation, &key, metadata));
+        }
+        Call::Grant { user, amount, key, reason } => {
+            db.refused_changes_nothing(|b| b.grant_credits(&user, decimal(&amount), &key, &reason));
+        }
+        Call::Refund { charge_id, key, reason } => {
+            db.refused_changes_nothing(|b| b.refund_charge(charge_id, &key, reason.as_deref()));
+        }
+        Call::Import { user, credits, freemium_used } => {
+            db.refused_changes_nothing(|b| b.import_user(&user, decimal(&credits), freemium_used, None));
+        }
+        Call::Activate { user, plan, key } => {
+            db.refused_changes_nothing(|b| b.activate_subscription(&user, &plan, &key));
+        }
+        Call::Ledger { user, limit, before } => {
+            db.refused_changes_nothing(|b| b.ledger(&user, limit, before));
+        }
+    }
+});
