@@ -237,6 +237,18 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    /// Kills two mutants: `now < anchor` as `<=`, and `restart_at` doing nothing.
+    #[test]
+    fn a_scheduled_restart_starts_a_period_exactly_at_its_instant() {
+        let start = datetime!(2026-01-01 00:00 UTC);
+        let mut allowance = Allowance::starting_at(start);
+        let at = start + Duration::days(10) + Duration::hours(5); // no boundary of the old periods
+        allowance.restart_at(at);
+        assert_eq!(allowance.period_start_at(at - Duration::milliseconds(1), 30), start, "before: the old period");
+        assert_eq!(allowance.period_start_at(at, 30), at, "at the instant: the new one");
+        assert_eq!(allowance.period_start_at(at + Duration::days(31), 30), at + Duration::days(30));
+    }
+
     #[test]
     fn periods_are_anchored_however_late_they_are_read() {
         let anchor = datetime!(2026-01-31 10:00 UTC);
