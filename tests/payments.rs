@@ -502,6 +502,24 @@ fn a_partial_refund_takes_back_credits_in_proportion_and_only_once() {
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
 
+/// 1.00 of 149.00 is 0.13 of a credit, rounded down to none: the refund is still an
+/// entry against the package's credits, taking back 0. (Kills the mutant that records a
+/// package refund's source only when it takes credits.)
+#[test]
+fn a_refund_too_small_to_take_back_a_credit_is_still_recorded_against_the_credits() {
+    let (fake, f) = setup();
+    let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "buy");
+    let before = f.billing.state(USER).unwrap().credits;
+    f.billing.refund_payment(&payment_id, Some(dec("1.00")), Some("small")).unwrap();
+    assert_eq!(f.billing.state(USER).unwrap().credits, before);
+    let entries = refund_entries(&f);
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!((entry.source, entry.credits_delta), (Some(billing_engine::ChargeSource::Credits), dec("0")));
+    assert_eq!(entry.metadata.as_ref().unwrap()["amount"], "1.00");
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
 #[test]
 fn a_refund_of_more_than_is_left_is_capped_and_the_ledger_says_so() {
     // Notifications read as sent (no re-read), so one can claim more than the API allows.
