@@ -105,10 +105,12 @@ impl PaymentStatus {
     }
 
     /// Whether a status reported in a notification can have led to `actual`, the status
-    /// the provider's API reports now. A notification claiming more than the API knows is
-    /// forged.
+    /// the provider's API reports now: the same status, one after it, or, for a refunded
+    /// payment, any status that can still have reached `succeeded`. A notification
+    /// claiming more than the API knows is forged.
     pub fn may_precede(self, actual: Self) -> bool {
-        self == actual || self.can_become(actual) || (self == Self::Succeeded && actual == Self::Refunded)
+        let via_success = actual == Self::Refunded && (self == Self::Succeeded || self.can_become(Self::Succeeded));
+        self == actual || self.can_become(actual) || via_success
     }
 
     pub fn is_final(self) -> bool {
@@ -462,5 +464,22 @@ mod tests {
         assert!(Succeeded.may_precede(Refunded));
         assert!(!Succeeded.may_precede(Pending) && !Succeeded.may_precede(Canceled));
         assert!(!Canceled.may_precede(Succeeded));
+        // A late `waiting_for_capture` of a payment since captured and refunded is true,
+        // not forged; a canceled payment was never refunded. (Found by a mutant of the
+        // refunded case, which passed the old tests.)
+        assert!(WaitingForCapture.may_precede(Refunded) && Pending.may_precede(Refunded));
+        assert!(!Canceled.may_precede(Refunded));
+    }
+
+    /// Kills the mutants of `is_final` (a renewal in flight would count as settled) and of
+    /// `Display` (a status would print as nothing).
+    #[test]
+    fn final_statuses_and_names() {
+        for status in PaymentStatus::ALL {
+            let settled = matches!(status, Succeeded | Canceled | Refunded);
+            assert_eq!(status.is_final(), settled, "{status:?}");
+            assert_eq!(status.to_string(), status.as_str());
+            assert_eq!(status.as_str().parse::<PaymentStatus>(), Ok(status));
+        }
     }
 }
