@@ -443,6 +443,7 @@ mod tests {
         let whole = payment("20");
         assert_eq!(taken(&whole, "50.00"), "6", "20 × 50 / 149 = 6.71, rounded down");
         assert_eq!(taken(&whole, "149.00"), "20");
+        assert_eq!(taken(&whole, "200.00"), "20", "never more than the package (kills a mutant of the cap)");
         assert_eq!(taken(&whole, "0"), "0");
         assert_eq!(taken(&whole, "148.99"), "19", "19.9987 is still rounded down");
         assert_eq!(taken(&payment("20.5"), "50.00"), "6.8", "the package's own precision");
