@@ -502,6 +502,34 @@ fn a_partial_refund_takes_back_credits_in_proportion_and_only_once() {
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
 
+/// Two purchases of the plan that raced (both created before either was paid): the
+/// second adds its period to the first instead of starting over. (Kills the mutants of
+/// the same-plan guard in `payment::status_effects`.)
+#[test]
+fn a_plan_bought_twice_before_either_was_paid_adds_the_second_period() {
+    let (fake, f) = setup();
+    let first = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1").unwrap();
+    let second = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2").unwrap();
+    let mut ends = Vec::new();
+    for created in [&first, &second] {
+        fake.pay(&created.yookassa_payment_id);
+        let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
+        assert_eq!(deliver(&f.billing, &body).unwrap().status, WebhookStatus::Applied);
+        ends.push(f.billing.state(USER).unwrap().expires_at.unwrap());
+    }
+    assert_eq!(ends[1], ends[0] + time::Duration::days(30), "the second period follows the first");
+    let kinds: Vec<EntryKind> = f
+        .billing
+        .ledger(USER, 10, None)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, EntryKind::SubscriptionActivated | EntryKind::SubscriptionRenewed))
+        .collect();
+    assert_eq!(kinds, [EntryKind::SubscriptionRenewed, EntryKind::SubscriptionActivated]);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
 /// 1.00 of 149.00 is 0.13 of a credit, rounded down to none: the refund is still an
 /// entry against the package's credits, taking back 0. (Kills the mutant that records a
 /// package refund's source only when it takes credits.)
