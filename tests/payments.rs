@@ -530,6 +530,30 @@ fn a_plan_bought_twice_before_either_was_paid_adds_the_second_period() {
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
 
+/// A renewal that succeeds only after its subscription was replaced (ended at once, and
+/// a new one started) extends nothing: it paid for a period of the old one. (Kills the
+/// mutant that drops the period check of a succeeded renewal.)
+#[test]
+fn a_renewal_that_succeeds_after_its_subscription_was_replaced_extends_nothing() {
+    let (fake, f) = setup();
+    subscribed_with_autorenew(&fake, &f);
+    // The card is charged, but the answer is lost: the renewal stays to be sent again.
+    fake.fail_next_creates(3); // the first attempt and both of the client's retries
+    let report = f.billing.process_due().unwrap();
+    assert_eq!((report.renewals_created, report.renewals_sent, report.failures), (1, 0, 1));
+    f.billing.cancel_subscription(USER, true).unwrap();
+    let replaced = f.billing.activate_subscription(USER, "basic", "paid-outside").unwrap();
+    let expires = f.billing.state(USER).unwrap().expires_at.unwrap();
+
+    assert_eq!(f.billing.process_due().unwrap().renewals_sent, 1, "sent again, and it had succeeded");
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!(state.expires_at, Some(expires), "the new subscription is not extended");
+    assert!(replaced.expires_at.is_some());
+    let renewed = f.billing.ledger(USER, 20, None).unwrap().iter().any(|e| e.kind == EntryKind::SubscriptionRenewed);
+    assert!(!renewed);
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
 /// 1.00 of 149.00 is 0.13 of a credit, rounded down to none: the refund is still an
 /// entry against the package's credits, taking back 0. (Kills the mutant that records a
 /// package refund's source only when it takes credits.)
