@@ -530,6 +530,26 @@ fn a_plan_bought_twice_before_either_was_paid_adds_the_second_period() {
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
 
+/// Two purchases of *different* plans that raced: the second, paid last, starts its own
+/// subscription rather than adding to the first. (Kills the mutant that extends whatever
+/// is active.)
+#[test]
+fn a_different_plan_paid_while_one_is_active_starts_its_own_subscription() {
+    let (fake, f) = setup();
+    let basic = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-basic").unwrap();
+    let standard = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-standard").unwrap();
+    for created in [&basic, &standard] {
+        fake.pay(&created.yookassa_payment_id);
+        deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
+    }
+    let state = f.billing.state(USER).unwrap();
+    assert_eq!(state.plan_code, "standard");
+    let kinds: Vec<EntryKind> = f.billing.ledger(USER, 10, None).unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == EntryKind::SubscriptionActivated).count(), 2, "{kinds:?}");
+    assert!(!kinds.contains(&EntryKind::SubscriptionRenewed));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
 /// A renewal that succeeds only after its subscription was replaced (ended at once, and
 /// a new one started) extends nothing: it paid for a period of the old one. (Kills the
 /// mutant that drops the period check of a succeeded renewal.)

@@ -98,3 +98,57 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use time::macros::datetime;
+
+    fn basic() -> Plan {
+        let catalog =
+            Catalog::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tariffs.toml")).unwrap();
+        catalog.paid_plan("basic").unwrap().clone()
+    }
+
+    /// What a refund takes back: only the part of *this* subscription's period still
+    /// ahead, never a period already over or already taken back. (Kills the mutants of
+    /// each condition of `take_back`'s guard.)
+    #[test]
+    fn take_back_cuts_only_what_is_still_ahead_of_this_subscriptions_period() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let day = Duration::days(1);
+        let mut sub = Subscription::start(&basic(), t0);
+        let first = sub.first_period();
+        let second = sub.extend(&basic()); // [t0+30, t0+60)
+
+        let other = PaidPeriod { subscription_id: "another".into(), ..first.clone() };
+        assert!(!sub.clone().take_back(&other, t0 + day), "another subscription's period");
+        assert!(!sub.clone().take_back(&first, t0 + day * 31), "a period already over");
+
+        // The first purchase refunded 10 days in: its 20 days ahead go, the second stays.
+        let mut cut = sub.clone();
+        assert!(cut.take_back(&first, t0 + day * 10));
+        assert_eq!(cut.expires_at, t0 + day * 40);
+        assert!(cut.canceled_at.is_some() && !cut.autorenew);
+
+        // The second refunded: the subscription ends with the first; again, nothing more.
+        assert!(sub.take_back(&second, t0 + day * 10));
+        assert_eq!(sub.expires_at, t0 + day * 30);
+        assert!(!sub.take_back(&second, t0 + day * 11), "already taken back");
+        assert_eq!(sub.expires_at, t0 + day * 30);
+    }
+
+    /// Each period has a key of its own, so each is renewed once. (Kills the mutants that
+    /// make `period_key` a constant.)
+    #[test]
+    fn each_period_has_a_key_of_its_own() {
+        let mut sub = Subscription::start(&basic(), datetime!(2026-01-01 00:00 UTC));
+        let first = sub.period_key();
+        sub.extend(&basic());
+        assert_ne!(sub.period_key(), first);
+        assert!(first.starts_with(&sub.id) && sub.period_key().starts_with(&sub.id));
+        let other = Subscription::start(&basic(), datetime!(2026-01-01 00:00 UTC));
+        assert_ne!(other.period_key(), first, "another subscription, the same end");
+    }
+}
