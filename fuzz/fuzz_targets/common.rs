@@ -2,7 +2,6 @@
 //! with a code from the table, and a refused call changes no table.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use billing_engine::error::ERROR_CODES;
@@ -68,8 +67,4 @@ impl Db {
             }
         }
     }
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
