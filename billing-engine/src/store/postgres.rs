@@ -164,11 +164,12 @@ impl PostgresStore {
         })
     }
 
-    /// One run of a write: the user's lock, `f`, and the commit.
+    /// One run of a write: the user's lock, `f`, and the commit. `f` gets the store's
+    /// own transaction, so that the copy from another store can write rows as they are.
     fn attempt_write<T>(
         &self,
         user_id: &str,
-        f: &mut impl FnMut(&mut dyn Transaction) -> Result<T>,
+        f: &mut impl FnMut(&mut PgTx<'_>) -> Result<T>,
         deadline: Instant,
     ) -> Attempt<T> {
         let mut conn = match self.connection(deadline) {
@@ -271,7 +272,7 @@ enum Rerun {
 
 impl Store for PostgresStore {
     fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        self.run(|deadline| self.attempt_write(user_id, &mut f, deadline))
+        self.run(|deadline| self.attempt_write(user_id, &mut |tx: &mut PgTx<'_>| f(tx), deadline))
     }
 
     fn read<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
@@ -948,13 +949,11 @@ impl PostgresStore {
         Ok(report)
     }
 
-    /// Writes one user's rows unless the user is here already; whether it wrote.
+    /// Writes one user's rows, as a write of that user (locked, run again after a
+    /// conflict), unless the user is here already; whether it wrote.
     fn copy_user(&self, user_id: &str, rows: &UserRows) -> Result<bool> {
         let now = OffsetDateTime::now_utc();
-        let mut conn = self.connection(Instant::now() + self.options.lock_timeout)?;
-        let mut tx = PgTx { conn: &mut conn, rerun: None };
-        tx.begin("BEGIN")?;
-        let copied = tx.lock_user(user_id).and_then(|()| {
+        let mut copy = |tx: &mut PgTx<'_>| -> Result<bool> {
             let present = tx.rows("SELECT 1 FROM ledger WHERE user_id = $1 LIMIT 1", &[&user_id])?;
             if tx.account(user_id)?.is_some() || !present.is_empty() {
                 return Ok(false);
@@ -972,14 +971,8 @@ impl PostgresStore {
                 tx.save_card(user_id, card, now)?;
             }
             Ok(true)
-        });
-        match copied {
-            Ok(copied) => tx.finish("COMMIT").map(|()| copied).map_err(Into::into),
-            Err(error) => {
-                let _ = tx.finish("ROLLBACK");
-                Err(error.into())
-            }
-        }
+        };
+        self.run(|deadline| self.attempt_write(user_id, &mut copy, deadline))
     }
 }
 
