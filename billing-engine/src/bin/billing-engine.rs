@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use billing_engine::store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore};
+use billing_engine::store::{is_postgres_url, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore};
 use billing_engine::{Billing, BillingError, Catalog, SystemClock};
 
 const USAGE: &str = "usage: billing-engine copy-to-postgres <sqlite-file> <postgresql-url> --tariffs <tariffs.toml>";
@@ -48,7 +48,7 @@ fn copy_to_postgres(from: &str, to: &str, tariffs: &str) -> Result<bool, String>
     }
     let source = SqliteStore::open(from, SqliteOptions { lock_timeout: catalog.lock_timeout, ..Default::default() })
         .map_err(failed)?;
-    if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
+    if !is_postgres_url(to) {
         return Err("the target is not a postgresql:// URL".to_owned());
     }
     let options = PostgresOptions::from_url(to, catalog.lock_timeout).map_err(failed)?;

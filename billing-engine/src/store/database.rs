@@ -18,14 +18,18 @@ pub enum Database {
 
 const URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 
+/// Whether `location` names a PostgreSQL database (by its URL) rather than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    URL_SCHEMES.iter().any(|scheme| location.starts_with(scheme))
+}
+
 impl Database {
     /// Opens `location`: a PostgreSQL URL, else a SQLite path. `lock_timeout` bounds
     /// every wait for another writer; `durability` applies to SQLite (PostgreSQL's is
     /// the server's `synchronous_commit`).
     pub fn open(location: impl AsRef<Path>, lock_timeout: Duration, durability: Durability) -> Result<Self> {
         let location = location.as_ref();
-        let Some(url) = location.to_str().filter(|text| URL_SCHEMES.iter().any(|scheme| text.starts_with(scheme)))
-        else {
+        let Some(url) = location.to_str().filter(|text| is_postgres_url(text)) else {
             return Ok(Self::Sqlite(SqliteStore::open(location, SqliteOptions { lock_timeout, durability })?));
         };
         Self::open_url(url, lock_timeout)

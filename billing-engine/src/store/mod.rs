@@ -44,7 +44,7 @@ mod schema;
 mod sqlite;
 mod sqlite_error;
 
-pub use database::Database;
+pub use database::{is_postgres_url, Database};
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
