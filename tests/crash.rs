@@ -59,8 +59,8 @@ fn workers_killed_at_random_lose_and_duplicate_nothing() {
     let mut workers: Vec<(Child, u32)> = (0..WORKERS).map(|w| (spawn_worker(&db, logs.path(), w, 0), 0)).collect();
     let mut kills = 0;
     while started.elapsed() < run_for() {
-        std::thread::sleep(Duration::from_millis(fastrand_between(20, 300)));
-        let w = fastrand_between(0, WORKERS as u64) as usize;
+        std::thread::sleep(Duration::from_millis(fastrand::u64(20..300)));
+        let w = fastrand::usize(0..WORKERS);
         let (child, generation) = &mut workers[w];
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -189,12 +189,6 @@ fn spawn_worker(db: &TestDb, logs: &Path, worker: usize, generation: u32) -> Chi
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
-}
-
-fn fastrand_between(low: u64, high: u64) -> u64 {
-    // Seconds-scale randomness is all this needs; the clock's nanoseconds serve.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    low + nanos % (high - low).max(1)
 }
 
 /// Run by the crash test in child processes: charges, refunds of its own acknowledged
