@@ -9,6 +9,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
 use crate::account::{next_local_midnight, Account, Allowance};
@@ -57,6 +58,28 @@ impl Charge {
             credits_spent: negate(entry.credits_delta),
             credits_balance: entry.credits_balance_after,
             replayed,
+        }
+    }
+}
+
+/// One request of [`Billing::charge_batch`](crate::Billing::charge_batch): the arguments
+/// of [`Billing::charge`](crate::Billing::charge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeRequest {
+    pub user_id: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    /// A JSON object kept with the ledger entry.
+    pub metadata: Option<Value>,
+}
+
+impl ChargeRequest {
+    pub fn new(user_id: impl Into<String>, operation: impl Into<String>, idempotency_key: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            operation: operation.into(),
+            idempotency_key: idempotency_key.into(),
+            metadata: None,
         }
     }
 }

@@ -117,6 +117,13 @@ impl BillingError {
         }
     }
 
+    /// A failure of the store rather than of the request: BUSY, STORAGE_FULL and
+    /// STORAGE_ERROR. Such a failure ends the whole transaction it happened in (a batch,
+    /// or a commit shared by several callers), not just one request of it.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, Self::Busy { .. } | Self::StorageFull | Self::Storage { .. } | Self::Unreadable { .. })
+    }
+
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument { field, message: message.into() }
     }

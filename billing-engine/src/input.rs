@@ -11,6 +11,9 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const MAX_TEXT_BYTES: usize = 1024;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_PAGE: u32 = 1000;
+/// The most requests one batch call takes: a batch is one transaction, which holds the
+/// write lock while it runs.
+pub const MAX_BATCH: usize = 10_000;
 
 /// User ids and idempotency keys: 1 to 128 bytes, no control characters.
 pub fn id(field: &'static str, value: &str) -> Result<()> {
@@ -22,6 +25,14 @@ pub fn id(field: &'static str, value: &str) -> Result<()> {
     }
     if value.chars().any(char::is_control) {
         return Err(BillingError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A batch: at most [`MAX_BATCH`] requests.
+pub fn batch_size(len: usize) -> Result<()> {
+    if len > MAX_BATCH {
+        return Err(BillingError::invalid("requests", format!("at most {MAX_BATCH} per batch, got {len}")));
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
-pub use charge::{Charge, Quote, Refund};
+pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
 pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
@@ -61,7 +61,7 @@ pub use payment::{
 };
 pub use plan_card::{CardAction, CardDetails, PlanCard};
 pub use provider::{PaymentProvider, ProviderError};
-pub use store::{Durability, SqliteOptions, SqliteStore, Store, Transaction};
+pub use store::{CommitStats, Durability, LocalOptions, SqliteOptions, SqliteStore, Store, Transaction};
 pub use views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 pub use webhook::{WebhookChecks, WebhookOutcome, WebhookStatus};
 #[cfg(feature = "yookassa")]

@@ -11,8 +11,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::account::Account;
-use crate::catalog::Catalog;
-use crate::charge::{self, Charge, Quote, Refund};
+use crate::catalog::{Catalog, Operation};
+use crate::charge::{self, Charge, ChargeRequest, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
@@ -21,7 +21,7 @@ use crate::ledger::{
     NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
-use crate::store::{Database, Durability, Store, Transaction};
+use crate::store::{Database, LocalOptions, Store, Transaction};
 use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
@@ -39,6 +39,14 @@ pub struct Billing<S: Store = Database> {
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     payments: Option<checkout::PaymentSetup>,
+}
+
+/// A charge's input, checked: what [`Billing::charge_in`] runs.
+struct CheckedCharge<'a> {
+    user_id: &'a str,
+    op: &'a Operation,
+    idempotency_key: &'a str,
+    request: Request<'a>,
 }
 
 /// A subscription carried over by [`Billing::import_user`].
@@ -59,18 +67,19 @@ impl Billing<Database> {
     }
 
     pub fn open_with_clock(location: impl AsRef<Path>, catalog: Catalog, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_with(location, catalog, clock, Durability::default())
+        Self::open_with(location, catalog, clock, LocalOptions::default())
     }
 
-    /// Opens `location` with a chosen SQLite [`Durability`]; the catalog's
-    /// `lock_timeout_ms` sets how long a writer waits for another writer.
+    /// Opens `location` with chosen SQLite options: a [`Durability`] converts into them,
+    /// with shared commits on. The catalog's `lock_timeout_ms` sets how long a writer
+    /// waits for another writer.
     pub fn open_with(
         location: impl AsRef<Path>,
         catalog: Catalog,
         clock: Arc<dyn Clock>,
-        durability: Durability,
+        local: impl Into<LocalOptions>,
     ) -> Result<Self> {
-        let store = Database::open(location, catalog.lock_timeout, durability)?;
+        let store = Database::open(location, catalog.lock_timeout, local.into())?;
         Ok(Self::new(store, catalog, clock))
     }
 }
@@ -200,23 +209,64 @@ impl<S: Store> Billing<S> {
         idempotency_key: &str,
         metadata: Option<Value>,
     ) -> Result<Charge> {
+        let charge = self.checked_charge(user_id, operation, idempotency_key, metadata.as_ref())?;
+        let now = self.now();
+        self.store.write(user_id, |tx| self.charge_in(tx, &charge, now))
+    }
+
+    /// Many charges, of any users, in one transaction with one commit: each request is
+    /// what [`charge`](Self::charge) takes, and gets what `charge` would return, in
+    /// order. A refused or invalid request (NOT_ENOUGH_CREDITS, an idempotency conflict,
+    /// an unknown operation) is that item's error and writes nothing; the others go on.
+    /// A storage failure fails the whole batch, and nothing of it is written. Keys
+    /// replay per item, within the batch too.
+    pub fn charge_batch(&self, requests: &[ChargeRequest]) -> Result<Vec<Result<Charge>>> {
+        input::batch_size(requests.len())?;
+        let checked: Vec<Result<CheckedCharge<'_>>> = requests
+            .iter()
+            .map(|r| self.checked_charge(&r.user_id, &r.operation, &r.idempotency_key, r.metadata.as_ref()))
+            .collect();
+        let valid: Vec<&CheckedCharge<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        let users: Vec<&str> = valid.iter().map(|c| c.user_id).collect();
+        let now = self.now();
+        let mut charged = self.store.write_each(&users, |i, tx| self.charge_in(tx, valid[i], now))?.into_iter();
+        Ok(checked
+            .into_iter()
+            .map(|c| match c {
+                Ok(_) => charged.next().expect("one result per valid request"),
+                Err(invalid) => Err(invalid),
+            })
+            .collect())
+    }
+
+    /// A charge's input, checked before any store access.
+    fn checked_charge<'a>(
+        &'a self,
+        user_id: &'a str,
+        operation: &'a str,
+        idempotency_key: &'a str,
+        metadata: Option<&'a Value>,
+    ) -> Result<CheckedCharge<'a>> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
-        input::metadata(metadata.as_ref())?;
+        input::metadata(metadata)?;
         let op = self.catalog.operation(operation)?;
-        let request = Request { action: "charge", target: operation, amount: None, metadata: metadata.as_ref() };
-        let now = self.now();
-        self.store.write(user_id, |tx| {
-            if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
-                return Ok(Charge::from_entry(&entry, true));
-            }
-            let mut account = self.current_account(tx, user_id, now)?;
-            let spend = charge::spend(&account, &self.catalog, op, now)?;
-            let entry = NewEntry::charge(user_id, &op.code, &spend, metadata.clone(), now);
-            let entry = record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
-            tx.update_account(&account)?;
-            Ok(Charge::from_entry(&entry, false))
-        })
+        let request = Request { action: "charge", target: operation, amount: None, metadata };
+        Ok(CheckedCharge { user_id, op, idempotency_key, request })
+    }
+
+    /// The one charge path, of [`charge`](Self::charge) and of each batch item.
+    fn charge_in(&self, tx: &mut dyn Transaction, charge: &CheckedCharge<'_>, now: OffsetDateTime) -> Result<Charge> {
+        let CheckedCharge { user_id, op, idempotency_key, request } = charge;
+        if let Some(entry) = replay(tx, user_id, idempotency_key, request)? {
+            return Ok(Charge::from_entry(&entry, true));
+        }
+        let mut account = self.current_account(tx, user_id, now)?;
+        let spend = charge::spend(&account, &self.catalog, op, now)?;
+        let entry = NewEntry::charge(user_id, &op.code, &spend, request.metadata.cloned(), now);
+        let entry = record(tx, &mut account, entry.keyed(idempotency_key, request))?;
+        tx.update_account(&account)?;
+        Ok(Charge::from_entry(&entry, false))
     }
 
     /// Gives a failed operation's charge back to the source it came from. Refunding a

@@ -16,6 +16,28 @@ pub enum Database {
     Postgres(super::PostgresStore),
 }
 
+/// How [`Database::open`] (and so `Billing::open_with`) opens a SQLite file; the
+/// catalog's `lock_timeout_ms` gives the rest of its [`SqliteOptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOptions {
+    pub durability: Durability,
+    /// See [`SqliteOptions::shared_commits`].
+    pub shared_commits: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        let SqliteOptions { durability, shared_commits, .. } = SqliteOptions::default();
+        Self { durability, shared_commits }
+    }
+}
+
+impl From<Durability> for LocalOptions {
+    fn from(durability: Durability) -> Self {
+        Self { durability, ..Self::default() }
+    }
+}
+
 const URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 
 /// Whether `location` names a PostgreSQL database (by its URL) rather than a SQLite file.
@@ -25,12 +47,14 @@ pub fn is_postgres_url(location: &str) -> bool {
 
 impl Database {
     /// Opens `location`: a PostgreSQL URL, else a SQLite path. `lock_timeout` bounds
-    /// every wait for another writer; `durability` applies to SQLite (PostgreSQL's is
-    /// the server's `synchronous_commit`).
-    pub fn open(location: impl AsRef<Path>, lock_timeout: Duration, durability: Durability) -> Result<Self> {
+    /// every wait for another writer; `local` applies to SQLite (PostgreSQL's durability
+    /// is the server's `synchronous_commit`, and the server groups commits itself).
+    pub fn open(location: impl AsRef<Path>, lock_timeout: Duration, local: LocalOptions) -> Result<Self> {
         let location = location.as_ref();
         let Some(url) = location.to_str().filter(|text| is_postgres_url(text)) else {
-            return Ok(Self::Sqlite(SqliteStore::open(location, SqliteOptions { lock_timeout, durability })?));
+            let LocalOptions { durability, shared_commits } = local;
+            let options = SqliteOptions { lock_timeout, durability, shared_commits };
+            return Ok(Self::Sqlite(SqliteStore::open(location, options)?));
         };
         Self::open_url(url, lock_timeout)
     }
@@ -56,6 +80,18 @@ impl Store for Database {
             Self::Sqlite(store) => store.write(user_id, f),
             #[cfg(feature = "postgres")]
             Self::Postgres(store) => store.write(user_id, f),
+        }
+    }
+
+    fn write_each<T>(
+        &self,
+        user_ids: &[&str],
+        f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
+    ) -> Result<Vec<Result<T>>> {
+        match self {
+            Self::Sqlite(store) => store.write_each(user_ids, f),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.write_each(user_ids, f),
         }
     }
 

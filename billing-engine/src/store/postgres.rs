@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use time::{Date, OffsetDateTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{postgres_schema, Store, StoreError, StoreResult, Transaction};
+use super::{each_in_savepoint, postgres_schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -164,11 +164,11 @@ impl PostgresStore {
         })
     }
 
-    /// One run of a write: the user's lock, `f`, and the commit. `f` gets the store's
+    /// One run of a write: the users' locks, `f`, and the commit. `f` gets the store's
     /// own transaction, so that the copy from another store can write rows as they are.
     fn attempt_write<T>(
         &self,
-        user_id: &str,
+        user_ids: &[&str],
         f: &mut impl FnMut(&mut PgTx<'_>) -> Result<T>,
         deadline: Instant,
     ) -> Attempt<T> {
@@ -181,7 +181,7 @@ impl PostgresStore {
         let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
         let mut tx = PgTx { conn: &mut conn, rerun: None };
         let result =
-            tx.begin(&begin).and_then(|()| tx.lock_user(user_id)).map_err(BillingError::from).and_then(|()| f(&mut tx));
+            tx.begin(&begin).and_then(|()| tx.lock_users(user_ids)).map_err(BillingError::from).and_then(|()| f(&mut tx));
         match result {
             Ok(value) => match tx.finish("COMMIT") {
                 Ok(()) => Attempt::Done(Ok(value)),
@@ -272,7 +272,18 @@ enum Rerun {
 
 impl Store for PostgresStore {
     fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        self.run(|deadline| self.attempt_write(user_id, &mut |tx: &mut PgTx<'_>| f(tx), deadline))
+        self.run(|deadline| self.attempt_write(&[user_id], &mut |tx: &mut PgTx<'_>| f(tx), deadline))
+    }
+
+    /// The batch's users are locked in one statement, in one order (by id), so that two
+    /// batches over the same users cannot each hold a lock the other waits for.
+    fn write_each<T>(
+        &self,
+        user_ids: &[&str],
+        mut f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
+    ) -> Result<Vec<Result<T>>> {
+        let mut items = |tx: &mut PgTx<'_>| each_in_savepoint(tx, user_ids.len(), &mut f);
+        self.run(|deadline| self.attempt_write(user_ids, &mut items, deadline))
     }
 
     fn read<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
@@ -418,16 +429,38 @@ impl PgTx<'_> {
     }
 
     fn begin(&mut self, sql: &str) -> StoreResult<()> {
-        let result = self.conn.client.batch_execute(sql);
-        result.map_err(|e| self.fail(e))?;
+        self.simple(sql)?;
         self.conn.open = true;
         Ok(())
     }
 
     fn finish(&mut self, sql: &'static str) -> StoreResult<()> {
-        let result = self.conn.client.batch_execute(sql);
-        result.map_err(|e| self.fail(e))?;
+        self.simple(sql)?;
         self.conn.open = false;
+        Ok(())
+    }
+
+    /// Statements without parameters or rows, in one round trip.
+    fn simple(&mut self, sql: &str) -> StoreResult<()> {
+        let result = self.conn.client.batch_execute(sql);
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Takes the users' row locks for the rest of the transaction, in the order of their
+    /// ids, creating the rows of users who never wrote.
+    fn lock_users(&mut self, user_ids: &[&str]) -> StoreResult<()> {
+        const LOCK: &str = "SELECT user_id FROM user_locks WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE";
+        if let [user_id] = user_ids {
+            return self.lock_user(user_id);
+        }
+        let mut ordered = user_ids.to_vec();
+        ordered.sort_unstable();
+        ordered.dedup();
+        if self.rows(LOCK, &[&ordered])?.len() < ordered.len() {
+            let insert = "INSERT INTO user_locks (user_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING";
+            self.execute(insert, &[&ordered])?;
+            self.rows(LOCK, &[&ordered])?;
+        }
         Ok(())
     }
 
@@ -517,6 +550,14 @@ impl PgTx<'_> {
 }
 
 impl Transaction for PgTx<'_> {
+    fn savepoint(&mut self) -> StoreResult<()> {
+        self.simple("SAVEPOINT item")
+    }
+
+    fn end_savepoint(&mut self, keep: bool) -> StoreResult<()> {
+        self.simple(if keep { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item" })
+    }
+
     fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = $1");
         self.one(sql, &[&user_id], read_account)
@@ -972,7 +1013,7 @@ impl PostgresStore {
             }
             Ok(true)
         };
-        self.run(|deadline| self.attempt_write(user_id, &mut copy, deadline))
+        self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
     }
 }
 

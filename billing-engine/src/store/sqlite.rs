@@ -7,11 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use parking_lot::{Mutex as TimedMutex, MutexGuard};
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -19,7 +16,8 @@ use rust_decimal::Decimal;
 use time::{Date, OffsetDateTime};
 
 use super::sqlite_error::SqliteError;
-use super::{schema, Store, StoreError, StoreResult, Transaction};
+use super::sqlite_writer::{CommitStats, Writer};
+use super::{each_in_savepoint, schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -43,11 +41,16 @@ pub struct SqliteOptions {
     /// How long a writer waits for another process's write to finish.
     pub lock_timeout: Duration,
     pub durability: Durability,
+    /// Whether concurrent writers of this process share commits (see
+    /// `store::sqlite_writer`): one commit then carries many threads' transactions, each
+    /// acknowledged once that commit is durable. On by default; a writer alone is never
+    /// delayed by it. Always off for `:memory:`, which has no commit cost to share.
+    pub shared_commits: bool,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { lock_timeout: Duration::from_millis(5000), durability: Durability::Full }
+        Self { lock_timeout: Duration::from_millis(5000), durability: Durability::Full, shared_commits: true }
     }
 }
 
@@ -56,13 +59,8 @@ pub struct SqliteStore {
     /// in-memory connection would be a database of its own).
     path: Option<PathBuf>,
     options: SqliteOptions,
-    /// Timed, so that the wait for it counts against the same deadline as SQLite's.
-    writer: TimedMutex<Connection>,
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
-    /// Set once a write found the disk full. From then on every write checkpoints and
-    /// truncates the WAL after it: SQLite's own checkpoint comes only at 4 MiB of WAL,
-    /// more than a small disk may have, and a checkpoint needs room to copy pages into.
-    short_of_space: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -72,8 +70,6 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 const MEMORY: &str = ":memory:";
-/// Takes the write lock before the first read: see the module docs.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const BEGIN_READ: &str = "BEGIN DEFERRED";
 const STATEMENT_CACHE: usize = 32;
 /// About the WAL's size at SQLite's automatic checkpoint (1000 pages of 4 KiB).
@@ -85,26 +81,16 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref();
         let path = (path.as_os_str() != MEMORY).then(|| path.to_path_buf());
-        let writer = connect(path.as_deref(), &options)?;
-        in_transaction(&writer, BEGIN_WRITE, |conn| Ok(schema::migrate(conn)?))?;
-        Ok(Self {
-            path,
-            options,
-            writer: TimedMutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            short_of_space: AtomicBool::new(false),
-        })
+        let conn = connect(path.as_deref(), &options)?;
+        in_transaction(&conn, "BEGIN IMMEDIATE", |conn| Ok(schema::migrate(conn)?))?;
+        let writer = Writer::new(conn, options.shared_commits && path.is_some());
+        Ok(Self { path, options, writer, readers: Mutex::new(Vec::new()) })
     }
 
-    /// The writer connection, once this process's other writers are done, with SQLite's
-    /// own wait for other processes set to what is left until `deadline`. A panic inside
-    /// a transaction rolled it back as it unwound, so the connection is always fine.
-    fn lock_writer(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>> {
-        let conn = self.writer.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })?;
-        // SQLite counts whole milliseconds; round up so that it never gives up early.
-        let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-        conn.busy_timeout(Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))).map_err(SqliteError::from)?;
-        Ok(conn)
+    /// How many commits this handle made, and how many writes they carried: with shared
+    /// commits, fewer commits than writes.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
     }
 
     /// Runs `work` against one deadline for every wait on the way (this process's queue,
@@ -119,35 +105,29 @@ impl SqliteStore {
         })
     }
 
-    fn run<T>(
-        conn: &Connection,
-        begin: &'static str,
-        mut f: impl FnMut(&mut dyn Transaction) -> Result<T>,
-    ) -> Result<T> {
-        in_transaction(conn, begin, |conn| f(&mut SqliteTx { conn }))
+    fn read_on<T>(conn: &Connection, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        in_transaction(conn, BEGIN_READ, |conn| f(&mut SqliteTx { conn }))
     }
 }
 
 impl Store for SqliteStore {
     /// SQLite has one writer, so the user's lock is the database's write lock, taken by
     /// `BEGIN IMMEDIATE`; a write never needs to run again.
-    fn write<T>(&self, _user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        self.within_lock_timeout(|deadline| {
-            let conn = self.lock_writer(deadline)?;
-            let result = Self::run(&conn, BEGIN_WRITE, f);
-            if result.as_ref().err() == Some(&BillingError::StorageFull) {
-                self.short_of_space.store(true, Ordering::Relaxed);
-            }
-            if self.short_of_space.load(Ordering::Relaxed) {
-                make_room(&conn);
-            }
-            result
-        })
+    fn write<T>(&self, _user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        self.within_lock_timeout(|deadline| self.writer.write(deadline, |tx| f(tx)))
+    }
+
+    fn write_each<T>(
+        &self,
+        user_ids: &[&str],
+        f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
+    ) -> Result<Vec<Result<T>>> {
+        self.within_lock_timeout(|deadline| self.writer.write(deadline, |tx| each_in_savepoint(tx, user_ids.len(), f)))
     }
 
     fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let Some(path) = &self.path else {
-            return self.within_lock_timeout(|deadline| Self::run(&*self.lock_writer(deadline)?, BEGIN_READ, f));
+            return self.within_lock_timeout(|deadline| Self::read_on(&self.writer.lock(deadline)?.conn, f));
         };
         self.within_lock_timeout(|_| {
             let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -155,7 +135,7 @@ impl Store for SqliteStore {
                 Some(conn) => conn,
                 None => connect(Some(path), &self.options)?,
             };
-            let result = Self::run(&conn, BEGIN_READ, f);
+            let result = Self::read_on(&conn, f);
             self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
             result
         })
@@ -187,13 +167,6 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
     Ok(conn)
 }
 
-/// Moves the WAL's pages into the database and truncates the WAL, which is what fills a
-/// small disk. Best effort: it fails too while the disk has no room at all, and succeeds
-/// after the first write that finds room once space is freed.
-fn make_room(conn: &Connection) {
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
-
 /// Runs `f` between `begin` and COMMIT; an error or a panic in `f` rolls back. Every
 /// transaction of the store, the schema migration included, goes through here. BEGIN and
 /// COMMIT are cached statements: parsing them anew is a measurable part of a charge.
@@ -220,11 +193,22 @@ impl Drop for OpenTransaction<'_> {
     }
 }
 
-struct SqliteTx<'c> {
-    conn: &'c Connection,
+pub(super) struct SqliteTx<'c> {
+    pub(super) conn: &'c Connection,
 }
 
 impl Transaction for SqliteTx<'_> {
+    fn savepoint(&mut self) -> StoreResult<()> {
+        self.statement("SAVEPOINT item")
+    }
+
+    fn end_savepoint(&mut self, keep: bool) -> StoreResult<()> {
+        if !keep {
+            self.statement("ROLLBACK TO item")?;
+        }
+        self.statement("RELEASE item")
+    }
+
     fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
         self.one(sql, [user_id], account_from_row)
@@ -461,6 +445,13 @@ impl Transaction for SqliteTx<'_> {
 }
 
 impl SqliteTx<'_> {
+    /// Runs a statement without parameters or rows, from the statement cache.
+    fn statement(&self, sql: &'static str) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute([]).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
     /// The row `sql` selects, if any, read by `from_row`.
     fn one<T>(
         &self,
@@ -682,6 +673,153 @@ mod tests {
 
     fn exists(store: &SqliteStore, user: &str) -> bool {
         store.read(|tx| Ok(tx.account(user)?)).unwrap().is_some()
+    }
+
+    type Work<'a> = Box<dyn FnMut(&mut dyn Transaction) -> Result<()> + Send + 'a>;
+
+    fn sharing(dir: &tempfile::TempDir, shared_commits: bool) -> SqliteStore {
+        let options = SqliteOptions { shared_commits, ..SqliteOptions::default() };
+        SqliteStore::open(dir.path().join("store.sqlite3"), options).unwrap()
+    }
+
+    fn wait_until_queued(store: &SqliteStore, writers: usize) {
+        while store.writer.queued().load(std::sync::atomic::Ordering::SeqCst) < writers {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Writer `a` runs first and, inside its transaction, waits until the writers of
+    /// `others` are queued behind it; then each of them runs `others[i]`. The results of
+    /// all, `a`'s first.
+    fn line_up(
+        store: &SqliteStore,
+        others: Vec<Work<'_>>,
+    ) -> Vec<Result<()>> {
+        let inside = std::sync::Barrier::new(2);
+        let queued = others.len();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| {
+                store.write("a", |tx| {
+                    tx.insert_account(&account("a"))?;
+                    inside.wait();
+                    wait_until_queued(store, queued);
+                    Ok(())
+                })
+            });
+            inside.wait();
+            let mut rest = Vec::new();
+            for other in others {
+                rest.push(scope.spawn(move || store.write("x", other)));
+                // One at a time, so that they queue in this order. (Once the last is
+                // queued, `a` goes on and the queue drains: `a` waits for that one.)
+                if rest.len() < queued {
+                    wait_until_queued(store, rest.len());
+                }
+            }
+            let mut results = vec![first.join().unwrap()];
+            results.extend(rest.into_iter().map(|t| t.join().unwrap()));
+            results
+        })
+    }
+
+    fn inserting(user: &'static str) -> Work<'static> {
+        Box::new(move |tx| Ok(tx.insert_account(&account(user))?))
+    }
+
+    #[test]
+    fn writers_queued_behind_a_transaction_share_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        let results = line_up(&store, vec![inserting("b"), inserting("c")]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(["a", "b", "c"].iter().all(|u| exists(&store, u)));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 3 });
+    }
+
+    #[test]
+    fn with_shared_commits_off_each_writer_commits_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, false);
+        let results = line_up(&store, vec![inserting("b"), inserting("c")]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(store.commit_stats(), CommitStats { commits: 3, writes: 3 });
+    }
+
+    #[test]
+    fn a_writer_alone_commits_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        for user in ["a", "b", "c"] {
+            store.write(user, |tx| Ok(tx.insert_account(&account(user))?)).unwrap();
+            // Visible to another connection: committed before the call returned.
+            let other = Connection::open(dir.path().join("store.sqlite3")).unwrap();
+            let found: i64 =
+                other.query_row("SELECT count(*) FROM accounts WHERE user_id = ?1", [user], |r| r.get(0)).unwrap();
+            assert_eq!(found, 1);
+        }
+        assert_eq!(store.commit_stats(), CommitStats { commits: 3, writes: 3 });
+    }
+
+    #[test]
+    fn a_member_s_own_error_undoes_its_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        let refusing: Work<'static> = Box::new(|tx| {
+            tx.insert_account(&account("b"))?;
+            Err(BillingError::NoSubscription)
+        });
+        let results = line_up(&store, vec![refusing, inserting("c")]);
+        assert_eq!(results, vec![Ok(()), Err(BillingError::NoSubscription), Ok(())]);
+        assert!(exists(&store, "a") && !exists(&store, "b") && exists(&store, "c"));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 2 });
+    }
+
+    #[test]
+    fn a_storage_failure_in_a_member_fails_every_member_of_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        let failing: Work<'static> = Box::new(|tx| {
+            tx.insert_account(&account("b"))?;
+            Err(BillingError::StorageFull)
+        });
+        let results = line_up(&store, vec![failing]);
+        assert_eq!(results, vec![Err(BillingError::StorageFull), Err(BillingError::StorageFull)]);
+        assert!(!exists(&store, "a") && !exists(&store, "b"), "nothing of the group remains");
+        assert_eq!(store.commit_stats().commits, 0);
+        store.write("d", |tx| Ok(tx.insert_account(&account("d"))?)).unwrap();
+        assert!(exists(&store, "d"), "the next write opens a new transaction");
+    }
+
+    #[test]
+    fn a_member_that_panics_leaves_the_group_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        let panicking: Work<'static> = Box::new(|tx| {
+            tx.insert_account(&account("b"))?;
+            panic!("a bug in the middle of a shared write");
+        });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| line_up(&store, vec![panicking])));
+        assert!(outcome.is_err(), "the panic reached its own caller");
+        assert!(exists(&store, "a") && !exists(&store, "b"));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 1 });
+    }
+
+    #[test]
+    fn a_group_left_open_for_a_writer_that_gave_up_is_committed_by_its_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sharing(&dir, true);
+        // A writer counts as queued, so `a` leaves its transaction open, and then never
+        // comes (as one whose lock timeout ran out would).
+        store.writer.queued().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let committed = std::thread::scope(|scope| {
+            let a = scope.spawn(|| store.write("a", |tx| Ok(tx.insert_account(&account("a"))?)));
+            std::thread::sleep(Duration::from_millis(100));
+            store.writer.queued().fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            a.join().unwrap()
+        });
+        committed.unwrap();
+        assert!(exists(&store, "a"));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 1 });
     }
 
     #[test]
