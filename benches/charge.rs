@@ -5,15 +5,21 @@
 //! Groups:
 //! - `charge_full` / `charge_normal`: engine vs floor at `synchronous = FULL` (the
 //!   engine's default) and `NORMAL` (where fsync no longer hides the CPU cost);
-//! - `ledger_growth`: engine charge with 1k, 100k and 1M ledger rows already stored.
+//! - `ledger_growth`: engine charge with 1k, 100k and 1M ledger rows already stored
+//!   (and 10M with `BILLING_BENCH_LONG=1`);
+//! - `charge_batch`: `charge_batch` of 1,000 requests at `NORMAL`, against the floor
+//!   doing 100 and 1,000 charges per transaction;
+//! - `threads_full`: 8 threads charging 8 users at `FULL` through one handle, with
+//!   shared commits and with one commit per charge. Reported per charge, so the ratio of
+//!   the two is the throughput gained.
 //!
 //! Under `cargo test --benches` every benchmark runs once on small fixtures.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use billing_engine::{Billing, Catalog, Durability, SystemClock};
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use billing_engine::{Billing, Catalog, ChargeRequest, Durability, LocalOptions, SystemClock};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rusqlite::{params, Connection, TransactionBehavior};
 use rust_decimal::Decimal;
 
@@ -28,11 +34,16 @@ fn catalog() -> Catalog {
 }
 
 /// The engine as a host opens it, through `Billing::open` (the store the location names).
-fn engine(path: &Path, durability: Durability) -> Billing {
-    let billing = Billing::open_with(path, catalog(), Arc::new(SystemClock), durability).unwrap();
-    // Free tier used up, so every charge takes the credits path the floor takes too.
-    billing.import_user(USER, Decimal::from(1_000_000_000_000i64), u32::MAX, None).unwrap();
+fn engine(path: &Path, local: impl Into<LocalOptions>) -> Billing {
+    let billing = Billing::open_with(path, catalog(), Arc::new(SystemClock), local).unwrap();
+    add_user(&billing, USER);
     billing
+}
+
+/// A user whose free tier is used up, so every charge takes the credits path the floor
+/// takes too.
+fn add_user(billing: &Billing, user: &str) {
+    billing.import_user(user, Decimal::from(1_000_000_000_000i64), u32::MAX, None).unwrap();
 }
 
 /// The floor: the least a correct credit charge can do on SQLite.
@@ -58,7 +69,19 @@ impl Floor {
     }
 
     fn charge(&mut self, cost: Decimal) {
+        self.charges(1, cost);
+    }
+
+    /// `count` charges in one transaction.
+    fn charges(&mut self, count: usize, cost: Decimal) {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+        for _ in 0..count {
+            Self::charge_in(&tx, cost);
+        }
+        tx.commit().unwrap();
+    }
+
+    fn charge_in(tx: &rusqlite::Transaction<'_>, cost: Decimal) {
         let balance: String = tx
             .prepare_cached("SELECT credits FROM balances WHERE user_id = ?1")
             .unwrap()
@@ -74,7 +97,6 @@ impl Floor {
             .unwrap()
             .execute(params![USER, (-cost).to_string(), after.to_string(), 0])
             .unwrap();
-        tx.commit().unwrap();
     }
 }
 
@@ -117,16 +139,96 @@ fn prefill(path: &Path, rows: u64) {
     tx.commit().unwrap();
 }
 
+const BATCH: usize = 1000;
+
+fn charge_batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("charge_batch");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let dir = tempfile::tempdir().unwrap();
+    let billing = engine(&dir.path().join("engine.sqlite3"), Durability::Normal);
+    let mut n = 0u64;
+    group.bench_function("engine_1000", |b| {
+        b.iter_batched(
+            || {
+                (0..BATCH)
+                    .map(|_| {
+                        n += 1;
+                        ChargeRequest::new(USER, "generation", format!("k{n}"))
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |batch| {
+                let results = billing.charge_batch(&batch).unwrap();
+                assert!(results.iter().all(Result::is_ok));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut floor = Floor::open(&dir.path().join("floor.sqlite3"), Durability::Normal);
+    let cost = Decimal::from(2);
+    group.bench_function("floor_100", |b| b.iter(|| (0..BATCH / 100).for_each(|_| floor.charges(100, cost))));
+    group.bench_function("floor_1000", |b| b.iter(|| floor.charges(BATCH, cost)));
+    group.finish();
+}
+
+const THREADS: usize = 8;
+
+fn threads_full(c: &mut Criterion) {
+    let mut group = c.benchmark_group("threads_full");
+    for (name, shared_commits) in [("shared_commits", true), ("one_commit_each", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalOptions { durability: Durability::Full, shared_commits };
+        let billing = engine(&dir.path().join("engine.sqlite3"), local);
+        let users: Vec<String> = (0..THREADS).map(|t| format!("user-{t}")).collect();
+        users.iter().for_each(|user| add_user(&billing, user));
+        let mut round = 0u64;
+        // Each iteration is one charge per thread; the time reported is per charge.
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                round += 1;
+                let started = std::time::Instant::now();
+                std::thread::scope(|scope| {
+                    for user in &users {
+                        let billing = &billing;
+                        scope.spawn(move || {
+                            for i in 0..iters {
+                                billing.charge(user, "generation", &format!("r{round}-{i}"), None).unwrap();
+                            }
+                        });
+                    }
+                });
+                started.elapsed() / THREADS as u32
+            })
+        });
+        // How many writes a commit carried, for the README's note on group sizes.
+        if let billing_engine::store::Database::Sqlite(store) = billing.store() {
+            let stats = store.commit_stats();
+            eprintln!("{name}: {:.1} writes per commit", stats.writes as f64 / stats.commits.max(1) as f64);
+        }
+    }
+    group.finish();
+}
+
 fn ledger_growth(c: &mut Criterion) {
-    let sizes: &[u64] = if benchmarking() { &[1_000, 100_000, 1_000_000] } else { &[1_000] };
+    let long = std::env::var_os("BILLING_BENCH_LONG").is_some();
+    let sizes: &[u64] = match (benchmarking(), long) {
+        (false, _) => &[1_000],
+        (true, false) => &[1_000, 100_000, 1_000_000],
+        (true, true) => &[1_000, 100_000, 1_000_000, 10_000_000],
+    };
     let mut group = c.benchmark_group("ledger_growth");
     for &rows in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grown.sqlite3");
-        let billing = engine(&path, Durability::Normal);
-        prefill(&path, rows);
+        // Filled when the benchmark runs, not when a filter skips it.
+        let mut grown = None;
         let mut n = 0u64;
         group.bench_with_input(BenchmarkId::new("engine", rows), &rows, |b, _| {
+            let billing = grown.get_or_insert_with(|| {
+                let billing = engine(&path, Durability::Normal);
+                prefill(&path, rows);
+                billing
+            });
             b.iter_batched(
                 || {
                     n += 1;
@@ -143,6 +245,6 @@ fn ledger_growth(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(4)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = charge_vs_floor, ledger_growth
+    targets = charge_vs_floor, charge_batch, threads_full, ledger_growth
 }
 criterion_main!(benches);

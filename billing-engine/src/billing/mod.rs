@@ -2,6 +2,7 @@
 //! store transaction in which it loads the account, rolls it forward to now, applies one
 //! rule from the domain modules and appends the ledger entry that records it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,6 +48,42 @@ struct CheckedCharge<'a> {
     op: &'a Operation,
     idempotency_key: &'a str,
     request: Request<'a>,
+}
+
+/// The accounts one charge transaction works on: each read and rolled forward once,
+/// changed in memory by every charge of its user, and written once at the end if a
+/// charge changed it (a refused charge writes nothing, not even the roll-forward).
+#[derive(Default)]
+struct WorkingAccounts {
+    /// Each account, and whether a charge changed it.
+    accounts: HashMap<String, (Account, bool)>,
+}
+
+impl WorkingAccounts {
+    /// The user's account, read by `load` the first time.
+    fn get(
+        &mut self,
+        tx: &mut dyn Transaction,
+        user_id: &str,
+        load: impl FnOnce(&mut dyn Transaction) -> Result<Account>,
+    ) -> Result<&mut Account> {
+        if !self.accounts.contains_key(user_id) {
+            let account = load(tx)?;
+            self.accounts.insert(user_id.to_owned(), (account, false));
+        }
+        Ok(&mut self.accounts.get_mut(user_id).expect("inserted above").0)
+    }
+
+    fn changed(&mut self, user_id: &str) {
+        if let Some((_, changed)) = self.accounts.get_mut(user_id) {
+            *changed = true;
+        }
+    }
+
+    fn save(&self, tx: &mut dyn Transaction) -> Result<()> {
+        let changed = self.accounts.values().filter(|(_, changed)| *changed);
+        changed.map(|(account, _)| account).try_for_each(|account| Ok(tx.update_account(account)?))
+    }
 }
 
 /// A subscription carried over by [`Billing::import_user`].
@@ -211,7 +248,12 @@ impl<S: Store> Billing<S> {
     ) -> Result<Charge> {
         let charge = self.checked_charge(user_id, operation, idempotency_key, metadata.as_ref())?;
         let now = self.now();
-        self.store.write(user_id, |tx| self.charge_in(tx, &charge, now))
+        self.store.write(user_id, |tx| {
+            let mut accounts = WorkingAccounts::default();
+            let charged = self.charge_in(tx, &mut accounts, &charge, now)?;
+            accounts.save(tx)?;
+            Ok(charged)
+        })
     }
 
     /// Many charges, of any users, in one transaction with one commit: each request is
@@ -229,7 +271,19 @@ impl<S: Store> Billing<S> {
         let valid: Vec<&CheckedCharge<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
         let users: Vec<&str> = valid.iter().map(|c| c.user_id).collect();
         let now = self.now();
-        let mut charged = self.store.write_each(&users, |i, tx| self.charge_in(tx, valid[i], now))?.into_iter();
+        let charged = self.store.write_many(&users, |tx| {
+            let mut accounts = WorkingAccounts::default();
+            let mut results = Vec::with_capacity(valid.len());
+            for charge in &valid {
+                match self.charge_in(tx, &mut accounts, charge, now) {
+                    Err(failure) if failure.is_storage_failure() => return Err(failure),
+                    result => results.push(result),
+                }
+            }
+            accounts.save(tx)?;
+            Ok(results)
+        })?;
+        let mut charged = charged.into_iter();
         Ok(checked
             .into_iter()
             .map(|c| match c {
@@ -255,17 +309,25 @@ impl<S: Store> Billing<S> {
         Ok(CheckedCharge { user_id, op, idempotency_key, request })
     }
 
-    /// The one charge path, of [`charge`](Self::charge) and of each batch item.
-    fn charge_in(&self, tx: &mut dyn Transaction, charge: &CheckedCharge<'_>, now: OffsetDateTime) -> Result<Charge> {
+    /// The one charge path, of [`charge`](Self::charge) and of each batch item. Every
+    /// refusal comes before the charge writes anything, so an item refused inside a
+    /// batch leaves nothing to undo.
+    fn charge_in(
+        &self,
+        tx: &mut dyn Transaction,
+        accounts: &mut WorkingAccounts,
+        charge: &CheckedCharge<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Charge> {
         let CheckedCharge { user_id, op, idempotency_key, request } = charge;
         if let Some(entry) = replay(tx, user_id, idempotency_key, request)? {
             return Ok(Charge::from_entry(&entry, true));
         }
-        let mut account = self.current_account(tx, user_id, now)?;
-        let spend = charge::spend(&account, &self.catalog, op, now)?;
+        let account = accounts.get(tx, user_id, |tx| self.current_account(tx, user_id, now))?;
+        let spend = charge::spend(account, &self.catalog, op, now)?;
         let entry = NewEntry::charge(user_id, &op.code, &spend, request.metadata.cloned(), now);
-        let entry = record(tx, &mut account, entry.keyed(idempotency_key, request))?;
-        tx.update_account(&account)?;
+        let entry = record(tx, account, entry.keyed(idempotency_key, request))?;
+        accounts.changed(user_id);
         Ok(Charge::from_entry(&entry, false))
     }
 

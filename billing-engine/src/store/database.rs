@@ -75,23 +75,11 @@ impl Database {
 }
 
 impl Store for Database {
-    fn write<T>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write_many<T>(&self, user_ids: &[&str], f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         match self {
-            Self::Sqlite(store) => store.write(user_id, f),
+            Self::Sqlite(store) => store.write_many(user_ids, f),
             #[cfg(feature = "postgres")]
-            Self::Postgres(store) => store.write(user_id, f),
-        }
-    }
-
-    fn write_each<T>(
-        &self,
-        user_ids: &[&str],
-        f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
-    ) -> Result<Vec<Result<T>>> {
-        match self {
-            Self::Sqlite(store) => store.write_each(user_ids, f),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(store) => store.write_each(user_ids, f),
+            Self::Postgres(store) => store.write_many(user_ids, f),
         }
     }
 

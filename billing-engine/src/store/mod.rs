@@ -58,30 +58,22 @@ use crate::payment::{Payment, SavedCard};
 use time::OffsetDateTime;
 
 pub trait Store: Send + Sync {
-    /// Runs `f` in one transaction that holds `user_id`'s lock from before its first
-    /// read until it ends: no other write about that user, in this process or another,
-    /// runs in between. Commits when `f` returns `Ok`; when `f` returns `Err` (or
-    /// panics) nothing it wrote remains.
+    /// Runs `f` in one transaction that holds the lock of every user in `user_ids` from
+    /// before its first read until it ends: no other write about those users, in this
+    /// process or another, runs in between. Commits when `f` returns `Ok`; when `f`
+    /// returns `Err` (or panics) nothing it wrote remains.
     ///
-    /// `f` only touches `user_id`'s rows, and may be run more than once: a store whose
-    /// database aborts a transaction to resolve a conflict (a serialization failure, a
-    /// deadlock) rolls back and runs `f` again, a bounded number of times within the
-    /// lock timeout, and then fails with BUSY.
-    fn write<T>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+    /// `f` only touches the rows of those users, and may be run more than once: a store
+    /// whose database aborts a transaction to resolve a conflict (a serialization
+    /// failure, a deadlock) rolls back and runs `f` again, a bounded number of times
+    /// within the lock timeout, and then fails with BUSY. Stores take the locks of many
+    /// users in one order, so that two such writes never wait for each other for good.
+    fn write_many<T>(&self, user_ids: &[&str], f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
 
-    /// Runs `f(i, tx)` for each item `i` of `user_ids` (the user the item writes about),
-    /// all in one transaction that holds every listed user's lock, with one commit.
-    ///
-    /// Each item runs in a savepoint of its own: an item that fails with an error of its
-    /// own (a refusal, a conflict of keys) keeps none of its writes and has that error as
-    /// its result, and the next item goes on. A storage failure
-    /// ([`BillingError::is_storage_failure`]) ends the batch: nothing of it remains, and it
-    /// is the batch's error. Like [`write`](Self::write), the batch may run more than once.
-    fn write_each<T>(
-        &self,
-        user_ids: &[&str],
-        f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
-    ) -> Result<Vec<Result<T>>>;
+    /// [`write_many`](Self::write_many) for one user: what nearly every call does.
+    fn write<T>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        self.write_many(&[user_id], f)
+    }
 
     /// Runs `f` over one consistent snapshot. `f` only reads; it never blocks writers.
     fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
@@ -134,46 +126,8 @@ impl From<StoreError> for BillingError {
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
-/// Runs `f` in a savepoint of `tx`. An error of `f`'s own undoes what `f` wrote and is
-/// returned inside `Ok`; a storage failure is returned as it is, for the caller to end
-/// the whole transaction with (the database may have rolled it back already).
-pub(crate) fn in_savepoint<T>(
-    tx: &mut dyn Transaction,
-    f: impl FnOnce(&mut dyn Transaction) -> Result<T>,
-) -> Result<Result<T>> {
-    tx.savepoint()?;
-    match f(tx) {
-        Ok(value) => {
-            tx.end_savepoint(true)?;
-            Ok(Ok(value))
-        }
-        Err(error) if error.is_storage_failure() => Err(error),
-        Err(error) => {
-            tx.end_savepoint(false)?;
-            Ok(Err(error))
-        }
-    }
-}
-
-/// The items of a [`Store::write_each`], each in a savepoint of its own.
-pub(crate) fn each_in_savepoint<T>(
-    tx: &mut dyn Transaction,
-    count: usize,
-    mut f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
-) -> Result<Vec<Result<T>>> {
-    (0..count).map(|i| in_savepoint(tx, |tx| f(i, tx))).collect()
-}
-
 /// What the engine reads and writes inside a [`Store`] transaction.
 pub trait Transaction {
-    /// Marks a point inside the transaction that what follows can be undone back to.
-    /// Savepoints nest.
-    fn savepoint(&mut self) -> StoreResult<()>;
-
-    /// Ends the innermost savepoint, keeping what was written since it (`keep`) or
-    /// undoing it.
-    fn end_savepoint(&mut self, keep: bool) -> StoreResult<()>;
-
     /// The account of `user_id`, as last written.
     fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>>;
 

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use time::{Date, OffsetDateTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{each_in_savepoint, postgres_schema, Store, StoreError, StoreResult, Transaction};
+use super::{postgres_schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -271,19 +271,10 @@ enum Rerun {
 }
 
 impl Store for PostgresStore {
-    fn write<T>(&self, user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
-        self.run(|deadline| self.attempt_write(&[user_id], &mut |tx: &mut PgTx<'_>| f(tx), deadline))
-    }
-
-    /// The batch's users are locked in one statement, in one order (by id), so that two
-    /// batches over the same users cannot each hold a lock the other waits for.
-    fn write_each<T>(
-        &self,
-        user_ids: &[&str],
-        mut f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
-    ) -> Result<Vec<Result<T>>> {
-        let mut items = |tx: &mut PgTx<'_>| each_in_savepoint(tx, user_ids.len(), &mut f);
-        self.run(|deadline| self.attempt_write(user_ids, &mut items, deadline))
+    /// Many users are locked in one statement, in one order (by id), so that two writes
+    /// over the same users cannot each hold a lock the other waits for.
+    fn write_many<T>(&self, user_ids: &[&str], mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        self.run(|deadline| self.attempt_write(user_ids, &mut |tx: &mut PgTx<'_>| f(tx), deadline))
     }
 
     fn read<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
@@ -440,7 +431,6 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    /// Statements without parameters or rows, in one round trip.
     fn simple(&mut self, sql: &str) -> StoreResult<()> {
         let result = self.conn.client.batch_execute(sql);
         result.map_err(|e| self.fail(e))
@@ -550,14 +540,6 @@ impl PgTx<'_> {
 }
 
 impl Transaction for PgTx<'_> {
-    fn savepoint(&mut self) -> StoreResult<()> {
-        self.simple("SAVEPOINT item")
-    }
-
-    fn end_savepoint(&mut self, keep: bool) -> StoreResult<()> {
-        self.simple(if keep { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item" })
-    }
-
     fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = $1");
         self.one(sql, &[&user_id], read_account)

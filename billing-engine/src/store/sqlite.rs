@@ -17,7 +17,7 @@ use time::{Date, OffsetDateTime};
 
 use super::sqlite_error::SqliteError;
 use super::sqlite_writer::{CommitStats, Writer};
-use super::{each_in_savepoint, schema, Store, StoreError, StoreResult, Transaction};
+use super::{schema, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
@@ -110,19 +110,11 @@ impl SqliteStore {
     }
 }
 
+/// SQLite has one writer, so every user's lock is the database's write lock, taken by
+/// `BEGIN IMMEDIATE`; a write never needs to run again.
 impl Store for SqliteStore {
-    /// SQLite has one writer, so the user's lock is the database's write lock, taken by
-    /// `BEGIN IMMEDIATE`; a write never needs to run again.
-    fn write<T>(&self, _user_id: &str, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write_many<T>(&self, _user_ids: &[&str], mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         self.within_lock_timeout(|deadline| self.writer.write(deadline, |tx| f(tx)))
-    }
-
-    fn write_each<T>(
-        &self,
-        user_ids: &[&str],
-        f: impl FnMut(usize, &mut dyn Transaction) -> Result<T>,
-    ) -> Result<Vec<Result<T>>> {
-        self.within_lock_timeout(|deadline| self.writer.write(deadline, |tx| each_in_savepoint(tx, user_ids.len(), f)))
     }
 
     fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
@@ -197,18 +189,22 @@ pub(super) struct SqliteTx<'c> {
     pub(super) conn: &'c Connection,
 }
 
-impl Transaction for SqliteTx<'_> {
-    fn savepoint(&mut self) -> StoreResult<()> {
-        self.statement("SAVEPOINT item")
+impl SqliteTx<'_> {
+    /// Marks a point inside the transaction that what follows can be undone back to.
+    pub(super) fn savepoint(&self) -> StoreResult<()> {
+        self.statement("SAVEPOINT member")
     }
 
-    fn end_savepoint(&mut self, keep: bool) -> StoreResult<()> {
+    /// Ends the savepoint, keeping what was written since it (`keep`) or undoing it.
+    pub(super) fn end_savepoint(&self, keep: bool) -> StoreResult<()> {
         if !keep {
-            self.statement("ROLLBACK TO item")?;
+            self.statement("ROLLBACK TO member")?;
         }
-        self.statement("RELEASE item")
+        self.statement("RELEASE member")
     }
+}
 
+impl Transaction for SqliteTx<'_> {
     fn account(&mut self, user_id: &str) -> StoreResult<Option<Account>> {
         let sql = concat!("SELECT ", account_columns!(), " FROM accounts WHERE user_id = ?1");
         self.one(sql, [user_id], account_from_row)

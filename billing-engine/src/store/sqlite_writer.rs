@@ -29,7 +29,7 @@ use rusqlite::Connection;
 
 use super::sqlite::SqliteTx;
 use super::sqlite_error::SqliteError;
-use super::{in_savepoint, Transaction};
+use super::Transaction;
 use crate::error::{BillingError, Result};
 
 /// At most this many writers share one commit, so that the first of a group never waits
@@ -292,6 +292,24 @@ impl Slot {
             let _ = execute(&self.conn, "ROLLBACK");
         }
         self.group = None;
+    }
+}
+
+/// Runs `work` in a savepoint of `tx`. An error of `work`'s own undoes what it wrote and
+/// is returned inside `Ok`; a storage failure is returned as it is, for the group to
+/// end with (SQLite may have rolled the transaction back already).
+fn in_savepoint<T>(tx: &mut SqliteTx<'_>, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Result<T>> {
+    tx.savepoint()?;
+    match work(tx) {
+        Ok(value) => {
+            tx.end_savepoint(true)?;
+            Ok(Ok(value))
+        }
+        Err(error) if error.is_storage_failure() => Err(error),
+        Err(error) => {
+            tx.end_savepoint(false)?;
+            Ok(Err(error))
+        }
     }
 }
 
