@@ -8,6 +8,11 @@ Ratios, not absolute times: the machines are shared and noisy.
     python3 benches/compare.py                 # run the benches, then report
     python3 benches/compare.py --report        # report the last SQLite run only
     python3 benches/compare.py --no-postgres   # SQLite only
+    python3 benches/compare.py --long          # and the ledger grown to 10M rows (minutes)
+
+It prints, besides: `charge_batch` of 1,000 against the floor doing 100 and 1,000 charges per
+transaction (goal: 250k charges/s), and 8 threads at FULL with shared commits against the
+same 8 threads with one commit each (goal: 4x). Ledger growth: goal at most 1.15x the 1k cost.
 
 The PostgreSQL benchmark uses the server at BILLING_TEST_POSTGRES, or starts a throwaway
 cluster with tests/postgres_cluster.sh.
@@ -28,21 +33,35 @@ def mean_ns(*parts):
 
 
 def main():
+    long = "--long" in sys.argv
     if "--report" not in sys.argv:
+        env = dict(os.environ, BILLING_BENCH_LONG="1") if long else None
         subprocess.run(
             ["cargo", "bench", "-p", "billing-engine", "--bench", "charge", "--", "--noplot"],
             cwd=ROOT,
             check=True,
+            env=env,
         )
     print("\ncharge throughput, engine / bare rusqlite floor (same pragmas, same run):")
     for group in ("charge_full", "charge_normal"):
         engine, floor = mean_ns(group, "engine"), mean_ns(group, "bare_sqlite")
         print(f"  {group:<14} engine {engine / 1000:8.1f} us  floor {floor / 1000:8.1f} us  ratio {floor / engine:.2f}x  (goal >= 0.80x)")
+    print("\ncharge_batch of 1,000 at synchronous=NORMAL (charges/s):")
+    engine = 1000 / (mean_ns("charge_batch", "engine_1000") / 1e9)
+    for floor_name in ("floor_100", "floor_1000"):
+        floor = 1000 / (mean_ns("charge_batch", floor_name) / 1e9)
+        print(f"  engine {engine:9,.0f}/s  {floor_name:<10} {floor:9,.0f}/s  ratio {engine / floor:.2f}x  (goal: 250,000/s)")
+    shared, alone = mean_ns("threads_full", "shared_commits"), mean_ns("threads_full", "one_commit_each")
+    print("\n8 threads charging 8 users at synchronous=FULL, one handle (per charge):")
+    print(f"  shared commits {shared / 1000:8.1f} us  one commit each {alone / 1000:8.1f} us  "
+          f"ratio {alone / shared:.2f}x  (goal >= 4x)")
     print("\ncharge cost as the ledger grows (engine, synchronous=NORMAL):")
     base = mean_ns("ledger_growth", "engine", "1000")
-    for rows in ("1000", "100000", "1000000"):
+    for rows in ("1000", "100000", "1000000", "10000000"):
+        if rows == "10000000" and not (CRITERION / "ledger_growth" / "engine" / rows).exists():
+            continue
         cost = mean_ns("ledger_growth", "engine", rows)
-        print(f"  {int(rows):>9,} rows  {cost / 1000:8.1f} us  {cost / base:.2f}x of 1k")
+        print(f"  {int(rows):>10,} rows  {cost / 1000:8.1f} us  {cost / base:.2f}x of 1k  (goal <= 1.15x)")
     if "--report" not in sys.argv and "--no-postgres" not in sys.argv:
         print("\ncharge on PostgreSQL (charges/s; engine and floor in the same run):")
         bench = "cargo bench -q -p billing-engine --features postgres --bench postgres"

@@ -41,6 +41,8 @@ pub mod plan_card;
 pub mod provider;
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+pub use python::_restore;
 pub mod store;
 pub mod subscription;
 pub mod time_util;

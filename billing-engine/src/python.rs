@@ -46,7 +46,7 @@ macro_rules! enum_as_name {
 
 enum_as_name!(ChargeSource, EntryKind, PaymentStatus, Purpose, CardAction, WebhookStatus);
 
-/// `to_dict()` and `repr()` for each class.
+/// `to_dict()`, `repr()` and pickling for each class.
 macro_rules! python_methods {
     ($($t:ty),* $(,)?) => {$(
         #[pymethods]
@@ -59,6 +59,10 @@ macro_rules! python_methods {
 
             fn __repr__(&self) -> String {
                 format!("{self:?}")
+            }
+
+            fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str, String))> {
+                reduce(py, stringify!($t), self)
             }
         }
     )*};
@@ -113,6 +117,10 @@ macro_rules! getters {
             fn __repr__(&self) -> String {
                 format!("{self:?}")
             }
+
+            fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str, String))> {
+                reduce(py, stringify!($t), self)
+            }
         }
     };
 }
@@ -158,6 +166,58 @@ getters!(Payment {
     updated_at: OffsetDateTime,
     paid_at: Option<OffsetDateTime>,
 } json { payload });
+
+/// Pickles a result as its class's name and its JSON, which [`restore`] reads back: the
+/// JSON is the engine's own (serde) form, exact for decimals and times.
+fn reduce<'py>(
+    py: Python<'py>,
+    class: &'static str,
+    value: &impl Serialize,
+) -> PyResult<(Bound<'py, PyAny>, (&'static str, String))> {
+    let json = serde_json::to_string(value).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let restore = py.import("billing_engine._native")?.getattr("_restore")?;
+    Ok((restore, (class, json)))
+}
+
+/// Rebuilds a pickled result (see `__reduce__`): `class` is its Rust type's name.
+#[pyfunction]
+pub fn _restore(py: Python<'_>, class_name: &str, json: &str) -> PyResult<Py<PyAny>> {
+    macro_rules! restore {
+        ($($t:ident),* $(,)?) => {
+            match class_name {
+                $(stringify!($t) => {
+                    let value: $t = serde_json::from_str(json)
+                        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+                    Ok(Py::new(py, value)?.into_any())
+                })*
+                other => Err(pyo3::exceptions::PyValueError::new_err(format!("no result class `{other}`"))),
+            }
+        };
+    }
+    restore!(
+        AllowancePeriod,
+        BillingMe,
+        BillingState,
+        CardDetails,
+        Charge,
+        CreatedPayment,
+        DueReport,
+        IntegrityReport,
+        LedgerEntry,
+        Mismatch,
+        PaidPeriod,
+        Payment,
+        PaymentHistory,
+        PaymentHistoryItem,
+        PaymentMethodView,
+        PlanCard,
+        Quote,
+        Refund,
+        SubscriptionDetails,
+        SubscriptionPlan,
+        WebhookOutcome,
+    )
+}
 
 fn to_dict<'py>(py: Python<'py>, value: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {
     let value = serde_json::to_value(value).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;

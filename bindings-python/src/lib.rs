@@ -11,10 +11,10 @@ use std::time::Duration;
 use billing_engine::input;
 use billing_engine::ledger::AllowancePeriod;
 use billing_engine::{
-    Billing, BillingError, BillingMe, BillingState, CardDetails, Catalog, Charge, Clock, CreatedPayment, DueReport,
-    Durability, ImportedSubscription, IntegrityReport, LedgerEntry, ManualClock, Mismatch, PaidPeriod, Payment,
-    PaymentHistory, PaymentHistoryItem, PaymentMethodView, PlanCard, Purchase, Quote, Refund, SubscriptionDetails,
-    SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
+    Billing, BillingError, BillingMe, BillingState, CardDetails, Catalog, Charge, ChargeRequest, Clock, CreatedPayment,
+    DueReport, Durability, ImportedSubscription, IntegrityReport, LedgerEntry, LocalOptions, ManualClock, Mismatch,
+    PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PlanCard, Purchase, Quote, Refund,
+    SubscriptionDetails, SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -169,7 +169,7 @@ fn durability(name: &str) -> PyResult<Durability> {
 #[pymethods]
 impl NativeBilling {
     #[staticmethod]
-    #[pyo3(signature = (location, catalog, clock, yookassa, durability_name))]
+    #[pyo3(signature = (location, catalog, clock, yookassa, durability_name, shared_commits))]
     fn open(
         py: Python<'_>,
         location: String,
@@ -177,8 +177,9 @@ impl NativeBilling {
         clock: Option<&NativeClock>,
         yookassa: Option<&NativeYooKassaConfig>,
         durability_name: &str,
+        shared_commits: bool,
     ) -> PyResult<Self> {
-        let durability = durability(durability_name)?;
+        let local = LocalOptions { durability: durability(durability_name)?, shared_commits };
         let clock: Arc<dyn Clock> = match clock {
             Some(clock) => clock.0.clone(),
             None => Arc::new(SystemClock),
@@ -186,7 +187,7 @@ impl NativeBilling {
         let catalog = catalog.0.clone();
         let yookassa = yookassa.map(|config| config.0.clone());
         run(py, move || {
-            let billing = Billing::open_with(&location, catalog, clock, durability)?;
+            let billing = Billing::open_with(&location, catalog, clock, local)?;
             match yookassa {
                 Some(config) => billing.with_yookassa(&config),
                 None => Ok(billing),
@@ -235,6 +236,40 @@ impl NativeBilling {
         run(py, || {
             let metadata = input::json::<Value>("metadata", metadata_json)?;
             self.0.charge(user_id, operation, idempotency_key, metadata)
+        })
+    }
+
+    /// Each request is `(user_id, operation, idempotency_key, metadata_json)`; each result
+    /// a `Charge`, or the item's error as a `NativeError` (not raised).
+    fn charge_batch(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(String, String, String, Option<String>)>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let results = run(py, || {
+            let requests: Vec<_> = requests
+                .into_iter()
+                .map(|(user_id, operation, idempotency_key, metadata_json)| {
+                    let metadata = input::json::<Value>("metadata", metadata_json.as_deref())?;
+                    Ok(ChargeRequest { user_id, operation, idempotency_key, metadata })
+                })
+                .collect();
+            self.0.charge_batch_built(&requests)
+        })?;
+        results
+            .into_iter()
+            .map(|result| match result {
+                Ok(charge) => Ok(Py::new(py, charge)?.into_any()),
+                Err(error) => Ok(native_error(&error).into_value(py).into_any()),
+            })
+            .collect()
+    }
+
+    /// `count` charges of `user_id` in Rust, keyed `{prefix}{i}`, with the GIL released:
+    /// the Rust call the Python `charge` wraps, for the benchmark to set them side by side.
+    fn _charge_loop(&self, py: Python<'_>, user_id: &str, operation: &str, prefix: &str, count: u32) -> PyResult<()> {
+        run(py, || {
+            (0..count).try_for_each(|i| self.0.charge(user_id, operation, &format!("{prefix}{i}"), None).map(drop))
         })
     }
 
@@ -416,5 +451,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SubscriptionPlan>()?;
     m.add_class::<WebhookOutcome>()?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add_function(wrap_pyfunction!(billing_engine::_restore, m)?)?;
     Ok(())
 }

@@ -487,3 +487,82 @@ def test_a_postgresql_url_opens_that_database_and_its_password_shows_nowhere(db:
         billing.register_user("url-user")
         assert be.Billing.open(db, catalog).state("url-user").credits == Decimal("10")
         assert "s3cret" not in repr(billing) and "billing:***@" in repr(billing)
+
+
+def test_charge_batch_answers_each_request_in_order_and_refusals_are_their_items(billing: be.Billing) -> None:
+    billing.import_user("ann", credits=5, freemium_used=5)
+    billing.import_user("bob", credits=1, freemium_used=5)
+    before = billing.charge("ann", "generation", idempotency_key="a0")
+    results = billing.charge_batch(
+        [
+            be.ChargeRequest("ann", "generation", "a0"),
+            be.ChargeRequest("bob", "generation", "b1"),
+            be.ChargeRequest("ann", "no-such-operation", "a2"),
+            be.ChargeRequest("ann", "assistant", "a3", metadata={"chat": "c1"}),
+            be.ChargeRequest("ghost", "assistant", "g1"),
+        ]
+    )
+    replay, short, unknown, charged, ghost = results
+    assert isinstance(replay, be.Charge) and replay.replayed and replay.id == before.id
+    assert isinstance(short, be.NotEnoughCredits) and short.details == {"required": "2", "available": "1"}
+    assert isinstance(unknown, be.UnknownOperation) and unknown.http_status == 404
+    assert isinstance(charged, be.Charge) and charged.credits_balance == Decimal("2")
+    assert isinstance(ghost, be.UnknownUser)
+    assert billing.ledger("ann", limit=1)[0].metadata == {"chat": "c1"}
+    assert billing.state("bob").credits == 1 and billing.verify_integrity().ok
+    assert billing.charge_batch([]) == []
+
+
+def test_charge_batch_refuses_what_is_not_a_request_before_anything_runs(billing: be.Billing, db: str) -> None:
+    billing.import_user("ann", credits=5, freemium_used=5)
+    with pytest.raises(TypeError, match="requests"):
+        billing.charge_batch(["ann"])  # type: ignore[list-item]
+    with pytest.raises(be.InvalidArgument) as raised:
+        billing.charge_batch([be.ChargeRequest("ann", "generation", f"k{i}") for i in range(10_001)])
+    assert raised.value.details["field"] == "requests"
+    with pytest.raises(be.InvalidArgument):
+        billing.charge_batch([be.ChargeRequest("ann", "generation", "\ud800")])
+    assert billing.state("ann").credits == 5
+
+
+def test_results_pickle_and_compare_by_value(billing: be.Billing) -> None:
+    import pickle
+
+    billing.register_user("pia")
+    charge = billing.charge("pia", "generation", idempotency_key="p1", metadata={"k": [1, 2.5]})
+    samples = [billing.state("pia"), charge, billing.ledger("pia", limit=1)[0], billing.verify_integrity(),
+               billing.quote("pia", "generation"), billing.refund_charge(charge.id, idempotency_key="p2"),
+               billing.billing_me("pia"), billing.subscription_details("pia"), billing.plans()[2],
+               billing.plan_cards("pia")[0], billing.payment_method("pia"), billing.payments("pia")]
+    for result in samples:
+        restored = pickle.loads(pickle.dumps(result))
+        assert type(restored) is type(result) and restored == result, type(result).__name__
+        assert restored.to_dict() == result.to_dict()
+    replayed = billing.charge("pia", "generation", idempotency_key="p1", metadata={"k": [1, 2.5]})
+    assert replayed != charge and replayed.id == charge.id, "equal but for `replayed`: compared field by field"
+    assert charge != billing.charge("pia", "generation", idempotency_key="p3")
+
+
+@pytest.mark.parametrize("shared_commits", [True, False])
+def test_threads_charging_at_once_with_and_without_shared_commits_keep_every_balance_exact(
+    sqlite_path: Path, catalog: be.Catalog, shared_commits: bool
+) -> None:
+    billing = be.Billing.open(sqlite_path, catalog, shared_commits=shared_commits)
+    users = [f"t{n}" for n in range(8)]
+    for user in users:
+        billing.import_user(user, credits=100, freemium_used=5)
+    start = threading.Barrier(8)
+
+    def worker(user: str) -> None:
+        start.wait()
+        for i in range(30):
+            billing.charge(user, "assistant", idempotency_key=f"{user}-{i}")
+
+    threads = [threading.Thread(target=worker, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(billing.state(user).credits == 70 for user in users)
+    with pytest.raises(TypeError, match="shared_commits"):
+        be.Billing.open(sqlite_path, catalog, shared_commits="yes")  # type: ignore[arg-type]

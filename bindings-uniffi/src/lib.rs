@@ -83,6 +83,23 @@ impl From<engine::BillingError> for BillingError {
 
 type Result<T> = std::result::Result<T, BillingError>;
 
+/// One request of [`BillingEngine::charge_batch`]: the arguments of `charge`.
+#[derive(uniffi::Record)]
+pub struct ChargeRequest {
+    pub user_id: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    /// An optional JSON object kept with the ledger entry.
+    pub metadata_json: Option<String>,
+}
+
+/// One answer of a batch: the charge, or the error `charge` would have thrown for it.
+#[derive(uniffi::Enum)]
+pub enum ChargeResult {
+    Charged { charge: Charge },
+    Refused { error: BillingError },
+}
+
 /// The engine's table of error codes, so a test can check that every code has its
 /// variant. `INTERNAL_ERROR` is UniFFI's own panic exception here.
 #[uniffi::export]
@@ -173,6 +190,28 @@ impl BillingEngine {
     ) -> Result<Charge> {
         let metadata = engine::input::json("metadata_json", metadata_json.as_deref())?;
         Ok(self.0.charge(&user_id, &operation, &idempotency_key, metadata)?)
+    }
+
+    /// Many charges, of any users, in one transaction with one commit: one result per
+    /// request, in order. A refused request is its own `Refused` result and writes
+    /// nothing; a storage failure throws, and nothing of the batch is written.
+    pub fn charge_batch(&self, requests: Vec<ChargeRequest>) -> Result<Vec<ChargeResult>> {
+        let requests: Vec<_> = requests
+            .into_iter()
+            .map(|r| {
+                let metadata = engine::input::json("metadata_json", r.metadata_json.as_deref())?;
+                let ChargeRequest { user_id, operation, idempotency_key, .. } = r;
+                Ok(engine::ChargeRequest { user_id, operation, idempotency_key, metadata })
+            })
+            .collect();
+        let results = self.0.charge_batch_built(&requests)?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(charge) => ChargeResult::Charged { charge },
+                Err(error) => ChargeResult::Refused { error: error.into() },
+            })
+            .collect())
     }
 
     pub fn refund_charge(&self, charge_id: i64, idempotency_key: String, reason: Option<String>) -> Result<Refund> {

@@ -263,10 +263,25 @@ impl<S: Store> Billing<S> {
     /// A storage failure fails the whole batch, and nothing of it is written. Keys
     /// replay per item, within the batch too.
     pub fn charge_batch(&self, requests: &[ChargeRequest]) -> Result<Vec<Result<Charge>>> {
+        self.charge_each(requests.iter().map(Ok))
+    }
+
+    /// [`charge_batch`](Self::charge_batch) for a binding that builds each request from
+    /// its own types: a request it could not build (metadata that is not JSON) is an
+    /// `Err`, which stays that item's result.
+    pub fn charge_batch_built(&self, requests: &[Result<ChargeRequest>]) -> Result<Vec<Result<Charge>>> {
+        self.charge_each(requests.iter().map(|r| r.as_ref().map_err(Clone::clone)))
+    }
+
+    fn charge_each<'r>(
+        &self,
+        requests: impl ExactSizeIterator<Item = Result<&'r ChargeRequest>>,
+    ) -> Result<Vec<Result<Charge>>> {
         input::batch_size(requests.len())?;
         let checked: Vec<Result<CheckedCharge<'_>>> = requests
-            .iter()
-            .map(|r| self.checked_charge(&r.user_id, &r.operation, &r.idempotency_key, r.metadata.as_ref()))
+            .map(|r| {
+                r.and_then(|r| self.checked_charge(&r.user_id, &r.operation, &r.idempotency_key, r.metadata.as_ref()))
+            })
             .collect();
         let valid: Vec<&CheckedCharge<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
         let users: Vec<&str> = valid.iter().map(|c| c.user_id).collect();

@@ -180,8 +180,11 @@ impl PostgresStore {
         let lock_wait = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
         let begin = format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {lock_wait}");
         let mut tx = PgTx { conn: &mut conn, rerun: None };
-        let result =
-            tx.begin(&begin).and_then(|()| tx.lock_users(user_ids)).map_err(BillingError::from).and_then(|()| f(&mut tx));
+        let result = tx
+            .begin(&begin)
+            .and_then(|()| tx.lock_users(user_ids))
+            .map_err(BillingError::from)
+            .and_then(|()| f(&mut tx));
         match result {
             Ok(value) => match tx.finish("COMMIT") {
                 Ok(()) => Attempt::Done(Ok(value)),

@@ -687,10 +687,7 @@ mod tests {
     /// Writer `a` runs first and, inside its transaction, waits until the writers of
     /// `others` are queued behind it; then each of them runs `others[i]`. The results of
     /// all, `a`'s first.
-    fn line_up(
-        store: &SqliteStore,
-        others: Vec<Work<'_>>,
-    ) -> Vec<Result<()>> {
+    fn line_up(store: &SqliteStore, others: Vec<Work<'_>>) -> Vec<Result<()>> {
         let inside = std::sync::Barrier::new(2);
         let queued = others.len();
         std::thread::scope(|scope| {

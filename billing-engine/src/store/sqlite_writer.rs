@@ -132,7 +132,11 @@ impl Writer {
 
     /// Runs `work` as one write, in the open group's transaction or a new one, and
     /// returns once the commit that holds it is done.
-    pub(super) fn write<T>(&self, deadline: Instant, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    pub(super) fn write<T>(
+        &self,
+        deadline: Instant,
+        work: impl FnOnce(&mut dyn Transaction) -> Result<T>,
+    ) -> Result<T> {
         let mut slot = self.lock(deadline)?;
         let joined = slot.group.is_some();
         if !joined {

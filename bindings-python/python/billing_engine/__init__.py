@@ -31,6 +31,7 @@ from typing import (
     Iterable,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -53,6 +54,7 @@ __all__ = [
     "Catalog",
     "Charge",
     "ChargeNotFound",
+    "ChargeRequest",
     "CreatedPayment",
     "DailyLimitReached",
     "DueReport",
@@ -225,6 +227,12 @@ def _invalid(field: str, message: str) -> InvalidArgument:
 _R = TypeVar("_R")
 
 
+def _error(native: _native.NativeError) -> BillingError:
+    """The ``BillingError`` subclass instance for an engine error."""
+    code, message, details = native.args
+    return _ERRORS.get(code, BillingError)(message, json.loads(details))
+
+
 def _call(method: Callable[..., _R], *args: Any) -> _R:
     """Calls the engine, raising engine errors as their ``BillingError`` subclass, and an
     argument the extension cannot take (an int past 64 bits, a str with a lone surrogate)
@@ -232,8 +240,7 @@ def _call(method: Callable[..., _R], *args: Any) -> _R:
     try:
         return method(*args)
     except _native.NativeError as error:
-        code, message, details = error.args
-        raise _ERRORS.get(code, BillingError)(message, json.loads(details)) from None
+        raise _error(error) from None
     except (OverflowError, UnicodeEncodeError) as error:
         name = _unfit_argument(method, args)
         raise _invalid(name, f"cannot be passed to the engine: {error}") from None
@@ -387,6 +394,17 @@ from ._native import (  # noqa: E402
     WebhookOutcome,
 )
 
+
+
+class ChargeRequest(NamedTuple):
+    """One charge of ``Billing.charge_batch``: the arguments of ``Billing.charge``."""
+
+    user_id: str
+    operation: str
+    idempotency_key: str
+    metadata: Optional[Mapping[str, Any]] = None
+
+
 # ---------------------------------------------------------------------------- setup
 
 
@@ -508,13 +526,17 @@ class Billing:
         yookassa: Optional[YooKassaConfig] = None,
         clock: Optional[ManualClock] = None,
         durability: str = "full",
+        shared_commits: bool = True,
     ) -> Billing:
         """Opens (and creates or migrates) the database at ``location``: a SQLite file
         (``":memory:"`` for a private in-memory database), or a PostgreSQL database by
         its URL, ``"postgresql://user:password@host:5432/db"`` (``?pool_size=N`` sets
         how many connections this handle keeps, 8 by default; ``sslmode=require`` asks for
         TLS, verified against the public roots or the CA file ``sslrootcert=`` names). ``durability="normal"``
-        trades SQLite's last commits on power loss (never on a crash) for speed."""
+        trades SQLite's last commits on power loss (never on a crash) for speed.
+        ``shared_commits``: threads that write to a SQLite file at once share commits, each
+        answered once the commit holding its write is durable; ``False`` gives every write
+        a commit of its own."""
         location = os.fspath(location)
         _check_type("catalog", catalog, Catalog, "a Catalog")
         if clock is not None:
@@ -523,7 +545,16 @@ class Billing:
             _check_type("yookassa", yookassa, YooKassaConfig, "a YooKassaConfig")
         native_clock = None if clock is None else clock._native
         native_yookassa = None if yookassa is None else yookassa._to_native()
-        native = _call(_native.NativeBilling.open, location, catalog._native, native_clock, native_yookassa, durability)
+        _check_type("shared_commits", shared_commits, bool, "a bool")
+        native = _call(
+            _native.NativeBilling.open,
+            location,
+            catalog._native,
+            native_clock,
+            native_yookassa,
+            durability,
+            shared_commits,
+        )
         return cls(native, location)
 
     def __repr__(self) -> str:
@@ -571,6 +602,19 @@ class Billing:
         self, user_id: str, operation: str, *, idempotency_key: str, metadata: Optional[Mapping[str, Any]] = None
     ) -> Charge:
         return _call(self._native.charge, user_id, operation, idempotency_key, _json_arg("metadata", metadata))
+
+    def charge_batch(self, requests: Iterable[ChargeRequest]) -> List[Union[Charge, BillingError]]:
+        """Many charges, of any users, in one transaction with one commit. Each request
+        gets what ``charge`` would give, in order: a ``Charge``, or the ``BillingError`` it
+        would raise (returned, not raised; such an item writes nothing). A storage failure
+        raises, and nothing of the batch is written. At most 10,000 requests."""
+        native_requests = []
+        for request in requests:
+            _check_type("requests", request, tuple, "ChargeRequest tuples")
+            user_id, operation, idempotency_key, metadata = ChargeRequest(*request)
+            native_requests.append((user_id, operation, idempotency_key, _json_arg("metadata", metadata)))
+        results = _call(self._native.charge_batch, native_requests)
+        return [_error(result) if isinstance(result, _native.NativeError) else result for result in results]
 
     def refund_charge(self, charge_id: int, *, idempotency_key: str, reason: Optional[str] = None) -> Refund:
         return _call(self._native.refund_charge, _id_number("charge_id", charge_id), idempotency_key, reason)

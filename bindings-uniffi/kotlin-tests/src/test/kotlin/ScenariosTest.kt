@@ -3,6 +3,8 @@
 
 import billing.engine.BillingEngine
 import billing.engine.BillingException
+import billing.engine.ChargeRequest
+import billing.engine.ChargeResult
 import billing.engine.core.CardAction
 import billing.engine.core.ChargeSource
 import billing.engine.core.EntryKind
@@ -212,5 +214,25 @@ class ScenariosTest {
         // A mismatch needs a damaged file; its fields are checked by the compiler here.
         val mismatchFields: (billing.engine.core.Mismatch) -> List<String> = { listOf(it.userId, it.check, it.ledger, it.stored) }
         assertEquals(emptyList<List<String>>(), billing.verifyIntegrity().mismatches.map(mismatchFields))
+    }
+
+    @Test
+    fun aBatchAnswersEachRequestInOrderAndARefusalIsItsOwnResult() {
+        billing.registerUser("jan", true)
+        val results = billing.chargeBatch(listOf(
+            ChargeRequest("jan", "generation", "j1", """{"chat":"c1"}"""),
+            ChargeRequest("jan", "no-such-operation", "j2", null),
+            ChargeRequest("jan", "generation", "j3", "not json"),
+            ChargeRequest("jan", "generation", "j1", """{"chat":"c1"}"""),
+        ))
+        val first = (results[0] as ChargeResult.Charged).charge
+        assertEquals(Pair("freemium", false), Pair(first.source.name.lowercase(), first.replayed))
+        val unknown = (results[1] as ChargeResult.Refused).error
+        assertTrue(unknown is BillingException.UnknownOperation)
+        val notJson = (results[2] as ChargeResult.Refused).error
+        assertEquals("metadata_json", (notJson as BillingException.InvalidArgument).field)
+        val replay = (results[3] as ChargeResult.Charged).charge
+        assertEquals(Pair(first.id, true), Pair(replay.id, replay.replayed))
+        assertEquals(1, billing.ledger("jan", 10u, null).count { it.kind == EntryKind.CHARGE })
     }
 }
