@@ -2,7 +2,8 @@
 //! random and starts them again; afterwards the ledger must account for every call a
 //! worker saw succeed, and for nothing it never tried.
 //!
-//! Each worker logs a call's key *before* making it (the attempt) and again with its
+//! Each worker (three threads on one handle, so kills land inside shared commits too) logs
+//! a call's key *before* making it (the attempt) and again with its
 //! result *after* it returns (the acknowledgement), each line fsynced. The check:
 //! - every acknowledged key is in the ledger exactly once;
 //! - every keyed entry in the ledger has a logged attempt;
@@ -201,17 +202,30 @@ fn crash_worker_process() {
     let (location, logs, generation) = (parts[0], PathBuf::from(parts[1]), parts[3]);
     let worker: usize = parts[2].parse().unwrap();
     let billing = Billing::open(location, common::catalog()).unwrap();
+    // Threads of one handle, so that kills land inside commits the threads share.
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS_PER_WORKER {
+            let (billing, logs) = (&billing, &logs);
+            scope.spawn(move || work(billing, logs, worker, thread, generation));
+        }
+    });
+}
+
+const THREADS_PER_WORKER: usize = 3;
+
+/// One thread of a worker: charges, refunds of its own charges, and grants, forever.
+fn work(billing: &Billing, logs: &Path, worker: usize, thread: usize, generation: &str) {
     let mut log = OpenOptions::new()
         .create_new(true)
         .append(true)
-        .open(logs.join(format!("worker-{worker}-g{generation}.log")))
+        .open(logs.join(format!("worker-{worker}-t{thread}-g{generation}.log")))
         .unwrap();
     let mut charged = Vec::new();
     for n in 0u64.. {
-        let user = USERS[(n as usize + worker) % USERS.len()];
-        let key = format!("w{worker}-g{generation}-{n}");
+        let user = USERS[(n as usize + worker + thread) % USERS.len()];
+        let key = format!("w{worker}-t{thread}-g{generation}-{n}");
         match n % 10 {
-            // A refund of a charge this run of the worker saw succeed.
+            // A refund of a charge this thread saw succeed.
             3 | 7 if !charged.is_empty() => {
                 let charge_id: i64 = charged.swap_remove(0);
                 log_line(&mut log, &format!("attempt refund {key} {charge_id}"));
