@@ -8,7 +8,8 @@
 //! - `ledger_growth`: engine charge with 1k, 100k and 1M ledger rows already stored
 //!   (and 10M with `BILLING_BENCH_LONG=1`);
 //! - `charge_batch`: `charge_batch` of 1,000 requests at `NORMAL`, against the floor
-//!   doing 100 and 1,000 charges per transaction;
+//!   doing 100 and 1,000 charges per transaction, and the floor's 1,000 on the engine's
+//!   own schema;
 //! - `threads_full`: 8 threads charging 8 users at `FULL` through one handle, with
 //!   shared commits and with one commit per charge. Reported per charge, so the ratio of
 //!   the two is the throughput gained.
@@ -119,24 +120,38 @@ fn charge_vs_floor(c: &mut Criterion) {
     }
 }
 
-/// Fills the ledger with `rows` entries spread over 1000 users (a tenth of them the
-/// benchmarked user's), as fast as SQLite takes them.
+/// Fills the ledger of the engine's file at `path` (closed) with `rows` entries spread
+/// over 1000 users (a tenth of them the benchmarked user's), as fast as SQLite takes them:
+/// without the WAL, in transactions of a million rows, and with the append-only trigger
+/// (whose checks cost more than the insert) put back after.
 fn prefill(path: &Path, rows: u64) {
     let mut conn = Connection::open(path).unwrap();
-    let tx = conn.transaction().unwrap();
-    {
-        let mut insert = tx
-            .prepare(
-                "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
-                 idempotency_key, request_hash, created_at) VALUES (?1, 'grant', 'credits', NULL, '1', '1', 0, ?2, 'x', 0)",
-            )
-            .unwrap();
-        for i in 0..rows {
-            let user = if i % 10 == 0 { USER.to_owned() } else { format!("user-{}", i % 1000) };
-            insert.execute(params![user, format!("prefill-{i}")]).unwrap();
+    conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(())).unwrap();
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    let trigger: String =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'ledger_no_replace'", [], |r| r.get(0)).unwrap();
+    conn.execute_batch("DROP TRIGGER ledger_no_replace").unwrap();
+    let mut i = 0;
+    while i < rows {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, \
+                     ops_delta, idempotency_key, request_hash, created_at) \
+                     VALUES (?1, 'grant', 'credits', NULL, '1', '1', 0, ?2, 'x', 0)",
+                )
+                .unwrap();
+            for _ in 0..(rows - i).min(1_000_000) {
+                let user = if i % 10 == 0 { USER.to_owned() } else { format!("user-{}", i % 1000) };
+                insert.execute(params![user, format!("prefill-{i}")]).unwrap();
+                i += 1;
+            }
         }
+        tx.commit().unwrap();
     }
-    tx.commit().unwrap();
+    conn.execute_batch(&trigger).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
 }
 
 const BATCH: usize = 1000;
@@ -168,7 +183,52 @@ fn charge_batch(c: &mut Criterion) {
     let cost = Decimal::from(2);
     group.bench_function("floor_100", |b| b.iter(|| (0..BATCH / 100).for_each(|_| floor.charges(100, cost))));
     group.bench_function("floor_1000", |b| b.iter(|| floor.charges(BATCH, cost)));
+    // The floor again, on the engine's own schema: what SQLite alone costs for the rows
+    // the engine keeps (three ledger indexes, the append-only trigger, the account row).
+    let path = dir.path().join("schema_floor.sqlite3");
+    drop(engine(&path, Durability::Normal));
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let mut m = 0u64;
+    group.bench_function("floor_on_engine_schema_1000", |b| {
+        b.iter(|| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            for _ in 0..BATCH {
+                m += 1;
+                schema_floor_charge(&conn, &format!("f{m}"));
+            }
+            conn.execute_batch("COMMIT").unwrap();
+        })
+    });
     group.finish();
+}
+
+/// The least a charge does on the engine's schema: look the key up, read the balance,
+/// append the ledger row, write the balance back.
+fn schema_floor_charge(conn: &Connection, key: &str) {
+    let replayed = conn
+        .prepare_cached("SELECT id FROM ledger WHERE user_id = ?1 AND idempotency_key = ?2")
+        .unwrap()
+        .exists(params![USER, key])
+        .unwrap();
+    assert!(!replayed);
+    let balance: String = conn
+        .prepare_cached("SELECT credits FROM accounts WHERE user_id = ?1")
+        .unwrap()
+        .query_row([USER], |r| r.get(0))
+        .unwrap();
+    let after = (balance.parse::<Decimal>().unwrap() - Decimal::TWO).to_string();
+    conn.prepare_cached(
+        "INSERT INTO ledger (user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, \
+         idempotency_key, request_hash, created_at) VALUES (?1, 'charge', 'credits', 'generation', '-2', ?2, 0, ?3, 'x', 0)",
+    )
+    .unwrap()
+    .execute(params![USER, after, key])
+    .unwrap();
+    conn.prepare_cached("UPDATE accounts SET credits = ?2 WHERE user_id = ?1")
+        .unwrap()
+        .execute(params![USER, after])
+        .unwrap();
 }
 
 const THREADS: usize = 8;
@@ -225,9 +285,9 @@ fn ledger_growth(c: &mut Criterion) {
         let mut n = 0u64;
         group.bench_with_input(BenchmarkId::new("engine", rows), &rows, |b, _| {
             let billing = grown.get_or_insert_with(|| {
-                let billing = engine(&path, Durability::Normal);
+                drop(engine(&path, Durability::Normal));
                 prefill(&path, rows);
-                billing
+                Billing::open_with(&path, catalog(), Arc::new(SystemClock), Durability::Normal).unwrap()
             });
             b.iter_batched(
                 || {

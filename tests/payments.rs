@@ -134,7 +134,7 @@ fn the_same_notification_from_sixteen_threads_in_four_processes_is_applied_once(
     let body_file =
         f.db.dir
             .as_ref()
-            .map_or_else(|| std::env::temp_dir(), |d| d.path().to_owned())
+            .map_or_else(std::env::temp_dir, |d| d.path().to_owned())
             .join(format!("notification-{}.json", created.payment_id));
     std::fs::write(&body_file, fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
     let start_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
@@ -199,7 +199,7 @@ fn the_same_notification_from_sixteen_threads_is_applied_once() {
     let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
     // Half share the fixture's handle, half open their own, as other workers would.
     let own: Vec<Billing> = (0..8).map(|_| f.reopen()).collect();
-    let handles: Vec<&Billing> = own.iter().chain(std::iter::repeat(&f.billing).take(8)).collect();
+    let handles: Vec<&Billing> = own.iter().chain(std::iter::repeat_n(&f.billing, 8)).collect();
     let barrier = Barrier::new(handles.len());
     let outcomes: Vec<WebhookStatus> = thread::scope(|s| {
         let running: Vec<_> = handles

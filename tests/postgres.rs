@@ -241,6 +241,8 @@ fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
         expiry_year: None,
     };
     let (inserted, card_row_taken) = std::sync::mpsc::channel();
+    // Behind a mutex: a store's closure is `Send`, and a receiver is not shareable.
+    let card_row_taken = std::sync::Mutex::new(card_row_taken);
     let mut runs = 0;
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -258,7 +260,7 @@ fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
             .write("u", |tx| {
                 runs += 1;
                 if runs == 1 {
-                    card_row_taken.recv().unwrap();
+                    card_row_taken.lock().unwrap().recv().unwrap();
                 }
                 Ok(tx.save_card("u", &card, time::OffsetDateTime::now_utc())?)
             })

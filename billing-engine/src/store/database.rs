@@ -75,7 +75,11 @@ impl Database {
 }
 
 impl Store for Database {
-    fn write_many<T>(&self, user_ids: &[&str], f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write_many<T: Send>(
+        &self,
+        user_ids: &[&str],
+        f: impl FnMut(&mut dyn Transaction) -> Result<T> + Send,
+    ) -> Result<T> {
         match self {
             Self::Sqlite(store) => store.write_many(user_ids, f),
             #[cfg(feature = "postgres")]

@@ -68,10 +68,17 @@ pub trait Store: Send + Sync {
     /// failure, a deadlock) rolls back and runs `f` again, a bounded number of times
     /// within the lock timeout, and then fails with BUSY. Stores take the locks of many
     /// users in one order, so that two such writes never wait for each other for good.
-    fn write_many<T>(&self, user_ids: &[&str], f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T>;
+    ///
+    /// `f` and its result are `Send`: a store may run `f` on another of the process's
+    /// threads (the SQLite store's combiner, which commits many threads' writes at once).
+    fn write_many<T: Send>(
+        &self,
+        user_ids: &[&str],
+        f: impl FnMut(&mut dyn Transaction) -> Result<T> + Send,
+    ) -> Result<T>;
 
     /// [`write_many`](Self::write_many) for one user: what nearly every call does.
-    fn write<T>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write<T: Send>(&self, user_id: &str, f: impl FnMut(&mut dyn Transaction) -> Result<T> + Send) -> Result<T> {
         self.write_many(&[user_id], f)
     }
 

@@ -276,7 +276,11 @@ enum Rerun {
 impl Store for PostgresStore {
     /// Many users are locked in one statement, in one order (by id), so that two writes
     /// over the same users cannot each hold a lock the other waits for.
-    fn write_many<T>(&self, user_ids: &[&str], mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write_many<T: Send>(
+        &self,
+        user_ids: &[&str],
+        mut f: impl FnMut(&mut dyn Transaction) -> Result<T> + Send,
+    ) -> Result<T> {
         self.run(|deadline| self.attempt_write(user_ids, &mut |tx: &mut PgTx<'_>| f(tx), deadline))
     }
 

@@ -113,7 +113,11 @@ impl SqliteStore {
 /// SQLite has one writer, so every user's lock is the database's write lock, taken by
 /// `BEGIN IMMEDIATE`; a write never needs to run again.
 impl Store for SqliteStore {
-    fn write_many<T>(&self, _user_ids: &[&str], mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+    fn write_many<T: Send>(
+        &self,
+        _user_ids: &[&str],
+        mut f: impl FnMut(&mut dyn Transaction) -> Result<T> + Send,
+    ) -> Result<T> {
         self.within_lock_timeout(|deadline| self.writer.write(deadline, |tx| f(tx)))
     }
 
@@ -679,14 +683,14 @@ mod tests {
     }
 
     fn wait_until_queued(store: &SqliteStore, writers: usize) {
-        while store.writer.queued().load(std::sync::atomic::Ordering::SeqCst) < writers {
+        while store.writer.queued() < writers {
             std::thread::yield_now();
         }
     }
 
     /// Writer `a` runs first and, inside its transaction, waits until the writers of
-    /// `others` are queued behind it; then each of them runs `others[i]`. The results of
-    /// all, `a`'s first.
+    /// `others` are queued behind it; then they run as the next group, in order. The
+    /// results of all, `a`'s first.
     fn line_up(store: &SqliteStore, others: Vec<Work<'_>>) -> Vec<Result<()>> {
         let inside = std::sync::Barrier::new(2);
         let queued = others.len();
@@ -720,13 +724,13 @@ mod tests {
     }
 
     #[test]
-    fn writers_queued_behind_a_transaction_share_its_commit() {
+    fn writers_queued_behind_a_transaction_share_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = sharing(&dir, true);
-        let results = line_up(&store, vec![inserting("b"), inserting("c")]);
+        let results = line_up(&store, vec![inserting("b"), inserting("c"), inserting("d")]);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
-        assert!(["a", "b", "c"].iter().all(|u| exists(&store, u)));
-        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 3 });
+        assert!(["a", "b", "c", "d"].iter().all(|u| exists(&store, u)));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 2, writes: 4 }, "a's, then one for b, c and d");
     }
 
     #[test]
@@ -764,7 +768,7 @@ mod tests {
         let results = line_up(&store, vec![refusing, inserting("c")]);
         assert_eq!(results, vec![Ok(()), Err(BillingError::NoSubscription), Ok(())]);
         assert!(exists(&store, "a") && !exists(&store, "b") && exists(&store, "c"));
-        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 2 });
+        assert_eq!(store.commit_stats(), CommitStats { commits: 2, writes: 2 });
     }
 
     #[test]
@@ -772,15 +776,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sharing(&dir, true);
         let failing: Work<'static> = Box::new(|tx| {
-            tx.insert_account(&account("b"))?;
+            tx.insert_account(&account("c"))?;
             Err(BillingError::StorageFull)
         });
-        let results = line_up(&store, vec![failing]);
-        assert_eq!(results, vec![Err(BillingError::StorageFull), Err(BillingError::StorageFull)]);
-        assert!(!exists(&store, "a") && !exists(&store, "b"), "nothing of the group remains");
-        assert_eq!(store.commit_stats().commits, 0);
-        store.write("d", |tx| Ok(tx.insert_account(&account("d"))?)).unwrap();
-        assert!(exists(&store, "d"), "the next write opens a new transaction");
+        let results = line_up(&store, vec![inserting("b"), failing, inserting("d")]);
+        let full = Err(BillingError::StorageFull);
+        assert_eq!(results, vec![Ok(()), full.clone(), full.clone(), full]);
+        assert!(exists(&store, "a"), "a's group committed before");
+        assert!(["b", "c", "d"].iter().all(|u| !exists(&store, u)), "nothing of the failed group remains");
+        assert_eq!(store.commit_stats().commits, 1);
+        store.write("e", |tx| Ok(tx.insert_account(&account("e"))?)).unwrap();
+        assert!(exists(&store, "e"), "the next write opens a new transaction");
     }
 
     #[test]
@@ -791,28 +797,11 @@ mod tests {
             tx.insert_account(&account("b"))?;
             panic!("a bug in the middle of a shared write");
         });
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| line_up(&store, vec![panicking])));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| line_up(&store, vec![panicking, inserting("c")])));
         assert!(outcome.is_err(), "the panic reached its own caller");
-        assert!(exists(&store, "a") && !exists(&store, "b"));
-        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 1 });
-    }
-
-    #[test]
-    fn a_group_left_open_for_a_writer_that_gave_up_is_committed_by_its_members() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sharing(&dir, true);
-        // A writer counts as queued, so `a` leaves its transaction open, and then never
-        // comes (as one whose lock timeout ran out would).
-        store.writer.queued().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let committed = std::thread::scope(|scope| {
-            let a = scope.spawn(|| store.write("a", |tx| Ok(tx.insert_account(&account("a"))?)));
-            std::thread::sleep(Duration::from_millis(100));
-            store.writer.queued().fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            a.join().unwrap()
-        });
-        committed.unwrap();
-        assert!(exists(&store, "a"));
-        assert_eq!(store.commit_stats(), CommitStats { commits: 1, writes: 1 });
+        assert!(exists(&store, "a") && !exists(&store, "b") && exists(&store, "c"));
+        assert_eq!(store.commit_stats(), CommitStats { commits: 2, writes: 2 });
     }
 
     #[test]

@@ -2,26 +2,29 @@
 //!
 //! A commit is what a write costs on SQLite: a WAL append and, at `synchronous = FULL`,
 //! an fsync. So when several threads of a process write at once, one commit carries all
-//! of their transactions:
+//! of their transactions. This is group commit done by flat combining:
 //!
-//! - A writer takes the connection (a mutex). If no transaction is open, it opens one
-//!   (`BEGIN IMMEDIATE`) and runs its work in it. If one is open, another writer left it
-//!   open for it: it joins, and runs its work in a savepoint, so that an error of its own
-//!   undoes its own writes only.
-//! - Then, if another writer is queued for the connection (and the group is not full),
-//!   it leaves the transaction open to that writer and waits for the commit; else it
-//!   commits for the whole group and tells the others how the commit went.
+//! - A writer puts a ticket for its work in the queue, then tries to take the connection.
+//!   The one that gets it is the combiner: it takes every queued ticket (at most
+//!   [`MAX_GROUP`]), runs their work one after another in one transaction, each in a
+//!   savepoint of its own, commits once, and tells each writer how it went. The others
+//!   sleep until then: no writer waits for another to wake up before the commit.
+//! - A writer's own error (a refusal) undoes its savepoint only, and is its result alone.
+//!   A storage failure in any work, or in the commit, rolls the group back and is the
+//!   error of every writer in it; none of them was acknowledged.
 //! - No writer returns before the commit that holds its writes, so a crash loses only
-//!   writes that were never acknowledged. A storage failure in any writer's work, or in
-//!   the commit, rolls the group back and is every member's error; none was acknowledged.
-//! - A writer alone commits at once, as it would without sharing: it is never delayed.
+//!   writes that were never acknowledged.
+//! - A writer alone is the combiner of a group of one: it is never delayed.
+//! - With sharing off, every group holds one writer: one commit per write.
 //!
-//! This is group commit (PostgreSQL's, a database's log writer's) done by the writers
-//! themselves: the one that finds no one behind it commits.
+//! The combiner runs other threads' closures. They are `Send`, and each waits for its
+//! ticket to be done before its stack frame (which holds the closure) ends: see
+//! [`Ticket`].
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -32,27 +35,26 @@ use super::sqlite_error::SqliteError;
 use super::Transaction;
 use crate::error::{BillingError, Result};
 
-/// At most this many writers share one commit, so that the first of a group never waits
+/// At most this many writers share one commit, so that the last of a group never waits
 /// for more than this many others' work.
 const MAX_GROUP: usize = 64;
-/// How long a member waits for its group's commit before checking that the group is not
-/// stranded (left open for a writer that then gave up waiting for the connection).
-const STRANDED_CHECK: Duration = Duration::from_millis(20);
+/// Groups a combiner runs for others after its own write is done, while writers are
+/// queued: a bound on how much longer its own call takes.
+const EXTRA_GROUPS: usize = 2;
+/// How long a queued writer sleeps before it looks again on its own, in case the wake-up
+/// it waits for was missed (a combiner that finished just as it queued).
+const RECHECK: Duration = Duration::from_millis(5);
 
 /// Takes the write lock before the first read: see the store's module docs.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 pub(super) struct Writer {
-    /// The connection and the group whose transaction is open on it. Timed, so that the
-    /// wait for it counts against the same deadline as SQLite's own.
+    /// The connection, held by the combiner while it runs a group.
     slot: Mutex<Slot>,
-    /// Writers waiting for `slot`: while there are any, a writer done with its work
-    /// leaves the transaction open to them.
-    queued: AtomicUsize,
-    shares_commits: bool,
-    /// How each recent group's commit went, until every member waiting for it has read it.
-    outcomes: Mutex<HashMap<u64, Outcome>>,
-    committed: Condvar,
+    /// Tickets of writers waiting for a combiner, oldest first.
+    queue: Mutex<VecDeque<TicketRef>>,
+    /// Writers per group: [`MAX_GROUP`], or 1 with sharing off.
+    group_size: usize,
     stats: Mutex<CommitStats>,
     /// Set once a write found the disk full. From then on every commit checkpoints and
     /// truncates the WAL after it: SQLite's own checkpoint comes only at 4 MiB of WAL,
@@ -62,8 +64,6 @@ pub(super) struct Writer {
 
 pub(super) struct Slot {
     pub(super) conn: Connection,
-    group: Option<Group>,
-    groups_opened: u64,
 }
 
 /// Counts of commits and of the writes they carried, for tests and monitoring.
@@ -73,35 +73,61 @@ pub struct CommitStats {
     pub writes: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Group {
-    id: u64,
-    /// Writers whose work ran in the open transaction, the opener included.
-    members: usize,
-    /// Members waiting for the commit: those whose work succeeded.
-    waiting: usize,
+/// A writer's work, type-erased: runs the closure, keeps its result for the writer, and
+/// says how it went.
+type Job<'a> = dyn FnMut(&mut dyn Transaction) -> Ran + Send + 'a;
+
+/// How a job went, as the combiner needs to know it.
+#[derive(Debug, Clone, PartialEq)]
+enum Ran {
+    /// It succeeded: its writes wait for the commit.
+    Wrote,
+    /// It failed on its own grounds: its savepoint is undone.
+    Refused,
+    /// A storage failure: the group ends with it.
+    Failed(BillingError),
 }
 
-struct Outcome {
-    result: Result<()>,
-    /// Members that have not read it yet.
-    unread: usize,
+/// One writer's place in the queue. It lives on the writer's stack; the writer does not
+/// return (so the ticket and the job it points to stay alive) until `done` is set, and the
+/// combiner does not touch the ticket after setting it.
+struct Ticket {
+    /// The writer's job, with its lifetime erased (see the type's docs).
+    job: *mut Job<'static>,
+    deadline: Instant,
+    state: Mutex<State>,
+    woken: Condvar,
 }
 
-/// What a writer does after its work: commits, or leaves the group open and waits.
-enum Next {
-    Committed(Result<()>),
-    HandedOff(u64),
+#[derive(Default)]
+struct State {
+    /// The combiner took the ticket: from then on the writer must wait for `done`.
+    taken: bool,
+    done: Option<Done>,
 }
+
+/// What the combiner tells a writer.
+struct Done {
+    /// The group's commit, or the failure that ended the group.
+    commit: Result<()>,
+    /// The writer's job panicked: the payload, to resume in the writer's thread.
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+/// A ticket in the queue.
+#[derive(Clone, Copy)]
+struct TicketRef(*const Ticket);
+
+// SAFETY: a ticket is shared between its writer and one combiner; its mutable parts are
+// behind its mutex, and the job is run by the combiner alone while the writer waits.
+unsafe impl Send for TicketRef {}
 
 impl Writer {
     pub(super) fn new(conn: Connection, shares_commits: bool) -> Self {
         Self {
-            slot: Mutex::new(Slot { conn, group: None, groups_opened: 0 }),
-            queued: AtomicUsize::new(0),
-            shares_commits,
-            outcomes: Mutex::new(HashMap::new()),
-            committed: Condvar::new(),
+            slot: Mutex::new(Slot { conn }),
+            queue: Mutex::new(VecDeque::new()),
+            group_size: if shares_commits { MAX_GROUP } else { 1 },
             stats: Mutex::new(CommitStats::default()),
             short_of_space: AtomicBool::new(false),
         }
@@ -111,209 +137,221 @@ impl Writer {
         *self.stats.lock()
     }
 
-    /// The count of queued writers, for tests that line writers up.
+    /// How many writers wait in the queue, for tests that line writers up.
     #[cfg(test)]
-    pub(super) fn queued(&self) -> &AtomicUsize {
-        &self.queued
+    pub(super) fn queued(&self) -> usize {
+        self.queue.lock().len()
     }
 
-    /// The connection, once this process's writers ahead are done, or BUSY at
-    /// `deadline`; no transaction is open on it unless a group is. Waiting, a thread
-    /// counts as queued.
+    /// The connection for a read of `:memory:`, once no group runs, or BUSY at `deadline`.
     pub(super) fn lock(&self, deadline: Instant) -> Result<MutexGuard<'_, Slot>> {
-        if let Some(slot) = self.slot.try_lock() {
-            return Ok(slot);
-        }
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let slot = self.slot.try_lock_until(deadline);
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        slot.ok_or(BillingError::Busy { waited_ms: 0 })
+        self.slot.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })
     }
 
-    /// Runs `work` as one write, in the open group's transaction or a new one, and
-    /// returns once the commit that holds it is done.
-    pub(super) fn write<T>(
+    /// Runs `work` as one write, in a group's transaction, and returns once the commit
+    /// that holds it is done; BUSY if no combiner took it before `deadline`.
+    pub(super) fn write<T: Send>(
         &self,
         deadline: Instant,
-        work: impl FnOnce(&mut dyn Transaction) -> Result<T>,
+        work: impl FnOnce(&mut dyn Transaction) -> Result<T> + Send,
     ) -> Result<T> {
-        let mut slot = self.lock(deadline)?;
-        let joined = slot.group.is_some();
-        if !joined {
-            slot.begin(deadline)?;
+        let mut work = Some(work);
+        let mut result: Option<Result<T>> = None;
+        let mut job = |tx: &mut dyn Transaction| -> Ran {
+            let Some(work) = work.take() else { return Ran::Refused };
+            let outcome = work(tx);
+            let ran = match &outcome {
+                Ok(_) => Ran::Wrote,
+                Err(failure) if failure.is_storage_failure() => Ran::Failed(failure.clone()),
+                Err(_) => Ran::Refused,
+            };
+            result = Some(outcome);
+            ran
+        };
+        let job: &mut Job<'_> = &mut job;
+        // SAFETY: the erased job is used only until the ticket is done, and this frame
+        // waits for that below before `job` goes out of scope (see `Ticket`).
+        let job: *mut Job<'static> = unsafe { std::mem::transmute::<*mut Job<'_>, *mut Job<'static>>(job) };
+        let ticket = Ticket { job, deadline, state: Mutex::new(State::default()), woken: Condvar::new() };
+        self.queue.lock().push_back(TicketRef(&ticket));
+        let done = self.wait_done(&ticket)?;
+        if let Some(panic) = done.panic {
+            resume_unwind(panic);
         }
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            let mut tx = SqliteTx { conn: &slot.conn };
-            if joined {
-                in_savepoint(&mut tx, work)
-            } else {
-                match work(&mut tx) {
-                    Err(error) if !error.is_storage_failure() => Ok(Err(error)),
-                    other => other.map(Ok),
+        match result {
+            None => Err(done.commit.err().unwrap_or(BillingError::Busy { waited_ms: 0 })),
+            Some(Ok(value)) => done.commit.map(|()| value),
+            Some(Err(own)) => Err(own),
+        }
+    }
+
+    /// Waits until the ticket is done, combining when the connection is free. BUSY when
+    /// the deadline passes before a combiner took the ticket (which then never runs).
+    fn wait_done(&self, ticket: &Ticket) -> Result<Done> {
+        loop {
+            if let Some(slot) = self.slot.try_lock() {
+                self.combine(slot, ticket);
+            }
+            let mut state = ticket.state.lock();
+            if let Some(done) = state.done.take() {
+                return Ok(done);
+            }
+            if !state.taken && Instant::now() >= ticket.deadline {
+                let mut queue = self.queue.lock();
+                if let Some(at) = queue.iter().position(|t| std::ptr::eq(t.0, ticket)) {
+                    queue.remove(at);
+                    return Err(BillingError::Busy { waited_ms: 0 });
                 }
             }
-        }));
-        match ran {
-            Err(panic) => {
-                // The panicking writer's part is undone; the group goes on without it.
-                if !joined {
-                    slot.abandon();
-                } else if (SqliteTx { conn: &slot.conn }).end_savepoint(false).is_ok() {
-                    drop(self.finish(slot, false));
-                } else {
-                    self.roll_back(&mut slot, BillingError::Storage { message: "a write panicked".into() });
-                }
-                resume_unwind(panic)
-            }
-            Ok(Err(failure)) => {
-                self.roll_back(&mut slot, failure.clone());
-                Err(failure)
-            }
-            Ok(Ok(Err(own))) => {
-                if joined {
-                    drop(self.finish(slot, false));
-                } else {
-                    // The opener's own error: nothing else is in the transaction.
-                    slot.abandon();
-                }
-                Err(own)
-            }
-            Ok(Ok(Ok(value))) => {
-                let committed = match self.finish(slot, true) {
-                    Next::Committed(result) => result,
-                    Next::HandedOff(group) => self.await_commit(group),
-                };
-                committed.map(|()| value)
+            let until_deadline = ticket.deadline.saturating_duration_since(Instant::now());
+            let wait = if state.taken || until_deadline.is_zero() { RECHECK } else { RECHECK.min(until_deadline) };
+            ticket.woken.wait_for(&mut state, wait);
+            if let Some(done) = state.done.take() {
+                return Ok(done);
             }
         }
     }
 
-    /// After a member's work: leaves the group open to the next queued writer, or
-    /// commits it. `waits`: the member's work succeeded, so it waits for the commit.
-    fn finish(&self, mut slot: MutexGuard<'_, Slot>, waits: bool) -> Next {
-        let group = slot.group.as_mut().expect("a member finishes an open group");
-        group.members += 1;
-        group.waiting += usize::from(waits);
-        if self.shares_commits && self.queued.load(Ordering::SeqCst) > 0 && group.members < MAX_GROUP {
-            return Next::HandedOff(group.id);
+    /// Runs groups until `mine` is done and then, while writers are queued, up to
+    /// [`EXTRA_GROUPS`] more (waking one of them to combine would put its wake-up between
+    /// two commits); then hands the connection on: the oldest writer still queued is
+    /// woken to combine next.
+    fn combine(&self, mut slot: MutexGuard<'_, Slot>, mine: &Ticket) {
+        let mut extra = 0;
+        while extra <= EXTRA_GROUPS {
+            let group: Vec<TicketRef> = {
+                let mut queue = self.queue.lock();
+                let take = queue.len().min(self.group_size);
+                queue.drain(..take).collect()
+            };
+            if group.is_empty() {
+                break;
+            }
+            self.run_group(&mut slot, &group);
+            if mine.state.lock().done.is_some() {
+                extra += 1;
+            }
         }
-        // The committer has the result at hand; the others read it.
-        Next::Committed(self.commit(&mut slot, usize::from(waits)))
+        drop(slot);
+        if let Some(next) = self.queue.lock().front().copied() {
+            // SAFETY: a queued ticket is alive: its writer waits for it to be done.
+            unsafe { &*next.0 }.woken.notify_one();
+        }
     }
 
-    /// Commits the open group (rolling back if the commit fails) and publishes the
-    /// outcome to its waiting members but `readers_at_hand`.
-    fn commit(&self, slot: &mut Slot, readers_at_hand: usize) -> Result<()> {
-        let group = slot.group.take().expect("a group to commit");
-        let result = execute(&slot.conn, "COMMIT");
-        if result.is_err() && !slot.conn.is_autocommit() {
-            let _ = execute(&slot.conn, "ROLLBACK");
+    /// One group: one transaction, a savepoint per job (when there are several), one
+    /// commit, and every writer told.
+    fn run_group(&self, slot: &mut Slot, group: &[TicketRef]) {
+        // SAFETY: the tickets are alive until they are done (see `Ticket`), and a taken
+        // ticket is this combiner's alone.
+        let tickets: Vec<&Ticket> = group.iter().map(|t| unsafe { &*t.0 }).collect();
+        for ticket in &tickets {
+            ticket.state.lock().taken = true;
         }
-        if result.is_ok() {
+        let deadline = tickets.iter().map(|t| t.deadline).min().expect("a group has a ticket");
+        if let Err(failure) = begin(&slot.conn, deadline) {
+            return self.finish(&slot.conn, &tickets, Err(failure), Vec::new());
+        }
+        let alone = tickets.len() == 1;
+        let mut panics = Vec::new();
+        let mut wrote = 0u64;
+        for (i, ticket) in tickets.iter().enumerate() {
+            // SAFETY: the job is alive while its ticket is not done, and only the
+            // combiner that took the ticket runs it.
+            let job = unsafe { &mut *ticket.job };
+            match run_job(&slot.conn, job, alone) {
+                Ok(JobEnd::Ran(Ran::Wrote)) => wrote += 1,
+                Ok(JobEnd::Ran(Ran::Refused)) => {}
+                Ok(JobEnd::Panicked(payload)) => panics.push((i, payload)),
+                Ok(JobEnd::Ran(Ran::Failed(failure))) | Err(failure) => {
+                    abandon(&slot.conn);
+                    return self.finish(&slot.conn, &tickets, Err(failure), panics);
+                }
+            }
+        }
+        // A group of one whose job wrote nothing to keep was rolled back already.
+        let commit = if slot.conn.is_autocommit() { Ok(()) } else { commit(&slot.conn) };
+        if commit.is_ok() && wrote > 0 {
             let mut stats = self.stats.lock();
             stats.commits += 1;
-            stats.writes += group.waiting as u64;
+            stats.writes += wrote;
         }
-        self.settle(&slot.conn, &result);
-        self.publish(group.id, group.waiting - readers_at_hand, result.clone());
-        result
+        self.finish(&slot.conn, &tickets, commit, panics);
     }
 
-    /// Rolls the open group back after a storage failure: it is every waiting member's
-    /// error too.
-    fn roll_back(&self, slot: &mut Slot, failure: BillingError) {
-        let failed = Err(failure);
-        self.settle(&slot.conn, &failed);
-        let group = slot.group.expect("a group to roll back");
-        slot.abandon();
-        self.publish(group.id, group.waiting, failed);
-    }
-
-    /// Keeps a full disk from staying full: see `short_of_space`.
-    fn settle(&self, conn: &Connection, result: &Result<()>) {
-        if result.as_ref().err() == Some(&BillingError::StorageFull) {
+    /// Tells every writer of the group how it went, and keeps a full disk from staying
+    /// full (see `short_of_space`).
+    fn finish(
+        &self,
+        conn: &Connection,
+        tickets: &[&Ticket],
+        commit: Result<()>,
+        mut panics: Vec<(usize, Box<dyn Any + Send>)>,
+    ) {
+        if commit.as_ref().err() == Some(&BillingError::StorageFull) {
             self.short_of_space.store(true, Ordering::Relaxed);
         }
-        if self.short_of_space.load(Ordering::Relaxed) && conn.is_autocommit() {
+        if self.short_of_space.load(Ordering::Relaxed) {
             make_room(conn);
         }
-    }
-
-    fn publish(&self, group: u64, readers: usize, result: Result<()>) {
-        if readers > 0 {
-            self.outcomes.lock().insert(group, Outcome { result, unread: readers });
-            self.committed.notify_all();
-        }
-    }
-
-    /// Waits for the outcome of `group`'s commit. If the group was left open for a writer
-    /// that then gave up waiting, nobody else will commit it: then this member does.
-    fn await_commit(&self, group: u64) -> Result<()> {
-        let mut outcomes = self.outcomes.lock();
-        loop {
-            if let Some(outcome) = outcomes.get_mut(&group) {
-                outcome.unread -= 1;
-                let result = outcome.result.clone();
-                if outcome.unread == 0 {
-                    outcomes.remove(&group);
-                }
-                return result;
-            }
-            if self.committed.wait_for(&mut outcomes, STRANDED_CHECK).timed_out() {
-                drop(outcomes);
-                self.commit_if_stranded(group);
-                outcomes = self.outcomes.lock();
-            }
-        }
-    }
-
-    fn commit_if_stranded(&self, group: u64) {
-        let Some(mut slot) = self.slot.try_lock() else { return };
-        if slot.group.is_some_and(|open| open.id == group) {
-            // This member reads the outcome like the others.
-            let _ = self.commit(&mut slot, 0);
+        for (i, ticket) in tickets.iter().enumerate() {
+            let panic = panics.iter().position(|(at, _)| *at == i).map(|at| panics.swap_remove(at).1);
+            let mut state = ticket.state.lock();
+            state.done = Some(Done { commit: commit.clone(), panic });
+            ticket.woken.notify_one();
         }
     }
 }
 
-impl Slot {
-    /// Opens a transaction for a new group, waiting for other processes' writes until
-    /// `deadline` at most.
-    fn begin(&mut self, deadline: Instant) -> Result<()> {
-        // SQLite counts whole milliseconds; round up so that it never gives up early.
-        let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-        let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
-        self.conn.busy_timeout(left).map_err(SqliteError::from)?;
-        execute(&self.conn, BEGIN_WRITE)?;
-        self.groups_opened += 1;
-        self.group = Some(Group { id: self.groups_opened, members: 0, waiting: 0 });
-        Ok(())
-    }
-
-    /// Rolls the open transaction back, with whatever it held.
-    fn abandon(&mut self) {
-        if !self.conn.is_autocommit() {
-            let _ = execute(&self.conn, "ROLLBACK");
-        }
-        self.group = None;
-    }
+/// How a job of a group ended.
+enum JobEnd {
+    Ran(Ran),
+    Panicked(Box<dyn Any + Send>),
 }
 
-/// Runs `work` in a savepoint of `tx`. An error of `work`'s own undoes what it wrote and
-/// is returned inside `Ok`; a storage failure is returned as it is, for the group to
-/// end with (SQLite may have rolled the transaction back already).
-fn in_savepoint<T>(tx: &mut SqliteTx<'_>, work: impl FnOnce(&mut dyn Transaction) -> Result<T>) -> Result<Result<T>> {
-    tx.savepoint()?;
-    match work(tx) {
-        Ok(value) => {
-            tx.end_savepoint(true)?;
-            Ok(Ok(value))
-        }
-        Err(error) if error.is_storage_failure() => Err(error),
-        Err(error) => {
-            tx.end_savepoint(false)?;
-            Ok(Err(error))
-        }
+/// Runs one job: in a savepoint when others share the transaction, so that its refusal
+/// or panic undoes its own writes only; alone, a refusal or panic rolls back the whole
+/// transaction, which holds nothing else. `Err` is a failure of the savepoint itself.
+fn run_job(conn: &Connection, job: &mut Job<'_>, alone: bool) -> Result<JobEnd> {
+    let tx = SqliteTx { conn };
+    if !alone {
+        tx.savepoint()?;
+    }
+    let ended = match catch_unwind(AssertUnwindSafe(|| job(&mut SqliteTx { conn }))) {
+        Ok(ran) => JobEnd::Ran(ran),
+        Err(payload) => JobEnd::Panicked(payload),
+    };
+    let keep = matches!(ended, JobEnd::Ran(Ran::Wrote));
+    match (&ended, alone) {
+        (JobEnd::Ran(Ran::Failed(_)), _) => {}
+        (_, false) => tx.end_savepoint(keep)?,
+        (_, true) if !keep => abandon(conn),
+        (_, true) => {}
+    }
+    Ok(ended)
+}
+
+/// Opens a group's transaction, waiting for other processes' writes until `deadline`.
+fn begin(conn: &Connection, deadline: Instant) -> Result<()> {
+    // SQLite counts whole milliseconds; round up so that it never gives up early.
+    let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+    conn.busy_timeout(Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))).map_err(SqliteError::from)?;
+    execute(conn, BEGIN_WRITE)
+}
+
+/// Commits, rolling back if the commit fails.
+fn commit(conn: &Connection) -> Result<()> {
+    let result = execute(conn, "COMMIT");
+    if result.is_err() {
+        abandon(conn);
+    }
+    result
+}
+
+/// Rolls the open transaction back, with whatever it held.
+fn abandon(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = execute(conn, "ROLLBACK");
     }
 }
 
