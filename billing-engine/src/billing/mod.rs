@@ -107,7 +107,7 @@ impl Billing<Database> {
         Self::open_with(location, catalog, clock, LocalOptions::default())
     }
 
-    /// Opens `location` with chosen SQLite options: a [`Durability`] converts into them,
+    /// Opens `location` with chosen SQLite options: a [`Durability`](crate::Durability) converts into them,
     /// with shared commits on. The catalog's `lock_timeout_ms` sets how long a writer
     /// waits for another writer.
     pub fn open_with(
