@@ -25,6 +25,7 @@ between the two so that a noisy neighbour slows both alike; the best round of ea
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sqlite3
@@ -209,8 +210,8 @@ def measure_threads(charges: int, rounds: int, tmp: str) -> Tuple[float, float]:
             for i in range(charges):
                 peers[n].charge(users[n], "assistant", f"k{i}", datetime.now(timezone.utc))
 
-        best_engine = max(best_engine, timed_threads([lambda u=u: engine_worker(u) for u in users], charges))
-        best_peer = max(best_peer, timed_threads([lambda n=n: peer_worker(n) for n in range(THREADS)], charges))
+        best_engine = max(best_engine, timed_threads([functools.partial(engine_worker, u) for u in users], charges))
+        best_peer = max(best_peer, timed_threads([functools.partial(peer_worker, n) for n in range(THREADS)], charges))
         assert all(engine.state(u).credits == Decimal(10**9) - (charges - DAILY_LIMIT) for u in users)
         assert all(peers[0].credits(u) == Decimal(10**9) - (charges - DAILY_LIMIT) for u in users)
     return best_engine, best_peer
