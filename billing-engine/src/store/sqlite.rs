@@ -70,6 +70,8 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 const MEMORY: &str = ":memory:";
+/// Takes the write lock before the first read: see the module docs.
+pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const BEGIN_READ: &str = "BEGIN DEFERRED";
 const STATEMENT_CACHE: usize = 32;
 /// About the WAL's size at SQLite's automatic checkpoint (1000 pages of 4 KiB).
@@ -82,7 +84,7 @@ impl SqliteStore {
         let path = path.as_ref();
         let path = (path.as_os_str() != MEMORY).then(|| path.to_path_buf());
         let conn = connect(path.as_deref(), &options)?;
-        in_transaction(&conn, "BEGIN IMMEDIATE", |conn| Ok(schema::migrate(conn)?))?;
+        in_transaction(&conn, BEGIN_WRITE, |conn| Ok(schema::migrate(conn)?))?;
         let writer = Writer::new(conn, options.shared_commits && path.is_some());
         Ok(Self { path, options, writer, readers: Mutex::new(Vec::new()) })
     }
@@ -123,7 +125,7 @@ impl Store for SqliteStore {
 
     fn read<T>(&self, f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
         let Some(path) = &self.path else {
-            return self.within_lock_timeout(|deadline| Self::read_on(&self.writer.lock(deadline)?.conn, f));
+            return self.within_lock_timeout(|deadline| Self::read_on(&*self.writer.lock(deadline)?, f));
         };
         self.within_lock_timeout(|_| {
             let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -167,12 +169,25 @@ fn connect(path: Option<&Path>, options: &SqliteOptions) -> Result<Connection, S
 /// transaction of the store, the schema migration included, goes through here. BEGIN and
 /// COMMIT are cached statements: parsing them anew is a measurable part of a charge.
 fn in_transaction<T>(conn: &Connection, begin: &'static str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.prepare_cached(begin).and_then(|mut stmt| stmt.execute([])).map_err(SqliteError::from)?;
+    execute(conn, begin)?;
     let mut open = OpenTransaction { conn, committed: false };
     let value = f(conn)?;
-    conn.prepare_cached("COMMIT").and_then(|mut stmt| stmt.execute([])).map_err(SqliteError::from)?;
+    execute(conn, "COMMIT")?;
     open.committed = true;
     Ok(value)
+}
+
+/// Runs a statement without parameters or rows, from the statement cache.
+pub(super) fn execute(conn: &Connection, sql: &'static str) -> Result<(), SqliteError> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([]))?;
+    Ok(())
+}
+
+/// Rolls back the open transaction, if one is open, with whatever it held.
+pub(super) fn roll_back(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = execute(conn, "ROLLBACK");
+    }
 }
 
 /// Rolls back a transaction that did not reach COMMIT, also while unwinding a panic.
@@ -183,8 +198,8 @@ struct OpenTransaction<'c> {
 
 impl Drop for OpenTransaction<'_> {
     fn drop(&mut self) {
-        if !self.committed && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        if !self.committed {
+            roll_back(self.conn);
         }
     }
 }
@@ -196,15 +211,15 @@ pub(super) struct SqliteTx<'c> {
 impl SqliteTx<'_> {
     /// Marks a point inside the transaction that what follows can be undone back to.
     pub(super) fn savepoint(&self) -> StoreResult<()> {
-        self.statement("SAVEPOINT member")
+        Ok(execute(self.conn, "SAVEPOINT member")?)
     }
 
     /// Ends the savepoint, keeping what was written since it (`keep`) or undoing it.
     pub(super) fn end_savepoint(&self, keep: bool) -> StoreResult<()> {
         if !keep {
-            self.statement("ROLLBACK TO member")?;
+            execute(self.conn, "ROLLBACK TO member")?;
         }
-        self.statement("RELEASE member")
+        Ok(execute(self.conn, "RELEASE member")?)
     }
 }
 
@@ -445,13 +460,6 @@ impl Transaction for SqliteTx<'_> {
 }
 
 impl SqliteTx<'_> {
-    /// Runs a statement without parameters or rows, from the statement cache.
-    fn statement(&self, sql: &'static str) -> StoreResult<()> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
-        stmt.execute([]).map_err(SqliteError::from)?;
-        Ok(())
-    }
-
     /// The row `sql` selects, if any, read by `from_row`.
     fn one<T>(
         &self,

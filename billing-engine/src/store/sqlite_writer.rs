@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::Connection;
 
-use super::sqlite::SqliteTx;
+use super::sqlite::{execute, roll_back, SqliteTx, BEGIN_WRITE};
 use super::sqlite_error::SqliteError;
 use super::Transaction;
 use crate::error::{BillingError, Result};
@@ -45,12 +45,9 @@ const EXTRA_GROUPS: usize = 2;
 /// it waits for was missed (a combiner that finished just as it queued).
 const RECHECK: Duration = Duration::from_millis(5);
 
-/// Takes the write lock before the first read: see the store's module docs.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
 pub(super) struct Writer {
     /// The connection, held by the combiner while it runs a group.
-    slot: Mutex<Slot>,
+    slot: Mutex<Connection>,
     /// Tickets of writers waiting for a combiner, oldest first.
     queue: Mutex<VecDeque<TicketRef>>,
     /// Writers per group: [`MAX_GROUP`], or 1 with sharing off.
@@ -60,10 +57,6 @@ pub(super) struct Writer {
     /// truncates the WAL after it: SQLite's own checkpoint comes only at 4 MiB of WAL,
     /// more than a small disk may have, and a checkpoint needs room to copy pages into.
     short_of_space: AtomicBool,
-}
-
-pub(super) struct Slot {
-    pub(super) conn: Connection,
 }
 
 /// Counts of commits and of the writes they carried, for tests and monitoring.
@@ -125,7 +118,7 @@ unsafe impl Send for TicketRef {}
 impl Writer {
     pub(super) fn new(conn: Connection, shares_commits: bool) -> Self {
         Self {
-            slot: Mutex::new(Slot { conn }),
+            slot: Mutex::new(conn),
             queue: Mutex::new(VecDeque::new()),
             group_size: if shares_commits { MAX_GROUP } else { 1 },
             stats: Mutex::new(CommitStats::default()),
@@ -144,7 +137,7 @@ impl Writer {
     }
 
     /// The connection for a read of `:memory:`, once no group runs, or BUSY at `deadline`.
-    pub(super) fn lock(&self, deadline: Instant) -> Result<MutexGuard<'_, Slot>> {
+    pub(super) fn lock(&self, deadline: Instant) -> Result<MutexGuard<'_, Connection>> {
         self.slot.try_lock_until(deadline).ok_or(BillingError::Busy { waited_ms: 0 })
     }
 
@@ -189,8 +182,8 @@ impl Writer {
     /// the deadline passes before a combiner took the ticket (which then never runs).
     fn wait_done(&self, ticket: &Ticket) -> Result<Done> {
         loop {
-            if let Some(slot) = self.slot.try_lock() {
-                self.combine(slot, ticket);
+            if let Some(conn) = self.slot.try_lock() {
+                self.combine(conn, ticket);
             }
             let mut state = ticket.state.lock();
             if let Some(done) = state.done.take() {
@@ -216,7 +209,7 @@ impl Writer {
     /// [`EXTRA_GROUPS`] more (waking one of them to combine would put its wake-up between
     /// two commits); then hands the connection on: the oldest writer still queued is
     /// woken to combine next.
-    fn combine(&self, mut slot: MutexGuard<'_, Slot>, mine: &Ticket) {
+    fn combine(&self, conn: MutexGuard<'_, Connection>, mine: &Ticket) {
         let mut extra = 0;
         while extra <= EXTRA_GROUPS {
             let group: Vec<TicketRef> = {
@@ -227,12 +220,12 @@ impl Writer {
             if group.is_empty() {
                 break;
             }
-            self.run_group(&mut slot, &group);
+            self.run_group(&conn, &group);
             if mine.state.lock().done.is_some() {
                 extra += 1;
             }
         }
-        drop(slot);
+        drop(conn);
         if let Some(next) = self.queue.lock().front().copied() {
             // SAFETY: a queued ticket is alive: its writer waits for it to be done.
             unsafe { &*next.0 }.woken.notify_one();
@@ -241,7 +234,7 @@ impl Writer {
 
     /// One group: one transaction, a savepoint per job (when there are several), one
     /// commit, and every writer told.
-    fn run_group(&self, slot: &mut Slot, group: &[TicketRef]) {
+    fn run_group(&self, conn: &Connection, group: &[TicketRef]) {
         // SAFETY: the tickets are alive until they are done (see `Ticket`), and a taken
         // ticket is this combiner's alone.
         let tickets: Vec<&Ticket> = group.iter().map(|t| unsafe { &*t.0 }).collect();
@@ -249,8 +242,8 @@ impl Writer {
             ticket.state.lock().taken = true;
         }
         let deadline = tickets.iter().map(|t| t.deadline).min().expect("a group has a ticket");
-        if let Err(failure) = begin(&slot.conn, deadline) {
-            return self.finish(&slot.conn, &tickets, Err(failure), Vec::new());
+        if let Err(failure) = begin(conn, deadline) {
+            return self.finish(conn, &tickets, Err(failure), Vec::new());
         }
         let alone = tickets.len() == 1;
         let mut panics = Vec::new();
@@ -259,24 +252,24 @@ impl Writer {
             // SAFETY: the job is alive while its ticket is not done, and only the
             // combiner that took the ticket runs it.
             let job = unsafe { &mut *ticket.job };
-            match run_job(&slot.conn, job, alone) {
+            match run_job(conn, job, alone) {
                 Ok(JobEnd::Ran(Ran::Wrote)) => wrote += 1,
                 Ok(JobEnd::Ran(Ran::Refused)) => {}
                 Ok(JobEnd::Panicked(payload)) => panics.push((i, payload)),
                 Ok(JobEnd::Ran(Ran::Failed(failure))) | Err(failure) => {
-                    abandon(&slot.conn);
-                    return self.finish(&slot.conn, &tickets, Err(failure), panics);
+                    roll_back(conn);
+                    return self.finish(conn, &tickets, Err(failure), panics);
                 }
             }
         }
         // A group of one whose job wrote nothing to keep was rolled back already.
-        let commit = if slot.conn.is_autocommit() { Ok(()) } else { commit(&slot.conn) };
+        let commit = if conn.is_autocommit() { Ok(()) } else { commit(conn) };
         if commit.is_ok() && wrote > 0 {
             let mut stats = self.stats.lock();
             stats.commits += 1;
             stats.writes += wrote;
         }
-        self.finish(&slot.conn, &tickets, commit, panics);
+        self.finish(conn, &tickets, commit, panics);
     }
 
     /// Tells every writer of the group how it went, and keeps a full disk from staying
@@ -325,7 +318,7 @@ fn run_job(conn: &Connection, job: &mut Job<'_>, alone: bool) -> Result<JobEnd> 
     match (&ended, alone) {
         (JobEnd::Ran(Ran::Failed(_)), _) => {}
         (_, false) => tx.end_savepoint(keep)?,
-        (_, true) if !keep => abandon(conn),
+        (_, true) if !keep => roll_back(conn),
         (_, true) => {}
     }
     Ok(ended)
@@ -336,28 +329,16 @@ fn begin(conn: &Connection, deadline: Instant) -> Result<()> {
     // SQLite counts whole milliseconds; round up so that it never gives up early.
     let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
     conn.busy_timeout(Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))).map_err(SqliteError::from)?;
-    execute(conn, BEGIN_WRITE)
+    Ok(execute(conn, BEGIN_WRITE)?)
 }
 
 /// Commits, rolling back if the commit fails.
 fn commit(conn: &Connection) -> Result<()> {
-    let result = execute(conn, "COMMIT");
+    let result = execute(conn, "COMMIT").map_err(BillingError::from);
     if result.is_err() {
-        abandon(conn);
+        roll_back(conn);
     }
     result
-}
-
-/// Rolls the open transaction back, with whatever it held.
-fn abandon(conn: &Connection) {
-    if !conn.is_autocommit() {
-        let _ = execute(conn, "ROLLBACK");
-    }
-}
-
-fn execute(conn: &Connection, sql: &'static str) -> Result<()> {
-    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map_err(SqliteError::from)?;
-    Ok(())
 }
 
 /// Moves the WAL's pages into the database and truncates the WAL, which is what fills a
