@@ -438,6 +438,7 @@ impl PgTx<'_> {
         Ok(())
     }
 
+    /// Statements without parameters or rows (BEGIN, COMMIT), in one round trip.
     fn simple(&mut self, sql: &str) -> StoreResult<()> {
         let result = self.conn.client.batch_execute(sql);
         result.map_err(|e| self.fail(e))
