@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::UtcOffset;
 
 use crate::error::{BillingError, Result};
+use crate::input;
 
 /// Where a charge can be paid from; the catalog's `charge_order` lists them in the order tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,9 +102,18 @@ pub struct Plan {
     pub history_days: i32,
     pub display_order: i32,
     pub is_popular: bool,
+    /// The flag features the plan has, in the order the file lists them.
     pub features: Vec<String>,
-    /// Metric quotas per period (seed 001), such as `tokens_input`.
+    /// The plan's value of each `limit` feature it sets (`max_chats = 20`).
+    pub feature_limits: BTreeMap<String, u64>,
+    /// Metric quotas per allowance period (seed 001), such as `tokens_input`; a metric
+    /// missing here is unlimited on this plan.
     pub quotas: BTreeMap<String, u64>,
+    /// Metric quotas per local day (the catalog's `timezone_offset`).
+    pub daily_quotas: BTreeMap<String, u64>,
+    pub quota_mode: QuotaMode,
+    /// Usage above a quota that is charged in credits instead of refused.
+    pub overage: BTreeMap<String, Overage>,
 }
 
 impl Plan {
@@ -114,6 +124,82 @@ impl Plan {
     pub fn has_feature(&self, feature: &str) -> bool {
         self.features.iter().any(|f| f == feature)
     }
+
+    /// The plan's value of a declared feature: a flag is on or off, a limit is the
+    /// plan's number (0 when the plan does not set it).
+    pub fn feature_value(&self, feature: &Feature) -> FeatureValue {
+        match feature.kind {
+            FeatureKind::Flag => FeatureValue::Flag(self.has_feature(&feature.name)),
+            FeatureKind::Limit => FeatureValue::Limit(self.feature_limits.get(&feature.name).copied().unwrap_or(0)),
+        }
+    }
+}
+
+/// What a metric adds up: the amounts tracked (`sum`, tokens), or one per event
+/// (`count`, requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    Sum,
+    Count,
+}
+
+/// A metered quantity, declared under `[metrics.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub aggregation: Aggregation,
+    pub unit: String,
+}
+
+/// What a check does with usage above a quota: `hard` refuses it (unless the plan
+/// prices it as overage), `soft` allows it and reports it as over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    Hard,
+    Soft,
+}
+
+/// The credit price of usage above a quota: `credits` per `per` units, proportionally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overage {
+    pub credits: Decimal,
+    pub per: u64,
+}
+
+/// What a capture does when the work cost more credits than the user has:
+/// `cap` charges what the balance holds and records the shortfall; `debt` charges it
+/// all, taking the balance below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureOverrun {
+    Cap,
+    Debt,
+}
+
+/// A plan feature, declared under `[features.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub kind: FeatureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKind {
+    /// On or off (`gpt4_access`).
+    Flag,
+    /// A number (`max_chats = 20`).
+    Limit,
+}
+
+/// A plan's value of one feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    Flag(bool),
+    Limit(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +222,9 @@ pub struct Catalog {
     /// Sorted by `display_order`, then code.
     pub plans: Vec<Plan>,
     pub packages: Vec<Package>,
+    pub metrics: BTreeMap<String, Metric>,
+    pub features: BTreeMap<String, Feature>,
+    pub capture_overrun: CaptureOverrun,
 }
 
 impl Catalog {
@@ -171,6 +260,15 @@ impl Catalog {
 
     pub fn operation(&self, code: &str) -> Result<&Operation> {
         self.operations.get(code).ok_or_else(|| BillingError::UnknownOperation { operation: code.to_owned() })
+    }
+
+    pub fn metric(&self, name: &str) -> Result<&Metric> {
+        self.metrics.get(name).ok_or_else(|| BillingError::UnknownMetric { metric: name.to_owned() })
+    }
+
+    /// A declared feature; an undeclared one is INVALID_ARGUMENT `feature`.
+    pub fn feature(&self, name: &str) -> Result<&Feature> {
+        self.features.get(name).ok_or_else(|| BillingError::invalid("feature", format!("no feature `{name}`")))
     }
 
     /// A paid plan a user can subscribe to, or INVALID_PLAN.
@@ -236,6 +334,47 @@ struct RawCatalog {
     plans: Vec<RawPlan>,
     #[serde(default)]
     packages: Vec<RawPackage>,
+    #[serde(default)]
+    metrics: BTreeMap<String, RawMetric>,
+    #[serde(default)]
+    features: BTreeMap<String, RawFeature>,
+    #[serde(default)]
+    capture_overrun: Option<CaptureOverrun>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    aggregation: Aggregation,
+    unit: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    kind: FeatureKind,
+}
+
+/// A plan's features: a list of flags, or a table of flags (`true`/`false`) and limits.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFeatures {
+    Flags(Vec<String>),
+    Values(BTreeMap<String, RawFeatureValue>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFeatureValue {
+    Flag(bool),
+    Limit(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverage {
+    credits: Amount,
+    per: i64,
 }
 
 #[derive(Deserialize)]
@@ -270,9 +409,15 @@ struct RawPlan {
     #[serde(default)]
     is_popular: bool,
     #[serde(default)]
-    features: Vec<String>,
+    features: Option<RawFeatures>,
     #[serde(default)]
     quotas: BTreeMap<String, i64>,
+    #[serde(default)]
+    daily_quotas: BTreeMap<String, i64>,
+    #[serde(default)]
+    quota_mode: Option<QuotaMode>,
+    #[serde(default)]
+    overage: BTreeMap<String, RawOverage>,
 }
 
 #[derive(Deserialize)]
@@ -368,9 +513,30 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         None => Decimal::ZERO,
     };
 
+    let metrics = validate_metrics(raw.metrics)?;
+    let mut features = validate_features(raw.features)?;
+    // A file that declares no features keeps the older format, in which a plan's
+    // feature list is its own declaration of flags.
+    let declared_features = !features.is_empty();
+
     let mut plans = Vec::with_capacity(raw.plans.len());
     for (i, plan) in raw.plans.into_iter().enumerate() {
-        let plan = validate_plan(i, plan)?;
+        let plan = validate_plan(i, plan, &metrics)?;
+        for (name, kind) in plan_features(&plan) {
+            match features.get(name) {
+                Some(feature) if feature.kind == kind => {}
+                Some(feature) => {
+                    let message = format!("`{name}` is declared as a {:?} feature", feature.kind).to_lowercase();
+                    return Err(invalid(format!("plans[{i}].features.{name}"), message));
+                }
+                None if declared_features => {
+                    return Err(invalid(format!("plans[{i}].features.{name}"), "not declared under [features]"))
+                }
+                None => {
+                    features.insert(name.to_owned(), Feature { name: name.to_owned(), kind });
+                }
+            }
+        }
         if let Some(j) = plans.iter().position(|p: &Plan| p.code == plan.code) {
             return Err(invalid(
                 format!("plans[{i}].code"),
@@ -406,10 +572,59 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         operations,
         plans,
         packages,
+        metrics,
+        features,
+        capture_overrun: raw.capture_overrun.unwrap_or(CaptureOverrun::Cap),
     })
 }
 
-fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
+/// Every feature a plan names, with the kind its value shows.
+fn plan_features(plan: &Plan) -> impl Iterator<Item = (&str, FeatureKind)> {
+    let flags = plan.features.iter().map(|name| (name.as_str(), FeatureKind::Flag));
+    flags.chain(plan.feature_limits.keys().map(|name| (name.as_str(), FeatureKind::Limit)))
+}
+
+fn validate_metrics(raw: BTreeMap<String, RawMetric>) -> Result<BTreeMap<String, Metric>> {
+    let mut metrics = BTreeMap::new();
+    for (name, metric) in raw {
+        input::id("metric", &name).map_err(at(&format!("metrics.{name}")))?;
+        let unit = metric.unit.trim().to_owned();
+        if unit.is_empty() {
+            return Err(invalid(format!("metrics.{name}.unit"), "must not be empty"));
+        }
+        metrics.insert(name.clone(), Metric { name, aggregation: metric.aggregation, unit });
+    }
+    Ok(metrics)
+}
+
+fn validate_features(raw: BTreeMap<String, RawFeature>) -> Result<BTreeMap<String, Feature>> {
+    let mut features = BTreeMap::new();
+    for (name, feature) in raw {
+        input::id("feature", &name).map_err(at(&format!("features.{name}")))?;
+        features.insert(name.clone(), Feature { name, kind: feature.kind });
+    }
+    Ok(features)
+}
+
+/// A plan's quotas of one kind (`quotas` or `daily_quotas`), each of a declared metric.
+fn validate_quotas(
+    path: &str,
+    raw: BTreeMap<String, i64>,
+    metrics: &BTreeMap<String, Metric>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut quotas = BTreeMap::new();
+    for (metric, limit) in raw {
+        let path = format!("{path}.{metric}");
+        if !metrics.contains_key(&metric) {
+            return Err(invalid(path, format!("unknown metric `{metric}`; declare it under [metrics.{metric}]")));
+        }
+        let limit = non_negative(&path, limit)?;
+        quotas.insert(metric, limit);
+    }
+    Ok(quotas)
+}
+
+fn validate_plan(i: usize, raw: RawPlan, metrics: &BTreeMap<String, Metric>) -> Result<Plan> {
     let at = |field: &str| format!("plans[{i}].{field}");
     let code = non_empty_code(&at("code"), raw.code)?;
     let price = price(&at("price"), raw.price.0)?;
@@ -437,11 +652,40 @@ fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
     };
     let display_order =
         i32::try_from(raw.display_order.unwrap_or(0)).map_err(|_| invalid(at("display_order"), "too large"))?;
-    let mut quotas = BTreeMap::new();
-    for (metric, limit) in raw.quotas {
-        let limit = non_negative(&format!("plans[{i}].quotas.{metric}"), limit)?;
-        quotas.insert(metric, limit);
+    let quotas = validate_quotas(&at("quotas"), raw.quotas, metrics)?;
+    let daily_quotas = validate_quotas(&at("daily_quotas"), raw.daily_quotas, metrics)?;
+    let mut overage = BTreeMap::new();
+    for (metric, price) in raw.overage {
+        let path = at(&format!("overage.{metric}"));
+        if !quotas.contains_key(&metric) && !daily_quotas.contains_key(&metric) {
+            return Err(invalid(path, format!("`{metric}` has no quota on this plan to go over")));
+        }
+        let credits = positive_amount(&format!("{path}.credits"), price.credits.0)?;
+        let per = match non_negative(&format!("{path}.per"), price.per)? {
+            0 => return Err(invalid(format!("{path}.per"), "must be above zero")),
+            per => per,
+        };
+        overage.insert(metric, Overage { credits, per });
     }
+    let (features, feature_limits) = match raw.features {
+        None => (Vec::new(), BTreeMap::new()),
+        Some(RawFeatures::Flags(flags)) => (flags, BTreeMap::new()),
+        Some(RawFeatures::Values(values)) => {
+            let mut flags = Vec::new();
+            let mut limits = BTreeMap::new();
+            for (name, value) in values {
+                match value {
+                    RawFeatureValue::Flag(true) => flags.push(name),
+                    RawFeatureValue::Flag(false) => {}
+                    RawFeatureValue::Limit(limit) => {
+                        let limit = non_negative(&at(&format!("features.{name}")), limit)?;
+                        limits.insert(name, limit);
+                    }
+                }
+            }
+            (flags, limits)
+        }
+    };
     Ok(Plan {
         code,
         tier: raw.tier,
@@ -458,8 +702,12 @@ fn validate_plan(i: usize, raw: RawPlan) -> Result<Plan> {
         history_days,
         display_order,
         is_popular: raw.is_popular,
-        features: raw.features,
+        features,
+        feature_limits,
         quotas,
+        daily_quotas,
+        quota_mode: raw.quota_mode.unwrap_or(QuotaMode::Hard),
+        overage,
     })
 }
 

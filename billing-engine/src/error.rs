@@ -35,6 +35,25 @@ pub enum BillingError {
     UnknownOperation { operation: String },
     #[error("charge {charge_id} not found")]
     ChargeNotFound { charge_id: i64 },
+    /// A check or reservation of usage would pass a quota. `window` is `period` or `day`.
+    #[error("the {window} quota of `{metric}` is reached: {used} used and {held} held of {limit}, {requested} requested")]
+    QuotaExceeded {
+        metric: String,
+        limit: u64,
+        used: u64,
+        held: u64,
+        requested: u64,
+        resets_at: OffsetDateTime,
+        window: &'static str,
+    },
+    /// The user's plan lacks the feature; `cheapest_plan` is the cheapest plan that has
+    /// it, if any.
+    #[error("the feature `{feature}` is not on the user's plan")]
+    FeatureNotAvailable { feature: String, cheapest_plan: Option<String> },
+    #[error("unknown metric `{metric}`")]
+    UnknownMetric { metric: String },
+    #[error("hold `{hold_id}` not found")]
+    HoldNotFound { hold_id: String },
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: &'static str, message: String },
     #[error("payment provider error: {provider_code}: {description}")]
@@ -73,6 +92,10 @@ impl BillingError {
             Self::UnknownOperation { .. } => "UNKNOWN_OPERATION",
             Self::ChargeNotFound { .. } => "CHARGE_NOT_FOUND",
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Self::FeatureNotAvailable { .. } => "FEATURE_NOT_AVAILABLE",
+            Self::UnknownMetric { .. } => "UNKNOWN_METRIC",
+            Self::HoldNotFound { .. } => "HOLD_NOT_FOUND",
             Self::PaymentError { .. } => "PAYMENT_ERROR",
             Self::InvalidWebhook { .. } => "INVALID_WEBHOOK",
             Self::Busy { .. } => "BUSY",
@@ -102,6 +125,15 @@ impl BillingError {
             Self::UnknownOperation { operation } => json!({ "operation": operation }),
             Self::ChargeNotFound { charge_id } => json!({ "charge_id": charge_id }),
             Self::InvalidArgument { field, message } => json!({ "field": field, "message": message }),
+            Self::QuotaExceeded { metric, limit, used, held, requested, resets_at, window } => json!({
+                "metric": metric, "limit": limit, "used": used, "held": held, "requested": requested,
+                "resets_at": crate::time_util::iso(*resets_at), "window": window,
+            }),
+            Self::FeatureNotAvailable { feature, cheapest_plan } => {
+                json!({ "feature": feature, "cheapest_plan": cheapest_plan })
+            }
+            Self::UnknownMetric { metric } => json!({ "metric": metric }),
+            Self::HoldNotFound { hold_id } => json!({ "hold_id": hold_id }),
             Self::PaymentError { provider_code, description, retryable } => {
                 json!({ "provider_code": provider_code, "description": description, "retryable": retryable })
             }
@@ -157,6 +189,10 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code("UNKNOWN_OPERATION", 404, false),
     code("CHARGE_NOT_FOUND", 404, false),
     code("INVALID_ARGUMENT", 400, false),
+    code("QUOTA_EXCEEDED", 429, false),
+    code("FEATURE_NOT_AVAILABLE", 403, false),
+    code("UNKNOWN_METRIC", 404, false),
+    code("HOLD_NOT_FOUND", 404, false),
     code("PAYMENT_ERROR", 502, true),
     code("INVALID_WEBHOOK", 400, false),
     code("BUSY", 503, true),
@@ -191,6 +227,18 @@ mod tests {
             BillingError::UnknownOperation { operation: "o".into() },
             BillingError::ChargeNotFound { charge_id: 1 },
             BillingError::InvalidArgument { field: "f", message: "m".into() },
+            BillingError::QuotaExceeded {
+                metric: "m".into(),
+                limit: 1,
+                used: 1,
+                held: 0,
+                requested: 1,
+                resets_at: at,
+                window: "period",
+            },
+            BillingError::FeatureNotAvailable { feature: "f".into(), cheapest_plan: None },
+            BillingError::UnknownMetric { metric: "m".into() },
+            BillingError::HoldNotFound { hold_id: "h".into() },
             BillingError::PaymentError { provider_code: "c".into(), description: "d".into(), retryable: true },
             BillingError::InvalidWebhook { reason: "r".into() },
             BillingError::Busy { waited_ms: 1 },

@@ -110,6 +110,12 @@ pub fn decimal(field: &'static str, text: &str) -> Result<Decimal> {
         .map_err(|_| BillingError::invalid(field, format!("expected a decimal number, got `{text}`")))
 }
 
+/// An instant given as RFC 3339 text.
+pub fn moment(field: &'static str, text: &str) -> Result<time::OffsetDateTime> {
+    crate::time_util::parse_iso(text)
+        .ok_or_else(|| BillingError::invalid(field, format!("expected an RFC 3339 time, got `{text}`")))
+}
+
 /// An optional argument given as JSON text, read into `T`.
 pub fn json<T: DeserializeOwned>(field: &'static str, text: Option<&str>) -> Result<Option<T>> {
     text.map(serde_json::from_str).transpose().map_err(|e| BillingError::invalid(field, e.to_string()))

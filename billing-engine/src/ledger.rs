@@ -15,6 +15,7 @@ use crate::catalog::ChargeSource;
 use crate::charge::{GiveBack, Spend};
 use crate::payment::{Payment, PaymentStatus, Purpose};
 use crate::subscription::Subscription;
+use crate::usage::{Hold, HoldStatus, NewUsage, UsageCounter, UsageRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,10 +43,22 @@ pub enum EntryKind {
     /// a package's credits taken back in proportion (the balance may go below zero), or
     /// a fully refunded subscription period cut short. `metadata.amount` is the money.
     PurchaseRefund,
+    /// A hold reserved an operation's op or credits and overage credits; `reference` is
+    /// the hold. Quota it reserves is in the usage counters, not the ledger.
+    HoldPlaced,
+    /// A hold's capture: the overage held but not used given back (+), or overage past
+    /// what was held charged (-); `metadata.shortfall` is what could not be charged.
+    HoldCaptured,
+    /// A hold released: what it drew given back.
+    HoldReleased,
+    /// A hold that expired unsettled: what it drew given back, as of its expiry.
+    HoldExpired,
+    /// Credits for tracked usage above a quota; `reference` is the usage event.
+    Overage,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 11] = [
+    const ALL: [EntryKind; 16] = [
         Self::FreeTrial,
         Self::Import,
         Self::Charge,
@@ -57,6 +70,11 @@ impl EntryKind {
         Self::SubscriptionExpired,
         Self::CreditPurchase,
         Self::PurchaseRefund,
+        Self::HoldPlaced,
+        Self::HoldCaptured,
+        Self::HoldReleased,
+        Self::HoldExpired,
+        Self::Overage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +90,11 @@ impl EntryKind {
             Self::SubscriptionExpired => "subscription_expired",
             Self::CreditPurchase => "credit_purchase",
             Self::PurchaseRefund => "purchase_refund",
+            Self::HoldPlaced => "hold_placed",
+            Self::HoldCaptured => "hold_captured",
+            Self::HoldReleased => "hold_released",
+            Self::HoldExpired => "hold_expired",
+            Self::Overage => "overage",
         }
     }
 }
@@ -334,6 +357,93 @@ impl NewEntry {
         new
     }
 
+    /// A hold placed: the operation's draw as `spend` decided (if it has an operation),
+    /// and the overage credits it reserves.
+    pub(crate) fn hold_placed(hold: &Hold, spend: Option<&Spend>, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(&hold.user_id, EntryKind::HoldPlaced, now);
+        let e = &mut new.entry;
+        e.source = spend.map(|spend| spend.source).or((!hold.credits_held.is_zero()).then_some(ChargeSource::Credits));
+        e.operation = hold.operation.clone();
+        e.credits_delta = negate(hold.credits_held);
+        if let Some((period, day)) = spend.and_then(|spend| spend.allowance.as_ref()) {
+            e.ops_delta = 1;
+            e.allowance = Some(period.clone());
+            e.op_day = Some(*day);
+        }
+        e.reference = Some(hold.id.clone());
+        e.metadata = Some(json!({
+            "usage": hold.usage.iter().map(|u| (u.metric.clone(), u.amount)).collect::<std::collections::BTreeMap<_, _>>(),
+            "overage_held": hold.overage_held.to_string(),
+            "expires_at": crate::time_util::iso(hold.expires_at),
+        }));
+        new
+    }
+
+    /// A hold released or expired (`kind`): what its `placed` entry drew, given back as
+    /// a refund gives back a charge.
+    pub(crate) fn hold_undone(kind: EntryKind, hold: &Hold, placed: &LedgerEntry, back: &GiveBack, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(&hold.user_id, kind, now);
+        let e = &mut new.entry;
+        e.source = placed.source;
+        e.operation = placed.operation.clone();
+        e.credits_delta = back.credits;
+        if back.op_returned {
+            e.ops_delta = -1;
+            e.allowance = placed.allowance.clone();
+            e.op_day = placed.op_day;
+        }
+        e.reference = Some(hold.id.clone());
+        new
+    }
+
+    /// A hold captured: `credits_delta` is the overage held given back, less the overage
+    /// the actual usage costs (and, for a late capture, the operation drawn again as
+    /// `redraw` decided).
+    pub(crate) fn hold_captured(
+        hold: &Hold,
+        credits_delta: Decimal,
+        redraw: Option<&Spend>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let mut new = Self::new(&hold.user_id, EntryKind::HoldCaptured, now);
+        let e = &mut new.entry;
+        if !credits_delta.is_zero() {
+            e.source = Some(ChargeSource::Credits);
+        }
+        if let Some(redraw) = redraw {
+            e.source = Some(redraw.source);
+            if let Some((period, day)) = &redraw.allowance {
+                e.ops_delta = 1;
+                e.allowance = Some(period.clone());
+                e.op_day = Some(*day);
+            }
+        }
+        e.operation = hold.operation.clone();
+        e.credits_delta = credits_delta;
+        e.reference = Some(hold.id.clone());
+        e.metadata = Some(json!({
+            "captured": hold.captured.iter().map(|u| (u.metric.clone(), u.amount)).collect::<std::collections::BTreeMap<_, _>>(),
+            "overage_held": hold.overage_held.to_string(),
+            "overage_charged": hold.overage_charged.to_string(),
+            "shortfall": hold.shortfall.to_string(),
+            "late": hold.captured_late,
+        }));
+        new
+    }
+
+    /// Credits for usage tracked above a quota: `charged` of what it `cost`.
+    pub(crate) fn overage(record: &UsageRecord, cost: Decimal, charged: Decimal, now: OffsetDateTime) -> Self {
+        let mut new = Self::credits(&record.user_id, EntryKind::Overage, negate(charged), now);
+        new.entry.reference = Some(record.id.to_string());
+        new.entry.metadata = Some(json!({
+            "metric": record.metric,
+            "amount": record.amount,
+            "cost": cost.to_string(),
+            "shortfall": (cost - charged).to_string(),
+        }));
+        new
+    }
+
     pub(crate) fn keyed(mut self, key: &str, request: &Request) -> Self {
         self.entry.idempotency_key = Some(key.to_owned());
         self.request_hash = Some(request.fingerprint());
@@ -575,6 +685,69 @@ pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[Led
                 entry.reference.clone().unwrap_or_default(),
                 "no payment".to_owned(),
             );
+        }
+    }
+    mismatches
+}
+
+/// Checks a user's usage counters against the events and holds they count, and each
+/// hold against its ledger entries: `used` is the sum of the window's events, `held` the
+/// sum of its open holds (expired or not: a hold stops being held when its expiry is
+/// recorded), and a hold has its `hold_placed` entry and, once settled, exactly one
+/// entry of the kind that settled it.
+pub(crate) fn audit_usage(
+    user_id: &str,
+    events: &[NewUsage],
+    holds: &[Hold],
+    counters: &[UsageCounter],
+    entries: &[LedgerEntry],
+) -> Vec<Mismatch> {
+    use std::collections::BTreeMap;
+    let mut mismatches = Vec::new();
+    let mut found = |check: String, ledger: String, stored: String| {
+        mismatches.push(Mismatch { user_id: user_id.to_owned(), check, ledger, stored });
+    };
+    let mut proven: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for event in events {
+        for window in [&event.period_window, &event.day_window] {
+            proven.entry((event.record.metric.clone(), window.clone())).or_default().0 += event.record.amount;
+        }
+    }
+    for hold in holds.iter().filter(|h| h.status == HoldStatus::Open) {
+        for usage in &hold.usage {
+            for window in [&usage.period_window, &usage.day_window] {
+                proven.entry((usage.metric.clone(), window.clone())).or_default().1 += usage.amount;
+            }
+        }
+    }
+    let mut stored: BTreeMap<(String, String), (u64, u64)> =
+        counters.iter().map(|c| ((c.metric.clone(), c.window.clone()), (c.used, c.held))).collect();
+    stored.retain(|_, counts| *counts != (0, 0));
+    for key in proven.keys().chain(stored.keys()).cloned().collect::<std::collections::BTreeSet<_>>() {
+        let (want, have) = (proven.get(&key).copied().unwrap_or_default(), stored.get(&key).copied().unwrap_or_default());
+        if want != have {
+            let (metric, window) = key;
+            found(format!("usage_counter@{metric}/{window}"), format!("{want:?}"), format!("{have:?}"));
+        }
+    }
+    for hold in holds {
+        let kinds = |kind: EntryKind| {
+            entries.iter().filter(|e| e.kind == kind && e.reference.as_deref() == Some(hold.id.as_str())).count()
+        };
+        // A capture after the hold expired follows its `hold_expired` entry.
+        let expired_first = hold.status == HoldStatus::Captured && hold.captured_late;
+        let settled_by = match hold.status {
+            HoldStatus::Open => None,
+            HoldStatus::Captured => Some(EntryKind::HoldCaptured),
+            HoldStatus::Released => Some(EntryKind::HoldReleased),
+            HoldStatus::Expired => Some(EntryKind::HoldExpired),
+        };
+        let settled = [EntryKind::HoldCaptured, EntryKind::HoldReleased, EntryKind::HoldExpired].map(kinds);
+        let want = [EntryKind::HoldCaptured, EntryKind::HoldReleased, EntryKind::HoldExpired]
+            .map(|kind| usize::from(settled_by == Some(kind) || (expired_first && kind == EntryKind::HoldExpired)));
+        if kinds(EntryKind::HoldPlaced) != 1 || settled != want {
+            let ledger = format!("placed {}, settled {settled:?}", kinds(EntryKind::HoldPlaced));
+            found(format!("hold@{}", hold.id), ledger, hold.status.as_str().to_owned());
         }
     }
     mismatches

@@ -22,6 +22,7 @@
 //! - [`subscription`]: activation, cancellation, expiry;
 //! - [`ledger`]: entries, idempotency fingerprints, the integrity audit;
 //! - [`payment`]: what a payment buys and the order of its statuses;
+//! - [`usage`]: metered usage: quota windows, checks, overage and holds;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
 //! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
@@ -46,6 +47,7 @@ pub use python::_restore;
 pub mod store;
 pub mod subscription;
 pub mod time_util;
+pub mod usage;
 pub mod views;
 pub mod webhook;
 #[cfg(feature = "yookassa")]
@@ -53,6 +55,10 @@ pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
+pub use usage::{
+    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageGroup,
+    UsageRecord, UsageRequest, UsageSummary, UsageTotal,
+};
 pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};

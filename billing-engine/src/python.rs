@@ -18,6 +18,10 @@ use crate::{
     PaymentHistoryItem, PaymentMethodView, PaymentStatus, PlanCard, Purpose, Quote, Refund, SubscriptionDetails,
     SubscriptionPlan, WebhookOutcome, WebhookStatus,
 };
+use crate::usage::{
+    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
+    UsageSummary, UsageTotal,
+};
 
 /// Enums cross as their names (`as_str`, the names they have in JSON too).
 macro_rules! enum_as_name {
@@ -44,7 +48,7 @@ macro_rules! enum_as_name {
     )*};
 }
 
-enum_as_name!(ChargeSource, EntryKind, PaymentStatus, Purpose, CardAction, WebhookStatus);
+enum_as_name!(ChargeSource, EntryKind, PaymentStatus, Purpose, CardAction, WebhookStatus, HoldStatus);
 
 /// `to_dict()`, `repr()` and pickling for each class.
 macro_rules! python_methods {
@@ -69,6 +73,15 @@ macro_rules! python_methods {
 }
 
 python_methods!(
+    Entitlement,
+    Entitlements,
+    HeldUsage,
+    Hold,
+    MetricCheck,
+    UsageAmount,
+    UsageCheck,
+    UsageSummary,
+    UsageTotal,
     AllowancePeriod,
     BillingMe,
     BillingState,
@@ -167,6 +180,20 @@ getters!(Payment {
     paid_at: Option<OffsetDateTime>,
 } json { payload });
 
+getters!(UsageRecord {
+    id: i64,
+    user_id: String,
+    metric: String,
+    amount: u64,
+    model_id: Option<String>,
+    chat_id: Option<String>,
+    hold_id: Option<String>,
+    at: OffsetDateTime,
+    over_limit: bool,
+    overage_credits: Decimal,
+    replayed: bool,
+} json { metadata });
+
 /// Pickles a result as its class's name and its JSON, which [`restore`] reads back: the
 /// JSON is the engine's own (serde) form, exact for decimals and times.
 fn reduce<'py>(
@@ -195,6 +222,16 @@ pub fn _restore(py: Python<'_>, class_name: &str, json: &str) -> PyResult<Py<PyA
         };
     }
     restore!(
+        Entitlement,
+        Entitlements,
+        HeldUsage,
+        Hold,
+        MetricCheck,
+        UsageAmount,
+        UsageCheck,
+        UsageSummary,
+        UsageTotal,
+        UsageRecord,
         AllowancePeriod,
         BillingMe,
         BillingState,

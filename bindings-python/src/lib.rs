@@ -16,6 +16,11 @@ use billing_engine::{
     PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PlanCard, Purchase, Quote, Refund,
     SubscriptionDetails, SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
+use billing_engine::{
+    Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageRecord,
+    UsageRequest, UsageSummary, UsageTotal,
+};
+use std::collections::BTreeMap;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -265,6 +270,104 @@ impl NativeBilling {
             .collect()
     }
 
+    fn check_usage(&self, py: Python<'_>, user_id: &str, usage: BTreeMap<String, u64>) -> PyResult<UsageCheck> {
+        run(py, || self.0.check_usage(user_id, &usage))
+    }
+
+    fn require_usage(&self, py: Python<'_>, user_id: &str, usage: BTreeMap<String, u64>) -> PyResult<UsageCheck> {
+        run(py, || self.0.require_usage(user_id, &usage))
+    }
+
+    /// `request_json` is one `UsageRequest` as JSON (`at` an RFC 3339 string).
+    fn track_usage(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        request_json: &str,
+        idempotency_key: &str,
+    ) -> PyResult<UsageRecord> {
+        run(py, || {
+            let request = input::json::<UsageRequest>("usage", Some(request_json))?.unwrap_or_else(|| unreachable!());
+            self.0.track_usage(user_id, &request, idempotency_key)
+        })
+    }
+
+    /// `records_json` is a JSON list of `UsageRequest`s.
+    fn track_usage_batch(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        records_json: &str,
+        idempotency_key: &str,
+    ) -> PyResult<Vec<UsageRecord>> {
+        run(py, || {
+            let records = input::json::<Vec<UsageRequest>>("records", Some(records_json))?.unwrap_or_default();
+            self.0.track_usage_batch(user_id, &records, idempotency_key)
+        })
+    }
+
+    fn usage(&self, py: Python<'_>, user_id: &str, metric: &str) -> PyResult<UsageSummary> {
+        run(py, || self.0.usage(user_id, metric))
+    }
+
+    #[pyo3(signature = (user_id, metric, by, since, until))]
+    fn usage_breakdown(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        metric: &str,
+        by: &str,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> PyResult<Vec<UsageTotal>> {
+        run(py, || {
+            let by = UsageGroup::parse(by)?;
+            let since = since.map(|at| input::moment("since", at)).transpose()?;
+            let until = until.map(|at| input::moment("until", at)).transpose()?;
+            self.0.usage_breakdown(user_id, metric, by, since, until)
+        })
+    }
+
+    #[pyo3(signature = (user_id, usage, operation, idempotency_key, ttl_s))]
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        usage: BTreeMap<String, u64>,
+        operation: Option<&str>,
+        idempotency_key: &str,
+        ttl_s: u64,
+    ) -> PyResult<Hold> {
+        run(py, || self.0.reserve(user_id, &usage, operation, idempotency_key, ttl_s))
+    }
+
+    #[pyo3(signature = (hold_id, actual, idempotency_key))]
+    fn capture(
+        &self,
+        py: Python<'_>,
+        hold_id: &str,
+        actual: Option<BTreeMap<String, u64>>,
+        idempotency_key: &str,
+    ) -> PyResult<Hold> {
+        run(py, || self.0.capture(hold_id, actual.as_ref(), idempotency_key))
+    }
+
+    fn release(&self, py: Python<'_>, hold_id: &str, idempotency_key: &str) -> PyResult<Hold> {
+        run(py, || self.0.release(hold_id, idempotency_key))
+    }
+
+    fn entitlements(&self, py: Python<'_>, user_id: &str) -> PyResult<Entitlements> {
+        run(py, || self.0.entitlements(user_id))
+    }
+
+    fn has_feature(&self, py: Python<'_>, user_id: &str, feature: &str) -> PyResult<bool> {
+        run(py, || self.0.has_feature(user_id, feature))
+    }
+
+    fn require_feature(&self, py: Python<'_>, user_id: &str, feature: &str) -> PyResult<Entitlement> {
+        run(py, || self.0.require_feature(user_id, feature))
+    }
+
     /// `count` charges of `user_id` in Rust, keyed `{prefix}{i}`, with the GIL released:
     /// the Rust call the Python `charge` wraps, for the benchmark to set them side by side.
     fn _charge_loop(&self, py: Python<'_>, user_id: &str, operation: &str, prefix: &str, count: u32) -> PyResult<()> {
@@ -450,6 +553,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SubscriptionDetails>()?;
     m.add_class::<SubscriptionPlan>()?;
     m.add_class::<WebhookOutcome>()?;
+    m.add_class::<Entitlement>()?;
+    m.add_class::<Entitlements>()?;
+    m.add_class::<HeldUsage>()?;
+    m.add_class::<Hold>()?;
+    m.add_class::<MetricCheck>()?;
+    m.add_class::<UsageAmount>()?;
+    m.add_class::<UsageCheck>()?;
+    m.add_class::<UsageRecord>()?;
+    m.add_class::<UsageSummary>()?;
+    m.add_class::<UsageTotal>()?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(billing_engine::_restore, m)?)?;
     Ok(())

@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, audit_payments, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry, Mismatch,
+    audit_account, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry, Mismatch,
     NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
@@ -28,6 +28,7 @@ use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 
 mod checkout;
+mod metering;
 mod notifications;
 mod renewals;
 
@@ -495,7 +496,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.current_account(tx, user_id, now)?;
+            let account = self.account_view(tx, user_id, now)?;
             self.subscription_view(tx, &account, now)
         })
     }
@@ -505,7 +506,7 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.current_account(tx, user_id, now)?;
+            let account = self.account_view(tx, user_id, now)?;
             let card = tx.saved_card(user_id)?;
             Ok(plan_card::plan_cards(&self.catalog, &account, now, card.as_ref()))
         })
@@ -572,20 +573,22 @@ impl<S: Store> Billing<S> {
         Ok(SubscriptionDetails::new(account, &self.catalog, now, card.as_ref()))
     }
 
+    /// The user's account for a write: rolled forward to `now`, with the holds that
+    /// expired by then recorded as such.
     fn existing_account(
         &self,
         tx: &mut dyn Transaction,
         user_id: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Account>> {
-        Ok(tx.account(user_id)?.map(|mut account| {
-            account.roll_forward(&self.catalog, now);
-            account
-        }))
+        let Some(mut account) = tx.account(user_id)? else { return Ok(None) };
+        account.roll_forward(&self.catalog, now);
+        self.expire_holds(tx, &mut account, now)?;
+        Ok(Some(account))
     }
 
-    /// The user's account rolled forward to `now`, for reading or writing; UNKNOWN_USER
-    /// when there is none.
+    /// The user's account for a write (see [`existing_account`](Self::existing_account));
+    /// UNKNOWN_USER when there is none. A read uses [`account_view`](Self::account_view).
     fn current_account(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
         self.existing_account(tx, user_id, now)?
             .ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })
@@ -594,7 +597,7 @@ impl<S: Store> Billing<S> {
     fn read_account(&self, user_id: &str) -> Result<(Account, OffsetDateTime)> {
         input::id("user_id", user_id)?;
         let now = self.now();
-        let account = self.store.read(|tx| self.current_account(tx, user_id, now))?;
+        let account = self.store.read(|tx| self.account_view(tx, user_id, now))?;
         Ok((account, now))
     }
 }
@@ -614,6 +617,10 @@ fn audit_user(tx: &mut dyn Transaction, user_id: &str) -> Result<(Vec<Mismatch>,
     };
     let mut mismatches = audit_account(&account, &entries);
     mismatches.extend(audit_payments(user_id, &payments, &entries));
+    let usage = tx.all_usage(user_id)?;
+    let holds = tx.all_holds(user_id)?;
+    let counters = tx.all_usage_counters(user_id)?;
+    mismatches.extend(audit_usage(user_id, &usage, &holds, &counters, &entries));
     Ok((mismatches, entries.len() as u64))
 }
 

@@ -26,6 +26,13 @@ macro_rules! entry_columns {
     };
 }
 
+macro_rules! usage_columns {
+    () => {
+        "id, user_id, metric, amount, model_id, chat_id, hold_id, at, period_window, day_window, over_limit, \
+         overage_credits, metadata, idempotency_key, seq, request_hash, created_at"
+    };
+}
+
 macro_rules! payment_columns {
     () => {
         "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
@@ -55,6 +62,7 @@ use crate::account::Account;
 use crate::error::{BillingError, Result};
 use crate::ledger::{LedgerEntry, NewEntry};
 use crate::payment::{Payment, SavedCard};
+use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 use time::OffsetDateTime;
 
 pub trait Store: Send + Sync {
@@ -208,4 +216,51 @@ pub trait Transaction {
 
     /// Saves or replaces the user's card.
     fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()>;
+
+    // ---- metered usage ----
+
+    /// Appends a usage event and returns it with its id. A second event with the same
+    /// `(user_id, idempotency_key, seq)` is refused with [`StoreError::Conflict`]; a
+    /// stored event is never changed or removed.
+    fn append_usage(&mut self, usage: &NewUsage) -> StoreResult<UsageRecord>;
+
+    /// The events written with this key for this user, in `seq` order, each with the
+    /// fingerprint of the request that wrote it.
+    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Vec<(UsageRecord, Option<String>)>>;
+
+    /// The user's counters, of every metric, in the windows `period` and `day`.
+    fn usage_counters(&mut self, user_id: &str, period: &str, day: &str) -> StoreResult<Vec<UsageCounter>>;
+
+    /// Adds `used` and `held` (either may be negative) to a counter, creating it at zero.
+    fn add_usage(&mut self, user_id: &str, metric: &str, window: &str, used: i64, held: i64) -> StoreResult<()>;
+
+    /// The user's usage of `metric` that happened in `[since, until)`, totalled per value
+    /// of `group`'s column.
+    fn usage_totals(
+        &mut self,
+        user_id: &str,
+        metric: &str,
+        group: UsageGroup,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<UsageTotal>>;
+
+    /// All usage events of a user, oldest first, with the windows they count in.
+    fn all_usage(&mut self, user_id: &str) -> StoreResult<Vec<NewUsage>>;
+
+    fn all_usage_counters(&mut self, user_id: &str) -> StoreResult<Vec<UsageCounter>>;
+
+    /// Stores a new hold; its id must be new (else [`StoreError::Conflict`]).
+    fn insert_hold(&mut self, hold: &Hold) -> StoreResult<()>;
+
+    /// Stores what settling a hold changes: its status and settlement.
+    fn update_hold(&mut self, hold: &Hold) -> StoreResult<()>;
+
+    fn hold(&mut self, hold_id: &str) -> StoreResult<Option<Hold>>;
+
+    /// The user's open holds whose expiry is at or before `now`, soonest first.
+    fn expired_holds(&mut self, user_id: &str, now: OffsetDateTime) -> StoreResult<Vec<Hold>>;
+
+    /// All holds of a user, oldest first.
+    fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>>;
 }

@@ -39,8 +39,22 @@ use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, SavedCard};
 use crate::time_util::{from_millis, to_millis};
+use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 
 // The ledger's columns an insert gives, and their placeholders.
+macro_rules! usage_insert_columns {
+    () => {
+        "user_id, metric, amount, model_id, chat_id, hold_id, at, period_window, day_window, over_limit, \
+         overage_credits, metadata, idempotency_key, seq, request_hash, created_at"
+    };
+}
+
+macro_rules! usage_values {
+    () => {
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16"
+    };
+}
+
 macro_rules! entry_insert_columns {
     () => {
         "user_id, kind, source, operation, credits_delta, credits_balance_after, ops_delta, allowance_owner, \
@@ -752,6 +766,103 @@ impl Transaction for PgTx<'_> {
                    ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
         self.change_one(sql, &[&user_id, &Json(card), &to_millis(now)], "the card was not saved")
     }
+
+    fn append_usage(&mut self, new: &NewUsage) -> StoreResult<UsageRecord> {
+        let sql = concat!("INSERT INTO usage_events (", usage_insert_columns!(), ") VALUES (", usage_values!(), ") RETURNING id");
+        let row = UsageRow::new(new)?;
+        let rows = self.rows(sql, &row.params())?;
+        let id = rows.first().ok_or_else(|| StoreError::unavailable("the usage insert returned no id"))?;
+        Ok(UsageRecord { id: Cells::new(id, "usage_events").get(0)?, ..new.record.clone() })
+    }
+
+    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Vec<(UsageRecord, Option<String>)>> {
+        let sql = concat!(
+            "SELECT ",
+            usage_columns!(),
+            " FROM usage_events WHERE user_id = $1 AND idempotency_key = $2 ORDER BY seq"
+        );
+        let usage = self.many(sql, &[&user_id, &key], read_usage)?;
+        Ok(usage.into_iter().map(|u| (u.record, u.request_hash)).collect())
+    }
+
+    fn usage_counters(&mut self, user_id: &str, period: &str, day: &str) -> StoreResult<Vec<UsageCounter>> {
+        let sql = "SELECT metric, span, used, held FROM usage_counters WHERE user_id = $1 AND span IN ($2, $3)";
+        self.many(sql, &[&user_id, &period, &day], read_counter)
+    }
+
+    fn add_usage(&mut self, user_id: &str, metric: &str, window: &str, used: i64, held: i64) -> StoreResult<()> {
+        let sql = "INSERT INTO usage_counters AS c (user_id, metric, span, used, held) VALUES ($1, $2, $3, $4, $5) \
+                   ON CONFLICT (user_id, metric, span) DO UPDATE SET used = c.used + excluded.used, held = c.held + excluded.held";
+        self.change_one(sql, &[&user_id, &metric, &window, &used, &held], "the usage counter was not written")
+    }
+
+    fn usage_totals(
+        &mut self,
+        user_id: &str,
+        metric: &str,
+        group: UsageGroup,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<UsageTotal>> {
+        let sql = match group {
+            UsageGroup::ModelId => {
+                "SELECT model_id, sum(amount)::BIGINT, count(*) FROM usage_events \
+                 WHERE user_id = $1 AND metric = $2 AND at >= $3 AND at < $4 GROUP BY model_id ORDER BY model_id"
+            }
+            UsageGroup::ChatId => {
+                "SELECT chat_id, sum(amount)::BIGINT, count(*) FROM usage_events \
+                 WHERE user_id = $1 AND metric = $2 AND at >= $3 AND at < $4 GROUP BY chat_id ORDER BY chat_id"
+            }
+        };
+        let since = since.map_or(i64::MIN, to_millis);
+        let until = until.map_or(i64::MAX, to_millis);
+        self.many(sql, &[&user_id, &metric, &since, &until], |row| {
+            let c = Cells::new(row, "usage_events");
+            Ok(UsageTotal { key: c.get(0)?, amount: c.amount(1)?, events: c.amount(2)? })
+        })
+    }
+
+    fn all_usage(&mut self, user_id: &str) -> StoreResult<Vec<NewUsage>> {
+        let sql = concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 ORDER BY id");
+        self.many(sql, &[&user_id], read_usage)
+    }
+
+    fn all_usage_counters(&mut self, user_id: &str) -> StoreResult<Vec<UsageCounter>> {
+        let sql = "SELECT metric, span, used, held FROM usage_counters WHERE user_id = $1 ORDER BY metric, span";
+        self.many(sql, &[&user_id], read_counter)
+    }
+
+    fn insert_hold(&mut self, hold: &Hold) -> StoreResult<()> {
+        let sql = "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        let params: [Param; 6] = [
+            &hold.user_id,
+            &hold.id,
+            &hold.status.as_str(),
+            &to_millis(hold.expires_at),
+            &Json(hold),
+            &to_millis(hold.created_at),
+        ];
+        self.change_one(sql, &params, "the hold was not stored")
+    }
+
+    fn update_hold(&mut self, hold: &Hold) -> StoreResult<()> {
+        let sql = "UPDATE holds SET status = $3, data = $4 WHERE user_id = $1 AND id = $2";
+        let params: [Param; 4] = [&hold.user_id, &hold.id, &hold.status.as_str(), &Json(hold)];
+        self.change_one(sql, &params, "the hold to update is not in the database")
+    }
+
+    fn hold(&mut self, hold_id: &str) -> StoreResult<Option<Hold>> {
+        self.one("SELECT data FROM holds WHERE id = $1", &[&hold_id], read_hold)
+    }
+
+    fn expired_holds(&mut self, user_id: &str, now: OffsetDateTime) -> StoreResult<Vec<Hold>> {
+        let sql = "SELECT data FROM holds WHERE user_id = $1 AND status = 'open' AND expires_at <= $2 ORDER BY expires_at";
+        self.many(sql, &[&user_id, &to_millis(now)], read_hold)
+    }
+
+    fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
+        self.many("SELECT data FROM holds WHERE user_id = $1 ORDER BY created_at, id", &[&user_id], read_hold)
+    }
 }
 
 /// A ledger entry as the columns of `entry_insert_columns!` hold it.
@@ -838,6 +949,11 @@ impl<'r> Cells<'r> {
         u32::try_from(self.get::<i64>(idx)?).map_err(|_| self.corrupt(idx))
     }
 
+    /// A usage amount or count, stored as `BIGINT`, never negative.
+    fn amount(&self, idx: usize) -> StoreResult<u64> {
+        u64::try_from(self.get::<i64>(idx)?).map_err(|_| self.corrupt(idx))
+    }
+
     fn day(&self, idx: usize) -> StoreResult<Date> {
         Date::from_julian_day(self.get(idx)?).map_err(|_| self.corrupt(idx))
     }
@@ -858,6 +974,89 @@ impl<'r> Cells<'r> {
     fn json_opt<T: DeserializeOwned>(&self, idx: usize) -> StoreResult<Option<T>> {
         Ok(self.get::<Option<Json<T>>>(idx)?.map(|json| json.0))
     }
+}
+
+/// A usage event's values in the order of `usage_insert_columns!`.
+struct UsageRow<'u> {
+    new: &'u NewUsage,
+    amount: i64,
+    at: i64,
+    seq: i32,
+    created_at: i64,
+    metadata: Option<Json<&'u serde_json::Value>>,
+}
+
+impl<'u> UsageRow<'u> {
+    fn new(new: &'u NewUsage) -> StoreResult<Self> {
+        let amount = i64::try_from(new.record.amount)
+            .map_err(|_| StoreError::unavailable("a usage amount past what the store holds"))?;
+        let seq = i32::try_from(new.seq).map_err(|_| StoreError::unavailable("a usage batch past what the store holds"))?;
+        Ok(Self {
+            new,
+            amount,
+            at: to_millis(new.record.at),
+            seq,
+            created_at: to_millis(new.created_at),
+            metadata: new.record.metadata.as_ref().map(Json),
+        })
+    }
+
+    fn params(&self) -> [Param<'_>; 16] {
+        let (n, r) = (self.new, &self.new.record);
+        [
+            &r.user_id,
+            &r.metric,
+            &self.amount,
+            &r.model_id,
+            &r.chat_id,
+            &r.hold_id,
+            &self.at,
+            &n.period_window,
+            &n.day_window,
+            &r.over_limit,
+            &r.overage_credits,
+            &self.metadata,
+            &n.idempotency_key,
+            &self.seq,
+            &n.request_hash,
+            &self.created_at,
+        ]
+    }
+}
+
+fn read_usage(row: &Row) -> StoreResult<NewUsage> {
+    let c = Cells::new(row, "usage_events");
+    Ok(NewUsage {
+        record: UsageRecord {
+            id: c.get(0)?,
+            user_id: c.get(1)?,
+            metric: c.get(2)?,
+            amount: c.amount(3)?,
+            model_id: c.get(4)?,
+            chat_id: c.get(5)?,
+            hold_id: c.get(6)?,
+            at: c.time(7)?,
+            over_limit: c.get(10)?,
+            overage_credits: c.get::<Decimal>(11)?,
+            metadata: c.json_opt(12)?,
+            replayed: false,
+        },
+        period_window: c.get(8)?,
+        day_window: c.get(9)?,
+        idempotency_key: c.get(13)?,
+        seq: u32::try_from(c.get::<i32>(14)?).map_err(|_| c.corrupt(14))?,
+        request_hash: c.get(15)?,
+        created_at: c.time(16)?,
+    })
+}
+
+fn read_counter(row: &Row) -> StoreResult<UsageCounter> {
+    let c = Cells::new(row, "usage_counters");
+    Ok(UsageCounter { metric: c.get(0)?, window: c.get(1)?, used: c.amount(2)?, held: c.amount(3)? })
+}
+
+fn read_hold(row: &Row) -> StoreResult<Hold> {
+    Cells::new(row, "holds").json(0)
 }
 
 fn read_account(row: &Row) -> StoreResult<Account> {
@@ -948,6 +1147,9 @@ struct UserRows {
     entries: Vec<(LedgerEntry, Option<String>)>,
     payments: Vec<(Payment, Option<String>)>,
     card: Option<SavedCard>,
+    usage: Vec<NewUsage>,
+    counters: Vec<UsageCounter>,
+    holds: Vec<Hold>,
 }
 
 impl PostgresStore {
@@ -974,7 +1176,9 @@ impl PostgresStore {
         let mut conn = self.connection(deadline)?;
         conn.client
             .batch_execute(
-                "SELECT setval(pg_get_serial_sequence('ledger', 'id'), GREATEST((SELECT max(id) FROM ledger), 1))",
+                "SELECT setval(pg_get_serial_sequence('ledger', 'id'), GREATEST((SELECT max(id) FROM ledger), 1));
+                 SELECT setval(pg_get_serial_sequence('usage_events', 'id'),
+                     GREATEST((SELECT max(id) FROM usage_events), 1));",
             )
             .map_err(pg_error)?;
         Ok(report)
@@ -1001,6 +1205,15 @@ impl PostgresStore {
             if let Some(card) = &rows.card {
                 tx.save_card(user_id, card, now)?;
             }
+            for usage in &rows.usage {
+                tx.copy_usage(usage)?;
+            }
+            for c in &rows.counters {
+                tx.add_usage(user_id, &c.metric, &c.window, counted(c.used)?, counted(c.held)?)?;
+            }
+            for hold in &rows.holds {
+                tx.insert_hold(hold)?;
+            }
             Ok(true)
         };
         self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
@@ -1024,10 +1237,38 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         };
         payments.push((payment, hash));
     }
-    Ok(UserRows { account: tx.account(user_id)?, entries, payments, card: tx.saved_card(user_id)? })
+    Ok(UserRows {
+        account: tx.account(user_id)?,
+        entries,
+        payments,
+        card: tx.saved_card(user_id)?,
+        usage: tx.all_usage(user_id)?,
+        counters: tx.all_usage_counters(user_id)?,
+        holds: tx.all_holds(user_id)?,
+    })
+}
+
+/// A usage count as the store's `BIGINT`.
+fn counted(amount: u64) -> StoreResult<i64> {
+    i64::try_from(amount).map_err(|_| StoreError::unavailable("a usage amount past what the store holds"))
 }
 
 impl PgTx<'_> {
+    /// Stores a usage event of another store as it is, its id included.
+    fn copy_usage(&mut self, usage: &NewUsage) -> StoreResult<()> {
+        let sql = concat!(
+            "INSERT INTO usage_events (id, ",
+            usage_insert_columns!(),
+            ") OVERRIDING SYSTEM VALUE VALUES ($17, ",
+            usage_values!(),
+            ")"
+        );
+        let row = UsageRow::new(usage)?;
+        let mut params = row.params().to_vec();
+        params.push(&usage.record.id);
+        self.change_one(sql, &params, "the usage insert wrote no row")
+    }
+
     /// Stores an entry of another store as it is, its id included.
     fn copy_entry(&mut self, e: &LedgerEntry, request_hash: Option<&str>) -> StoreResult<()> {
         let sql = concat!(

@@ -113,6 +113,56 @@ const MIGRATIONS: &[&str] = &[
         saved_at BIGINT NOT NULL
     );
     "#,
+    // 2: metered usage, as the SQLite schema's version 4.
+    r#"
+    CREATE TABLE usage_events (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY,
+        user_id         TEXT NOT NULL,
+        metric          TEXT NOT NULL,
+        amount          BIGINT NOT NULL,
+        model_id        TEXT,
+        chat_id         TEXT,
+        hold_id         TEXT,
+        at              BIGINT NOT NULL,    -- unix ms: when the usage happened
+        period_window   TEXT NOT NULL,
+        day_window      TEXT NOT NULL,
+        over_limit      BOOLEAN NOT NULL,
+        overage_credits NUMERIC NOT NULL,
+        metadata        JSON,
+        idempotency_key TEXT,
+        seq             INTEGER NOT NULL,
+        request_hash    TEXT,
+        created_at      BIGINT NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX usage_by_user ON usage_events (user_id, metric, at);
+    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key, seq) WHERE idempotency_key IS NOT NULL;
+    CREATE TRIGGER usage_no_update_or_delete BEFORE UPDATE OR DELETE ON usage_events
+        FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+    CREATE TRIGGER usage_no_truncate BEFORE TRUNCATE ON usage_events
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+
+    CREATE TABLE usage_counters (
+        user_id TEXT NOT NULL,
+        metric  TEXT NOT NULL,
+        span    TEXT NOT NULL,              -- the window: p:<owner>:<start ms> or d:<day>
+        used    BIGINT NOT NULL,
+        held    BIGINT NOT NULL,
+        PRIMARY KEY (user_id, metric, span)
+    );
+
+    CREATE TABLE holds (
+        user_id    TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,         -- unix ms
+        data       JSON NOT NULL,           -- the hold
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX holds_by_id ON holds (id);
+    CREATE INDEX holds_open ON holds (user_id, expires_at) WHERE status = 'open';
+    "#,
 ];
 
 /// Brings the schema of the connection's current schema (`search_path`) up to date, in

@@ -122,6 +122,56 @@ const MIGRATIONS: &[&str] = &[
       OR (NEW.kind = 'refund' AND EXISTS (SELECT 1 FROM ledger WHERE kind = 'refund' AND reference = NEW.reference))
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: that entry or key exists'); END;
     "#,
+    // 4: metered usage: append-only events, a counter per (user, metric, window) kept in
+    // the same transaction, and holds.
+    r#"
+    CREATE TABLE usage_events (
+        id              INTEGER PRIMARY KEY,
+        user_id         TEXT NOT NULL,
+        metric          TEXT NOT NULL,
+        amount          INTEGER NOT NULL,
+        model_id        TEXT,
+        chat_id         TEXT,
+        hold_id         TEXT,
+        at              INTEGER NOT NULL,   -- unix ms: when the usage happened
+        period_window   TEXT NOT NULL,
+        day_window      TEXT NOT NULL,
+        over_limit      INTEGER NOT NULL,
+        overage_credits TEXT NOT NULL,
+        metadata        TEXT,
+        idempotency_key TEXT,
+        seq             INTEGER NOT NULL,
+        request_hash    TEXT,
+        created_at      INTEGER NOT NULL
+    );
+    CREATE INDEX usage_by_user ON usage_events (user_id, metric, at);
+    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key, seq) WHERE idempotency_key IS NOT NULL;
+    CREATE TRIGGER usage_no_update BEFORE UPDATE ON usage_events
+    BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+    CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_events
+    BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+
+    CREATE TABLE usage_counters (
+        user_id TEXT NOT NULL,
+        metric  TEXT NOT NULL,
+        span    TEXT NOT NULL,      -- the window: p:<owner>:<start ms> or d:<day>
+        used    INTEGER NOT NULL,
+        held    INTEGER NOT NULL,
+        PRIMARY KEY (user_id, metric, span)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE holds (
+        user_id    TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,        -- unix ms
+        data       TEXT NOT NULL,           -- JSON of the hold
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX holds_by_id ON holds (id);
+    CREATE INDEX holds_open ON holds (user_id, expires_at) WHERE status = 'open';
+    "#,
 ];
 
 /// Brings the schema up to date. Runs inside a write transaction, so processes that

@@ -24,6 +24,7 @@ use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
+use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 
 /// How much a commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -457,6 +458,190 @@ impl Transaction for SqliteTx<'_> {
         let sql = concat!("SELECT ", entry_columns!(), " FROM ledger WHERE user_id = ?1 ORDER BY id");
         self.many(sql, params![user_id], entry_from_row)
     }
+
+    fn append_usage(&mut self, new: &NewUsage) -> StoreResult<UsageRecord> {
+        let r = &new.record;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO usage_events (user_id, metric, amount, model_id, chat_id, hold_id, at, period_window, \
+                 day_window, over_limit, overage_credits, metadata, idempotency_key, seq, request_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )
+            .map_err(SqliteError::from)?;
+        let metadata = r.metadata.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        stmt.execute(params![
+            r.user_id,
+            r.metric,
+            counted(r.amount)?,
+            r.model_id,
+            r.chat_id,
+            r.hold_id,
+            to_millis(r.at),
+            new.period_window,
+            new.day_window,
+            r.over_limit,
+            r.overage_credits.to_string(),
+            metadata,
+            new.idempotency_key,
+            new.seq,
+            new.request_hash,
+            to_millis(new.created_at),
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(UsageRecord { id: self.conn.last_insert_rowid(), ..r.clone() })
+    }
+
+    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Vec<(UsageRecord, Option<String>)>> {
+        let sql = concat!(
+            "SELECT ",
+            usage_columns!(),
+            " FROM usage_events WHERE user_id = ?1 AND idempotency_key = ?2 ORDER BY seq"
+        );
+        self.many(sql, params![user_id, key], |row| {
+            let usage = usage_from_row(row)?;
+            Ok((usage.record, usage.request_hash))
+        })
+    }
+
+    fn usage_counters(&mut self, user_id: &str, period: &str, day: &str) -> StoreResult<Vec<UsageCounter>> {
+        let sql = "SELECT metric, span, used, held FROM usage_counters WHERE user_id = ?1 AND span IN (?2, ?3)";
+        self.many(sql, params![user_id, period, day], counter_from_row)
+    }
+
+    fn add_usage(&mut self, user_id: &str, metric: &str, window: &str, used: i64, held: i64) -> StoreResult<()> {
+        let sql = "INSERT INTO usage_counters (user_id, metric, span, used, held) VALUES (?1, ?2, ?3, ?4, ?5) \
+                   ON CONFLICT (user_id, metric, span) DO UPDATE SET used = used + excluded.used, held = held + excluded.held";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![user_id, metric, window, used, held]).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn usage_totals(
+        &mut self,
+        user_id: &str,
+        metric: &str,
+        group: UsageGroup,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<UsageTotal>> {
+        let sql = match group {
+            UsageGroup::ModelId => {
+                "SELECT model_id, sum(amount), count(*) FROM usage_events \
+                 WHERE user_id = ?1 AND metric = ?2 AND at >= ?3 AND at < ?4 GROUP BY model_id ORDER BY model_id"
+            }
+            UsageGroup::ChatId => {
+                "SELECT chat_id, sum(amount), count(*) FROM usage_events \
+                 WHERE user_id = ?1 AND metric = ?2 AND at >= ?3 AND at < ?4 GROUP BY chat_id ORDER BY chat_id"
+            }
+        };
+        let since = since.map_or(i64::MIN, to_millis);
+        let until = until.map_or(i64::MAX, to_millis);
+        self.many(sql, params![user_id, metric, since, until], |row| {
+            Ok(UsageTotal { key: row.get(0)?, amount: amount(row, 1)?, events: amount(row, 2)? })
+        })
+    }
+
+    fn all_usage(&mut self, user_id: &str) -> StoreResult<Vec<NewUsage>> {
+        let sql = concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = ?1 ORDER BY id");
+        self.many(sql, params![user_id], usage_from_row)
+    }
+
+    fn all_usage_counters(&mut self, user_id: &str) -> StoreResult<Vec<UsageCounter>> {
+        let sql = "SELECT metric, span, used, held FROM usage_counters WHERE user_id = ?1 ORDER BY metric, span";
+        self.many(sql, params![user_id], counter_from_row)
+    }
+
+    fn insert_hold(&mut self, hold: &Hold) -> StoreResult<()> {
+        let sql = "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let data = serde_json::to_string(hold).map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        let values = params![
+            hold.user_id,
+            hold.id,
+            hold.status.as_str(),
+            to_millis(hold.expires_at),
+            data,
+            to_millis(hold.created_at)
+        ];
+        stmt.execute(values).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn update_hold(&mut self, hold: &Hold) -> StoreResult<()> {
+        let sql = "UPDATE holds SET status = ?3, data = ?4 WHERE user_id = ?1 AND id = ?2";
+        let data = serde_json::to_string(hold).map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        match stmt.execute(params![hold.user_id, hold.id, hold.status.as_str(), data]).map_err(SqliteError::from)? {
+            1 => Ok(()),
+            _ => Err(StoreError::unavailable("the hold to update is not in the database")),
+        }
+    }
+
+    fn hold(&mut self, hold_id: &str) -> StoreResult<Option<Hold>> {
+        self.one("SELECT data FROM holds WHERE id = ?1", [hold_id], hold_from_row)
+    }
+
+    fn expired_holds(&mut self, user_id: &str, now: OffsetDateTime) -> StoreResult<Vec<Hold>> {
+        let sql = "SELECT data FROM holds WHERE user_id = ?1 AND status = 'open' AND expires_at <= ?2 ORDER BY expires_at";
+        self.many(sql, params![user_id, to_millis(now)], hold_from_row)
+    }
+
+    fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
+        self.many("SELECT data FROM holds WHERE user_id = ?1 ORDER BY created_at, id", [user_id], hold_from_row)
+    }
+}
+
+/// A usage amount as SQLite's signed integer: bounded far below it by the input rules.
+fn counted(amount: u64) -> StoreResult<i64> {
+    i64::try_from(amount).map_err(|_| StoreError::unavailable("a usage amount past what the store holds"))
+}
+
+/// A usage amount or count: never negative.
+fn amount(row: &Row, idx: usize) -> rusqlite::Result<u64> {
+    u64::try_from(row.get::<_, i64>(idx)?).map_err(|_| corrupt(idx))
+}
+
+fn counter_from_row(row: &Row) -> rusqlite::Result<UsageCounter> {
+    in_table("usage_counters", row, |row| {
+        Ok(UsageCounter { metric: row.get(0)?, window: row.get(1)?, used: amount(row, 2)?, held: amount(row, 3)? })
+    })
+}
+
+fn hold_from_row(row: &Row) -> rusqlite::Result<Hold> {
+    in_table("holds", row, |row| {
+        let data: String = row.get(0)?;
+        serde_json::from_str(&data).map_err(|e| conversion_error(0, e))
+    })
+}
+
+fn usage_from_row(row: &Row) -> rusqlite::Result<NewUsage> {
+    in_table("usage_events", row, |row| {
+        let metadata: Option<String> = row.get(12)?;
+        let metadata = metadata.map(|m| serde_json::from_str(&m)).transpose().map_err(|e| conversion_error(12, e))?;
+        Ok(NewUsage {
+            record: UsageRecord {
+                id: row.get(0)?,
+                user_id: row.get(1)?,
+                metric: row.get(2)?,
+                amount: amount(row, 3)?,
+                model_id: row.get(4)?,
+                chat_id: row.get(5)?,
+                hold_id: row.get(6)?,
+                at: from_millis(row.get(7)?),
+                over_limit: row.get(10)?,
+                overage_credits: parsed(row, 11)?,
+                metadata,
+                replayed: false,
+            },
+            period_window: row.get(8)?,
+            day_window: row.get(9)?,
+            idempotency_key: row.get(13)?,
+            seq: row.get(14)?,
+            request_hash: row.get(15)?,
+            created_at: from_millis(row.get(16)?),
+        })
+    })
 }
 
 impl SqliteTx<'_> {

@@ -43,8 +43,8 @@ from typing import (
 from . import _native
 
 __all__ = [
-    "AllowancePeriod",
     "ActiveSubscription",
+    "AllowancePeriod",
     "Billing",
     "BillingError",
     "BillingMe",
@@ -58,6 +58,12 @@ __all__ = [
     "CreatedPayment",
     "DailyLimitReached",
     "DueReport",
+    "Entitlement",
+    "Entitlements",
+    "FeatureNotAvailable",
+    "HeldUsage",
+    "Hold",
+    "HoldNotFound",
     "IdempotencyConflict",
     "IntegrityReport",
     "InternalError",
@@ -67,28 +73,36 @@ __all__ = [
     "InvalidWebhook",
     "LedgerEntry",
     "ManualClock",
+    "MetricCheck",
     "Mismatch",
     "NoPaymentMethod",
     "NoSubscription",
     "NotEnoughCredits",
+    "PaidPeriod",
     "Payment",
     "PaymentError",
     "PaymentHistory",
     "PaymentHistoryItem",
-    "PaidPeriod",
     "PaymentMethod",
     "PlanCard",
+    "QuotaExceeded",
     "Quote",
     "Refund",
     "StorageError",
     "StorageFull",
     "SubscriptionDetails",
     "SubscriptionPlan",
+    "UnknownMetric",
     "UnknownOperation",
     "UnknownUser",
+    "UsageAmount",
+    "UsageCheck",
+    "UsageRecord",
+    "UsageRequest",
+    "UsageSummary",
+    "UsageTotal",
     "WebhookOutcome",
-    "YooKassaConfig",
-]
+    "YooKassaConfig",]
 
 Money = Union[Decimal, int, str]
 """An amount: a ``Decimal``, an ``int`` or a decimal string. Never a ``float``."""
@@ -188,6 +202,31 @@ class InvalidArgument(BillingError, ValueError):
 
     code = "INVALID_ARGUMENT"
     http_status = 400
+
+
+class QuotaExceeded(BillingError):
+    """Usage would pass a quota. ``details``: ``metric``, ``limit``, ``used``, ``held``,
+    ``requested``, ``resets_at`` and ``window`` (``period`` or ``day``). HTTP 429."""
+
+    code = "QUOTA_EXCEEDED"
+    http_status = 429
+
+
+class FeatureNotAvailable(BillingError):
+    """The user's plan lacks the feature; ``details["cheapest_plan"]`` has it."""
+
+    code = "FEATURE_NOT_AVAILABLE"
+    http_status = 403
+
+
+class UnknownMetric(BillingError):
+    code = "UNKNOWN_METRIC"
+    http_status = 404
+
+
+class HoldNotFound(BillingError):
+    code = "HOLD_NOT_FOUND"
+    http_status = 404
 
 
 class StorageError(BillingError):
@@ -371,6 +410,16 @@ def _parse_time(text: str) -> datetime:
 # (`"credits"`), and `to_dict()` gives the JSON shape: decimals as strings, except the
 # seed 003 number fields (plan prices and payment amounts).
 from ._native import (  # noqa: E402
+    Entitlement,
+    Entitlements,
+    HeldUsage,
+    Hold,
+    MetricCheck,
+    UsageAmount,
+    UsageCheck,
+    UsageRecord,
+    UsageSummary,
+    UsageTotal,
     AllowancePeriod,
     BillingMe,
     BillingState,
@@ -394,6 +443,51 @@ from ._native import (  # noqa: E402
     WebhookOutcome,
 )
 
+
+
+class UsageRequest(NamedTuple):
+    """One event of ``Billing.track_usage_batch``: the arguments of ``Billing.track_usage``."""
+
+    metric: str
+    amount: int = 1
+    model_id: Optional[str] = None
+    chat_id: Optional[str] = None
+    metadata: Optional[Mapping[str, Any]] = None
+    at: Optional[Moment] = None
+
+
+_U63 = range(0, 2**63)
+
+
+def _usage(name: str, usage: Optional[Mapping[str, int]]) -> Dict[str, int]:
+    """Metric amounts: non-negative ints of at most 63 bits."""
+    if usage is None:
+        return {}
+    _check_type(name, usage, Mapping, "a mapping of metric to amount")
+    checked = {}
+    for metric, amount in usage.items():
+        _check_type(f"{name}.{metric}", metric, str, "a str")
+        _check_type(f"{name}.{metric}", amount, int, "an int")
+        if amount not in _U63:
+            raise _invalid("amount", f"`{metric}`: expected 0 to {2**63 - 1}, got {amount}")
+        checked[metric] = amount
+    return checked
+
+
+def _usage_request(request: UsageRequest) -> Dict[str, Any]:
+    """The JSON shape of one usage event, as the engine reads it."""
+    _check_type("metric", request.metric, str, "a str")
+    amount = _usage("usage", {request.metric: request.amount})[request.metric]
+    if request.metadata is not None:
+        _check_type("metadata", request.metadata, Mapping, "a mapping")
+    return {
+        "metric": request.metric,
+        "amount": amount,
+        "model_id": request.model_id,
+        "chat_id": request.chat_id,
+        "metadata": None if request.metadata is None else json.loads(_json_arg("metadata", request.metadata) or "null"),
+        "at": None if request.at is None else _moment("at", request.at),
+    }
 
 
 class ChargeRequest(NamedTuple):
@@ -706,6 +800,97 @@ class Billing:
 
     def payments(self, user_id: str, limit: int = 10) -> PaymentHistory:
         return _call(self._native.payments, user_id, _count("limit", limit))
+
+    # ---- metered usage, holds and features
+
+    def check_usage(self, user_id: str, usage: Mapping[str, int]) -> UsageCheck:
+        """Whether ``usage`` (metric -> amount) fits the user's quotas now; writes nothing."""
+        return _call(self._native.check_usage, user_id, _usage("usage", usage))
+
+    def require_usage(self, user_id: str, usage: Mapping[str, int]) -> UsageCheck:
+        """``check_usage`` that raises ``QuotaExceeded`` (or ``NotEnoughCredits`` for
+        overage the credits do not cover)."""
+        return _call(self._native.require_usage, user_id, _usage("usage", usage))
+
+    def track_usage(
+        self,
+        user_id: str,
+        metric: str,
+        amount: int = 1,
+        *,
+        idempotency_key: str,
+        model_id: Optional[str] = None,
+        chat_id: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        at: Optional[Moment] = None,
+    ) -> UsageRecord:
+        """Records usage that happened: never refused for a quota (``over_limit`` says it
+        crossed one). ``at`` places it in the period that held it; at most 5 minutes ahead."""
+        request = _usage_request(UsageRequest(metric, amount, model_id, chat_id, metadata, at))
+        return _call(self._native.track_usage, user_id, json.dumps(request), idempotency_key)
+
+    def track_usage_batch(
+        self, user_id: str, records: Iterable[UsageRequest], *, idempotency_key: str
+    ) -> List[UsageRecord]:
+        """Many events of one user in one transaction, under one key."""
+        native = []
+        for record in records:
+            _check_type("records", record, tuple, "UsageRequest tuples")
+            native.append(_usage_request(UsageRequest(*record)))
+        return _call(self._native.track_usage_batch, user_id, json.dumps(native), idempotency_key)
+
+    def usage(self, user_id: str, metric: str) -> UsageSummary:
+        """The metric in the current period: ``used``, ``limit``, ``remaining``, ``resets_at``."""
+        return _call(self._native.usage, user_id, metric)
+
+    def usage_breakdown(
+        self,
+        user_id: str,
+        metric: str,
+        *,
+        by: str = "model_id",
+        since: Optional[Moment] = None,
+        until: Optional[Moment] = None,
+    ) -> List[UsageTotal]:
+        """Totals per ``model_id`` or ``chat_id`` of the usage in ``[since, until)``."""
+        since_text = None if since is None else _moment("since", since)
+        until_text = None if until is None else _moment("until", until)
+        return _call(self._native.usage_breakdown, user_id, metric, by, since_text, until_text)
+
+    def reserve(
+        self,
+        user_id: str,
+        *,
+        usage: Optional[Mapping[str, int]] = None,
+        operation: Optional[str] = None,
+        idempotency_key: str,
+        ttl_s: int = 600,
+    ) -> Hold:
+        """Reserves quota, an operation's op or credits, and overage credits in one step,
+        for work whose cost is known only afterwards. Settle it with ``capture`` or
+        ``release``; unsettled, it expires after ``ttl_s`` seconds."""
+        ttl = _count("ttl_s", ttl_s)
+        return _call(self._native.reserve, user_id, _usage("usage", usage), operation, idempotency_key, ttl)
+
+    def capture(self, hold_id: str, *, actual: Optional[Mapping[str, int]] = None, idempotency_key: str) -> Hold:
+        """Settles a hold with the usage the work took (``None``: what was held)."""
+        actual_usage = None if actual is None else _usage("actual", actual)
+        return _call(self._native.capture, hold_id, actual_usage, idempotency_key)
+
+    def release(self, hold_id: str, *, idempotency_key: str) -> Hold:
+        """Gives back everything a hold reserved."""
+        return _call(self._native.release, hold_id, idempotency_key)
+
+    def entitlements(self, user_id: str) -> Entitlements:
+        """Every feature's value on the user's plan, and ``valid_until`` for caching."""
+        return _call(self._native.entitlements, user_id)
+
+    def has_feature(self, user_id: str, name: str) -> bool:
+        return _call(self._native.has_feature, user_id, name)
+
+    def require_feature(self, user_id: str, name: str) -> Entitlement:
+        """The feature, or ``FeatureNotAvailable`` naming the cheapest plan that has it."""
+        return _call(self._native.require_feature, user_id, name)
 
     # ---- the ledger
 

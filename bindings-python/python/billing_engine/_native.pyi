@@ -60,6 +60,22 @@ class NativeBilling:
     def charge_batch(
         self, requests: List[Tuple[str, str, str, Optional[str]]]
     ) -> List[Union[Charge, NativeError]]: ...
+    def check_usage(self, user_id: str, usage: Dict[str, int]) -> UsageCheck: ...
+    def require_usage(self, user_id: str, usage: Dict[str, int]) -> UsageCheck: ...
+    def track_usage(self, user_id: str, request_json: str, idempotency_key: str) -> UsageRecord: ...
+    def track_usage_batch(self, user_id: str, records_json: str, idempotency_key: str) -> List[UsageRecord]: ...
+    def usage(self, user_id: str, metric: str) -> UsageSummary: ...
+    def usage_breakdown(
+        self, user_id: str, metric: str, by: str, since: Optional[str], until: Optional[str]
+    ) -> List[UsageTotal]: ...
+    def reserve(
+        self, user_id: str, usage: Dict[str, int], operation: Optional[str], idempotency_key: str, ttl_s: int
+    ) -> Hold: ...
+    def capture(self, hold_id: str, actual: Optional[Dict[str, int]], idempotency_key: str) -> Hold: ...
+    def release(self, hold_id: str, idempotency_key: str) -> Hold: ...
+    def entitlements(self, user_id: str) -> Entitlements: ...
+    def has_feature(self, user_id: str, feature: str) -> bool: ...
+    def require_feature(self, user_id: str, feature: str) -> Entitlement: ...
     def _charge_loop(self, user_id: str, operation: str, prefix: str, count: int) -> None: ...
     def refund_charge(self, charge_id: int, idempotency_key: str, reason: Optional[str]) -> Refund: ...
     def grant_credits(self, user_id: str, amount: str, idempotency_key: str, reason: str) -> LedgerEntry: ...
@@ -99,8 +115,10 @@ def _restore(class_name: str, json: str) -> _Result: ...
 Source = Literal["subscription", "freemium", "credits"]
 EntryKind = Literal[
     "free_trial", "import", "charge", "refund", "grant", "subscription_activated", "subscription_canceled",
-    "subscription_renewed", "subscription_expired", "credit_purchase", "purchase_refund",
+    "subscription_renewed", "subscription_expired", "credit_purchase", "purchase_refund", "hold_placed",
+    "hold_captured", "hold_released", "hold_expired", "overage",
 ]
+HoldStatus = Literal["open", "captured", "released", "expired"]
 PaymentStatus = Literal["new", "pending", "waiting_for_capture", "succeeded", "canceled", "refunded"]
 Purpose = Literal["plan", "package", "card_binding", "renewal"]
 CardAction = Literal["none", "select", "manage_subscription", "enable_autorenew", "bind_card", "restore"]
@@ -108,7 +126,8 @@ WebhookStatus = Literal["applied", "duplicate", "ignored"]
 ErrorCode = Literal[
     "NOT_ENOUGH_CREDITS", "DAILY_LIMIT_REACHED", "NO_SUBSCRIPTION", "INVALID_PLAN", "NO_PAYMENT_METHOD",
     "ACTIVE_SUBSCRIPTION", "IDEMPOTENCY_CONFLICT", "INVALID_CATALOG", "UNKNOWN_USER", "UNKNOWN_OPERATION",
-    "CHARGE_NOT_FOUND", "INVALID_ARGUMENT", "PAYMENT_ERROR", "INVALID_WEBHOOK", "BUSY", "STORAGE_FULL", "STORAGE_ERROR",
+    "CHARGE_NOT_FOUND", "INVALID_ARGUMENT", "QUOTA_EXCEEDED", "FEATURE_NOT_AVAILABLE", "UNKNOWN_METRIC",
+    "HOLD_NOT_FOUND", "PAYMENT_ERROR", "INVALID_WEBHOOK", "BUSY", "STORAGE_FULL", "STORAGE_ERROR",
     "INTERNAL_ERROR",
 ]
 
@@ -308,3 +327,93 @@ class DueReport(_Result):
     expired: int
     failures: int
     renewals_skipped: int
+
+class MetricCheck(_Result):
+    metric: str
+    requested: int
+    limit: Optional[int]
+    used: int
+    held: int
+    remaining: Optional[int]
+    resets_at: datetime
+    daily_limit: Optional[int]
+    daily_used: int
+    daily_remaining: Optional[int]
+    over_limit: bool
+    overage_credits: Decimal
+
+class UsageCheck(_Result):
+    allowed: bool
+    reason: Optional[ErrorCode]
+    metrics: List[MetricCheck]
+    overage_credits: Decimal
+
+class UsageRecord(_Result):
+    id: int
+    user_id: str
+    metric: str
+    amount: int
+    model_id: Optional[str]
+    chat_id: Optional[str]
+    hold_id: Optional[str]
+    metadata: Optional[Any]
+    at: datetime
+    over_limit: bool
+    overage_credits: Decimal
+    replayed: bool
+
+class UsageSummary(_Result):
+    metric: str
+    unit: str
+    used: int
+    held: int
+    limit: Optional[int]
+    remaining: Optional[int]
+    period_start: datetime
+    resets_at: datetime
+
+class UsageTotal(_Result):
+    key: Optional[str]
+    amount: int
+    events: int
+
+class HeldUsage(_Result):
+    metric: str
+    amount: int
+    period_window: str
+    day_window: str
+
+class UsageAmount(_Result):
+    metric: str
+    amount: int
+
+class Hold(_Result):
+    id: str
+    user_id: str
+    status: HoldStatus
+    usage: List[HeldUsage]
+    operation: Optional[str]
+    source: Optional[Source]
+    credits_held: Decimal
+    overage_held: Decimal
+    placed_entry_id: int
+    created_at: datetime
+    expires_at: datetime
+    settled_at: Optional[datetime]
+    captured: List[UsageAmount]
+    overage_charged: Decimal
+    shortfall: Decimal
+    settled_entry_id: Optional[int]
+    captured_late: bool
+    replayed: bool
+
+class Entitlement(_Result):
+    name: str
+    kind: Literal["flag", "limit"]
+    enabled: bool
+    limit: Optional[int]
+
+class Entitlements(_Result):
+    plan_code: str
+    features: List[Entitlement]
+    valid_until: Optional[datetime]
