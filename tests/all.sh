@@ -58,7 +58,7 @@ bash bindings-uniffi/generate.sh target/uniffi
 SWIFT=$(cat target/uniffi/BillingEngine.swift target/uniffi/BillingEngineCore.swift)
 for api in "open class BillingEngine" "public static func openWithClock(path: String, tariffsToml: String, clock: ManualClock)" \
     "open func planCards(userId: String)throws  -> [PlanCard]" "open func charge(userId: String, operation: String, idempotencyKey: String" \
-    "open func quote(" "open func chargeBatch(requests: [ChargeRequest])" "open func ledger(" "open func billingMe(" "open func subscriptionDetails(" "open func registerUser(" \
+    "open func quote(" "open func chargeBatch(requests: [ChargeRequest])" "open func checkUsage(" "open func trackUsage(" "open func reserve(" "open func capture(" "open func entitlements(" "open func ledger(" "open func billingMe(" "open func subscriptionDetails(" "open func registerUser(" \
     "open func verifyIntegrity()throws  -> IntegrityReport" "public struct PlanCard" "public enum CardAction" \
     "public struct LedgerEntry" "public enum EntryKind" "enum BillingError: Swift.Error" \
     "case NotEnoughCredits(required: String, available: String"; do

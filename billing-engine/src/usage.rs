@@ -321,6 +321,7 @@ pub(crate) fn is_over_limit(windows: &Windows<'_>, counters: &Counters, metric: 
 
 /// One usage event to track: what [`Billing::track_usage`](crate::Billing::track_usage) takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct UsageRequest {
     pub metric: String,
     pub amount: u64,

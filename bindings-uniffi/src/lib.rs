@@ -4,13 +4,20 @@
 //! variant of [`BillingError`] for its code, with its fields. No rule lives here, and the
 //! payment client is left out of the mobile library (the engine's `yookassa` feature).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use billing_engine as engine;
 use billing_engine::{
-    BillingMe, BillingState, Charge, IntegrityReport, LedgerEntry, PlanCard, Quote, Refund, SubscriptionDetails,
-    SubscriptionPlan,
+    BillingMe, BillingState, Charge, Entitlement, Entitlements, Hold, IntegrityReport, LedgerEntry, PlanCard, Quote,
+    Refund, SubscriptionDetails, SubscriptionPlan, UsageCheck, UsageGroup, UsageRecord, UsageRequest, UsageSummary,
+    UsageTotal,
 };
+
+/// Metric amounts as the engine takes them.
+fn usage_map(usage: HashMap<String, u64>) -> BTreeMap<String, u64> {
+    usage.into_iter().collect()
+}
 
 uniffi::setup_scaffolding!();
 
@@ -32,6 +39,10 @@ pub enum BillingError {
     UnknownOperation { operation: String },
     ChargeNotFound { charge_id: i64 },
     InvalidArgument { field: String, reason: String },
+    QuotaExceeded { metric: String, limit: u64, used: u64, held: u64, requested: u64, resets_at: String, window: String },
+    FeatureNotAvailable { feature: String, cheapest_plan: Option<String> },
+    UnknownMetric { metric: String },
+    HoldNotFound { hold_id: String },
     PaymentError { provider_code: String, description: String, retryable: bool },
     InvalidWebhook { reason: String },
     Busy { waited_ms: u64 },
@@ -69,6 +80,18 @@ impl From<engine::BillingError> for BillingError {
             E::UnknownOperation { operation } => Self::UnknownOperation { operation },
             E::ChargeNotFound { charge_id } => Self::ChargeNotFound { charge_id },
             E::InvalidArgument { field, message } => Self::InvalidArgument { field: field.to_owned(), reason: message },
+            E::QuotaExceeded { metric, limit, used, held, requested, resets_at, window } => Self::QuotaExceeded {
+                metric,
+                limit,
+                used,
+                held,
+                requested,
+                resets_at: iso(resets_at),
+                window: window.to_owned(),
+            },
+            E::FeatureNotAvailable { feature, cheapest_plan } => Self::FeatureNotAvailable { feature, cheapest_plan },
+            E::UnknownMetric { metric } => Self::UnknownMetric { metric },
+            E::HoldNotFound { hold_id } => Self::HoldNotFound { hold_id },
             E::PaymentError { provider_code, description, retryable } => {
                 Self::PaymentError { provider_code, description, retryable }
             }
@@ -242,6 +265,78 @@ impl BillingEngine {
     /// Newest first; pass the last entry's `id` as `before` for the next page.
     pub fn ledger(&self, user_id: String, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>> {
         Ok(self.0.ledger(&user_id, limit, before)?)
+    }
+
+    // ---- metered usage, holds and features
+
+    pub fn check_usage(&self, user_id: String, usage: HashMap<String, u64>) -> Result<UsageCheck> {
+        Ok(self.0.check_usage(&user_id, &usage_map(usage))?)
+    }
+
+    pub fn require_usage(&self, user_id: String, usage: HashMap<String, u64>) -> Result<UsageCheck> {
+        Ok(self.0.require_usage(&user_id, &usage_map(usage))?)
+    }
+
+    pub fn track_usage(&self, user_id: String, usage: UsageRequest, idempotency_key: String) -> Result<UsageRecord> {
+        Ok(self.0.track_usage(&user_id, &usage, &idempotency_key)?)
+    }
+
+    pub fn track_usage_batch(
+        &self,
+        user_id: String,
+        records: Vec<UsageRequest>,
+        idempotency_key: String,
+    ) -> Result<Vec<UsageRecord>> {
+        Ok(self.0.track_usage_batch(&user_id, &records, &idempotency_key)?)
+    }
+
+    pub fn usage(&self, user_id: String, metric: String) -> Result<UsageSummary> {
+        Ok(self.0.usage(&user_id, &metric)?)
+    }
+
+    /// `since` and `until`: optional RFC 3339 times.
+    pub fn usage_breakdown(
+        &self,
+        user_id: String,
+        metric: String,
+        by: UsageGroup,
+        since: Option<String>,
+        until: Option<String>,
+    ) -> Result<Vec<UsageTotal>> {
+        let since = since.map(|at| engine::input::moment("since", &at)).transpose()?;
+        let until = until.map(|at| engine::input::moment("until", &at)).transpose()?;
+        Ok(self.0.usage_breakdown(&user_id, &metric, by, since, until)?)
+    }
+
+    pub fn reserve(
+        &self,
+        user_id: String,
+        usage: HashMap<String, u64>,
+        operation: Option<String>,
+        idempotency_key: String,
+        ttl_s: u64,
+    ) -> Result<Hold> {
+        Ok(self.0.reserve(&user_id, &usage_map(usage), operation.as_deref(), &idempotency_key, ttl_s)?)
+    }
+
+    pub fn capture(&self, hold_id: String, actual: Option<HashMap<String, u64>>, idempotency_key: String) -> Result<Hold> {
+        Ok(self.0.capture(&hold_id, actual.map(usage_map).as_ref(), &idempotency_key)?)
+    }
+
+    pub fn release(&self, hold_id: String, idempotency_key: String) -> Result<Hold> {
+        Ok(self.0.release(&hold_id, &idempotency_key)?)
+    }
+
+    pub fn entitlements(&self, user_id: String) -> Result<Entitlements> {
+        Ok(self.0.entitlements(&user_id)?)
+    }
+
+    pub fn has_feature(&self, user_id: String, feature: String) -> Result<bool> {
+        Ok(self.0.has_feature(&user_id, &feature)?)
+    }
+
+    pub fn require_feature(&self, user_id: String, feature: String) -> Result<Entitlement> {
+        Ok(self.0.require_feature(&user_id, &feature)?)
     }
 
     pub fn verify_integrity(&self) -> Result<IntegrityReport> {

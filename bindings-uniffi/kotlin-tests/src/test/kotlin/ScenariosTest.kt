@@ -8,6 +8,9 @@ import billing.engine.ChargeResult
 import billing.engine.core.CardAction
 import billing.engine.core.ChargeSource
 import billing.engine.core.EntryKind
+import billing.engine.core.HoldStatus
+import billing.engine.core.UsageGroup
+import billing.engine.core.UsageRequest
 import billing.engine.ManualClock
 import billing.engine.errorCodes
 import java.io.File
@@ -154,7 +157,7 @@ class ScenariosTest {
         }
         // INTERNAL_ERROR is a caught panic: UniFFI's own InternalException in Kotlin.
         val codes = errorCodes().filter { it != "INTERNAL_ERROR" }
-        assertEquals(17, codes.size)
+        assertEquals(21, codes.size)
         assertEquals(emptyList<String>(), codes.map(camel).filterNot { it in variants })
     }
 
@@ -234,5 +237,32 @@ class ScenariosTest {
         val replay = (results[3] as ChargeResult.Charged).charge
         assertEquals(Pair(first.id, true), Pair(replay.id, replay.replayed))
         assertEquals(1, billing.ledger("jan", 10u, null).count { it.kind == EntryKind.CHARGE })
+    }
+
+    @Test
+    fun usageIsCheckedTrackedAndHeldThenCapturedOnce() {
+        billing.registerUser("kim", true)
+        val check = billing.checkUsage("kim", mapOf("tokens_input" to 1200uL, "requests" to 1uL))
+        assertTrue(check.allowed)
+        assertEquals(50000uL, check.metrics.first { it.metric == "tokens_input" }.remaining)
+        val record = billing.trackUsage("kim", UsageRequest("tokens_input", 49500uL, "gpt", "c1", null, null), "t1")
+        assertFalse(record.overLimit)
+        val refused = assertThrows<BillingException.QuotaExceeded> { billing.requireUsage("kim", mapOf("tokens_input" to 501uL)) }
+        assertEquals(Pair("tokens_input", "period"), Pair(refused.metric, refused.window))
+
+        val hold = billing.reserve("kim", mapOf("tokens_input" to 400uL), "assistant", "h1", 600uL)
+        assertEquals(HoldStatus.OPEN, hold.status)
+        assertEquals(400uL, billing.usage("kim", "tokens_input").held)
+        val captured = billing.capture(hold.id, mapOf("tokens_input" to 100uL), "c1")
+        assertEquals(HoldStatus.CAPTURED, captured.status)
+        assertTrue(billing.release(hold.id, "r1").replayed)
+        assertEquals(49600uL, billing.usage("kim", "tokens_input").used)
+        val byModel = billing.usageBreakdown("kim", "tokens_input", UsageGroup.MODEL_ID, null, null)
+        assertEquals(listOf("gpt" to 49500uL, null to 100uL).toSet(), byModel.map { it.key to it.amount }.toSet())
+
+        val missing = assertThrows<BillingException.FeatureNotAvailable> { billing.requireFeature("kim", "ai_recognition") }
+        assertEquals("basic", missing.cheapestPlan)
+        assertEquals(3uL, billing.entitlements("kim").features.first { it.name == "max_chats" }.limit)
+        assertTrue(billing.verifyIntegrity().ok)
     }
 }
