@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use billing_engine::{
-    Billing, BillingError, Catalog, ChargeSource, EntryKind, HoldStatus, UsageGroup, UsageRequest,
+    Billing, BillingError, Catalog, ChargeSource, EntryKind, HoldStatus, UsageGroup, UsageLabels, UsageRequest,
 };
 use common::{dec, Fixture, TestDb};
 
@@ -283,24 +283,25 @@ fn a_hold_reserves_quota_an_op_and_credits_at_once_and_capture_returns_the_rest(
     assert_eq!((err.code(), err.details()["held"].as_u64()), ("QUOTA_EXCEEDED", Some(800)));
     assert_eq!(f.billing.ledger("bob", 100, None).unwrap(), ledger);
 
-    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 500)])), "c1").unwrap();
+    let labels = UsageLabels { model_id: Some("gpt".into()), chat_id: Some("c9".into()) };
+    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 500)])), &labels, "c1").unwrap();
     assert_eq!(captured.status, HoldStatus::Captured);
     let summary = f.billing.usage("bob", "tokens").unwrap();
     assert_eq!((summary.used, summary.held), (500, 0), "the unused 300 came back");
     assert_eq!(f.billing.state("bob").unwrap().credits, dec("8"), "the op stays paid");
 
     // A hold settles once: the capture replays, a release after it changes nothing.
-    assert!(f.billing.capture(&hold.id, Some(&usage(&[("tokens", 500)])), "c1").unwrap().replayed);
+    assert!(f.billing.capture(&hold.id, Some(&usage(&[("tokens", 500)])), &labels, "c1").unwrap().replayed);
     let released = f.billing.release(&hold.id, "r1").unwrap();
     assert_eq!((released.status, released.replayed), (HoldStatus::Captured, true));
-    let conflict = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 1)])), "c1").unwrap_err();
+    let conflict = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 1)])), &UsageLabels::default(), "c1").unwrap_err();
     assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT");
-    assert_eq!(f.billing.capture("hold_nope", None, "c2").unwrap_err().code(), "HOLD_NOT_FOUND");
+    assert_eq!(f.billing.capture("hold_nope", None, &UsageLabels::default(), "c2").unwrap_err().code(), "HOLD_NOT_FOUND");
 
     let kinds: Vec<EntryKind> = f.billing.ledger("bob", 100, None).unwrap().iter().map(|e| e.kind).collect();
     assert_eq!(kinds[..2], [EntryKind::HoldCaptured, EntryKind::HoldPlaced]);
     let records = f.billing.usage_breakdown("bob", "tokens", UsageGroup::ChatId, None, None).unwrap();
-    assert_eq!(records[0].amount, 500);
+    assert_eq!((records[0].key.as_deref(), records[0].amount), (Some("c9"), 500), "the capture's labels");
     assert_audit_ok(&f.billing);
 }
 
@@ -337,7 +338,7 @@ fn an_expired_hold_stops_counting_at_its_instant_and_the_next_write_records_it()
     assert_audit_ok(&f.billing);
 
     // A late capture still charges: the work was done.
-    let late = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 300)])), "late").unwrap();
+    let late = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 300)])), &UsageLabels::default(), "late").unwrap();
     assert_eq!((late.status, late.captured_late), (HoldStatus::Captured, true));
     assert_eq!(f.billing.state("ann").unwrap().credits, dec("8"), "the op is drawn again");
     assert_eq!(f.billing.usage("ann", "tokens").unwrap().used, 300);
@@ -358,7 +359,7 @@ fn overage_is_held_priced_and_charged_as_far_as_the_credits_go() {
     assert_eq!((hold.overage_held, hold.credits_held), (dec("1.5"), dec("1.5")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("3.5"));
     // The work took far more than held: the overage past the balance is the shortfall.
-    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 20_000)])), "c").unwrap();
+    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 20_000)])), &UsageLabels::default(), "c").unwrap();
     assert_eq!((captured.overage_charged, captured.shortfall), (dec("5"), dec("14.5")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("0"), "capped at the balance");
     let entry = &f.billing.ledger("pro", 1, None).unwrap()[0];
@@ -498,7 +499,7 @@ fn reserve_worker_process() {
                             placed += 1;
                             // Half the holds are captured in full: used takes what held had.
                             if i % 2 == 0 {
-                                billing.capture(&hold.id, None, &format!("{key}-capture")).unwrap();
+                                billing.capture(&hold.id, None, &UsageLabels::default(), &format!("{key}-capture")).unwrap();
                             }
                         }
                         Err(BillingError::QuotaExceeded { .. }) => {}

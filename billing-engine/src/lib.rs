@@ -57,7 +57,7 @@ pub use billing::{Billing, ImportedSubscription, Purchase};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
 pub use usage::{
     Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageGroup,
-    UsageRecord, UsageRequest, UsageSummary, UsageTotal,
+    UsageLabels, UsageRecord, UsageRequest, UsageSummary, UsageTotal,
 };
 pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -347,18 +347,33 @@ impl UsageRequest {
         if metric.aggregation == Aggregation::Count && self.amount != 1 {
             return Err(BillingError::invalid("amount", format!("`{}` counts events: 1, got {}", self.metric, self.amount)));
         }
-        if let Some(model_id) = &self.model_id {
-            input::id("model_id", model_id)?;
-        }
-        if let Some(chat_id) = &self.chat_id {
-            input::id("chat_id", chat_id)?;
-        }
+        UsageLabels { model_id: self.model_id.clone(), chat_id: self.chat_id.clone() }.check()?;
         input::metadata(self.metadata.as_ref())?;
         if let Some(at) = self.at {
             if at > now + MAX_FUTURE_SKEW {
                 let message = format!("{} is more than 5 minutes ahead", crate::time_util::iso(at));
                 return Err(BillingError::invalid("at", message));
             }
+        }
+        Ok(())
+    }
+}
+
+/// What a capture's usage events are labelled with, for breakdowns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct UsageLabels {
+    pub model_id: Option<String>,
+    pub chat_id: Option<String>,
+}
+
+impl UsageLabels {
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(model_id) = &self.model_id {
+            input::id("model_id", model_id)?;
+        }
+        if let Some(chat_id) = &self.chat_id {
+            input::id("chat_id", chat_id)?;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use billing_engine::{
     SubscriptionDetails, SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
 use billing_engine::{
-    Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageRecord,
-    UsageRequest, UsageSummary, UsageTotal,
+    Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageLabels,
+    UsageRecord, UsageRequest, UsageSummary, UsageTotal,
 };
 use std::collections::BTreeMap;
 use pyo3::create_exception;
@@ -341,15 +341,17 @@ impl NativeBilling {
         run(py, || self.0.reserve(user_id, &usage, operation, idempotency_key, ttl_s))
     }
 
-    #[pyo3(signature = (hold_id, actual, idempotency_key))]
+    #[pyo3(signature = (hold_id, actual, model_id, chat_id, idempotency_key))]
     fn capture(
         &self,
         py: Python<'_>,
         hold_id: &str,
         actual: Option<BTreeMap<String, u64>>,
+        model_id: Option<String>,
+        chat_id: Option<String>,
         idempotency_key: &str,
     ) -> PyResult<Hold> {
-        run(py, || self.0.capture(hold_id, actual.as_ref(), idempotency_key))
+        run(py, || self.0.capture(hold_id, actual.as_ref(), &UsageLabels { model_id, chat_id }, idempotency_key))
     }
 
     fn release(&self, py: Python<'_>, hold_id: &str, idempotency_key: &str) -> PyResult<Hold> {

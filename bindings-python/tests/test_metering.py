@@ -83,13 +83,14 @@ def test_a_hold_reserves_then_captures_or_releases_once(billing: be.Billing) -> 
     assert billing.usage("bob", "tokens_input").held == 3000
     assert billing.state("bob").credits == Decimal("8")
 
-    captured = billing.capture(hold.id, actual={"tokens_input": 1200}, idempotency_key="c1")
+    captured = billing.capture(hold.id, actual={"tokens_input": 1200}, idempotency_key="c1", model_id="gpt")
     assert (captured.status, [(u.metric, u.amount) for u in captured.captured]) == (
         "captured",
         [("tokens_input", 1200)],
     )
     usage = billing.usage("bob", "tokens_input")
     assert (usage.used, usage.held) == (1200, 0)
+    assert [(t.key, t.amount) for t in billing.usage_breakdown("bob", "tokens_input")] == [("gpt", 1200)]
     assert billing.release(hold.id, idempotency_key="r1").replayed, "a hold settles once"
 
     second = billing.reserve("bob", usage={"requests": 1}, operation="assistant", idempotency_key="h2")

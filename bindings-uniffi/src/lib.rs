@@ -10,8 +10,8 @@ use std::sync::Arc;
 use billing_engine as engine;
 use billing_engine::{
     BillingMe, BillingState, Charge, Entitlement, Entitlements, Hold, IntegrityReport, LedgerEntry, PlanCard, Quote,
-    Refund, SubscriptionDetails, SubscriptionPlan, UsageCheck, UsageGroup, UsageRecord, UsageRequest, UsageSummary,
-    UsageTotal,
+    Refund, SubscriptionDetails, SubscriptionPlan, UsageCheck, UsageGroup, UsageLabels, UsageRecord, UsageRequest,
+    UsageSummary, UsageTotal,
 };
 
 /// Metric amounts as the engine takes them.
@@ -319,8 +319,15 @@ impl BillingEngine {
         Ok(self.0.reserve(&user_id, &usage_map(usage), operation.as_deref(), &idempotency_key, ttl_s)?)
     }
 
-    pub fn capture(&self, hold_id: String, actual: Option<HashMap<String, u64>>, idempotency_key: String) -> Result<Hold> {
-        Ok(self.0.capture(&hold_id, actual.map(usage_map).as_ref(), &idempotency_key)?)
+    /// `labels`: the model and chat the capture's usage events are recorded with.
+    pub fn capture(
+        &self,
+        hold_id: String,
+        actual: Option<HashMap<String, u64>>,
+        labels: UsageLabels,
+        idempotency_key: String,
+    ) -> Result<Hold> {
+        Ok(self.0.capture(&hold_id, actual.map(usage_map).as_ref(), &labels, &idempotency_key)?)
     }
 
     pub fn release(&self, hold_id: String, idempotency_key: String) -> Result<Hold> {

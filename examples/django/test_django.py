@@ -78,3 +78,26 @@ def test_the_command_runs_from_manage_py_on_a_fresh_database(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "renewals created 0, sent 0, expired 0, failures 0"
     assert on_postgres() or Path(db).exists()
+
+
+def test_usage_routes_and_the_metered_chat(billing: be.Billing) -> None:
+    billing.register_user("u3")
+    client = Client(headers={"X-User-Id": "u3"})
+    usage = client.get("/billing/usage/tokens_input").json()
+    assert (usage["used"], usage["limit"]) == (0, 50000)
+    over = client.post("/billing/usage/check", {"metric": "tokens_input", "amount": 50001}, content_type="application/json")
+    assert (over.status_code, over.json()["code"]) == (429, "QUOTA_EXCEEDED")
+    body = {"idempotency_key": "m1", "chat_id": "c1", "prompt": "one two", "max_tokens": 20}
+    answer = client.post("/billing/chat/completions", body, content_type="application/json")
+    assert answer.status_code == 200 and answer.json()["usage"]["tokens_input"] == 2
+    assert billing.usage("u3", "tokens_output").used == 2
+    failing = {"idempotency_key": "m2", "chat_id": "c1", "prompt": "fail now", "max_tokens": 20}
+    failed = client.post("/billing/chat/completions", failing, content_type="application/json")
+    assert (failed.status_code, failed.json()["code"]) == (502, "MODEL_ERROR")
+    assert billing.ledger("u3", limit=1)[0].kind == "hold_released"
+    assert (billing.usage("u3", "requests").used, billing.usage("u3", "requests").held) == (1, 0)
+    billing.track_usage("u3", "tokens_output", 20_000, idempotency_key="spent")
+    refused = client.post("/billing/chat/completions", {**body, "idempotency_key": "m3"}, content_type="application/json")
+    assert refused.status_code == 429
+    assert billing.verify_integrity().ok
+

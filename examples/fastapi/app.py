@@ -1,5 +1,6 @@
 """A FastAPI backend on billing_engine: the seed 003 endpoints a frontend calls, seed 000's
-state, ledger and charge endpoints, and the YooKassa webhook.
+state, ledger and charge endpoints, seed 001's usage endpoints with a chat completion that
+meters its model call, and the YooKassa webhook.
 
     BILLING_DB=billing.sqlite3 BILLING_TARIFFS=../tariffs.toml uvicorn --factory app:app_from_env
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol, Sequence, Union
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
@@ -44,12 +45,65 @@ class ChargeRequest(BaseModel):
     metadata: Optional[Dict[str, Any]] = None
 
 
+class UsageCheckRequest(BaseModel):
+    """Seed 001's one metric (``metric``, ``amount``), or several at once (``usage``)."""
+
+    metric: Optional[str] = None
+    amount: int = 1
+    usage: Optional[Dict[str, int]] = None
+
+
+class ChatRequest(BaseModel):
+    idempotency_key: str
+    chat_id: str
+    model_id: str = "fake-gpt"
+    prompt: str
+    max_tokens: int = 256
+
+
+class ModelAnswer(Protocol):
+    text: str
+    tokens_input: int
+    tokens_output: int
+
+
+class ChatModel(Protocol):
+    """The host's model client: one call, which reports the tokens it really used."""
+
+    def complete(self, model_id: str, prompt: str, max_tokens: int) -> ModelAnswer: ...
+
+
+class FakeAnswer(BaseModel):
+    text: str
+    tokens_input: int
+    tokens_output: int
+
+
+class FakeModel:
+    """A stand-in model: echoes the prompt, a token per word, and fails on ``fail``."""
+
+    def complete(self, model_id: str, prompt: str, max_tokens: int) -> ModelAnswer:
+        words: Sequence[str] = prompt.split()
+        if "fail" in words:
+            raise RuntimeError("the model is unavailable")
+        answer = words[: max(1, min(len(words), max_tokens))]
+        return FakeAnswer(text=" ".join(answer), tokens_input=len(words), tokens_output=len(answer))
+
+
+def estimated_input_tokens(prompt: str) -> int:
+    """What the chat reserves for its input before the model counts it: a token per word,
+    rounded up generously."""
+    return len(prompt.split()) * 2 + 8
+
+
 def current_user(x_user_id: str = Header(...)) -> str:
     return x_user_id
 
 
-def create_app(billing: be.Billing) -> FastAPI:
+def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAPI:
     app = FastAPI(title="billing")
+    app.state.billing = billing
+    chat_model: ChatModel = model or FakeModel()
 
     @app.exception_handler(be.BillingError)
     async def billing_error(request: Request, error: be.BillingError) -> JSONResponse:
@@ -138,6 +192,48 @@ def create_app(billing: be.Billing) -> FastAPI:
     @app.post("/billing/charge-assistant")
     def charge_assistant(body: ChargeRequest, user: str = Depends(current_user)) -> Dict[str, Any]:
         return charge("assistant", body, user)
+
+    # ---- seed 001: metered usage before and after each model call
+
+    @app.get("/billing/usage/{metric}")
+    def usage(metric: str, user: str = Depends(current_user)) -> Dict[str, Any]:
+        return billing.usage(user, metric).to_dict()
+
+    @app.post("/billing/usage/check")
+    def usage_check(body: UsageCheckRequest, user: str = Depends(current_user)) -> Dict[str, Any]:
+        # Over a quota is QUOTA_EXCEEDED: 429, with the metric, limit and reset time.
+        wanted = body.usage if body.usage is not None else {body.metric or "requests": body.amount}
+        return billing.require_usage(user, wanted).to_dict()
+
+    @app.post("/billing/chat/completions", response_model=None)
+    def chat(body: ChatRequest, user: str = Depends(current_user)) -> Union[Dict[str, Any], JSONResponse]:
+        # Reserve before the call (429 when it would pass a quota), call the model outside
+        # any transaction, then capture what it really used; a failed call releases.
+        estimate = {"requests": 1, "tokens_input": estimated_input_tokens(body.prompt), "tokens_output": body.max_tokens}
+        hold = billing.reserve(user, usage=estimate, idempotency_key=f"{body.idempotency_key}:reserve", ttl_s=300)
+        if hold.replayed and hold.status != "open":
+            # A retry of a finished call: its answer was given; the hold says what it used.
+            usage = {u.metric: u.amount for u in hold.captured}
+            return {"hold_id": hold.id, "status": hold.status, "usage": usage, "replayed": True}
+        try:
+            answer = chat_model.complete(body.model_id, body.prompt, body.max_tokens)
+        except Exception:
+            billing.release(hold.id, idempotency_key=f"{body.idempotency_key}:release")
+            error = {"code": "MODEL_ERROR", "message": "the model call failed; nothing was charged", "details": {}}
+            return JSONResponse(error, status_code=502)
+        actual = {"requests": 1, "tokens_input": answer.tokens_input, "tokens_output": answer.tokens_output}
+        captured = billing.capture(
+            hold.id,
+            actual=actual,
+            idempotency_key=f"{body.idempotency_key}:capture",
+            model_id=body.model_id,
+            chat_id=body.chat_id,
+        )
+        return {"hold_id": captured.id, "status": captured.status, "text": answer.text, "usage": actual, "replayed": False}
+
+    @app.get("/billing/entitlements")
+    def entitlements(user: str = Depends(current_user)) -> Dict[str, Any]:
+        return billing.entitlements(user).to_dict()
 
     return app
 

@@ -147,3 +147,61 @@ def test_buying_a_plan_binding_a_card_and_the_signed_webhook(
     autorenew = client.post("/billing/subscription/autorenew/", json={"enabled": True}, headers=as_user("u3"))
     assert (autorenew.status_code, autorenew.json()["autorenew_enabled"]) == (200, True)
     assert billing.verify_integrity().ok
+
+
+# ---- seed 001: usage and the metered chat
+
+
+def test_usage_and_its_check_answer_in_seed_001_shape(client: TestClient) -> None:
+    usage = client.get("/billing/usage/tokens_input", headers=as_user("uma"))
+    assert usage.status_code == 404, "an unknown user has no usage"
+    billing_of(client).register_user("uma")
+    usage = client.get("/billing/usage/tokens_input", headers=as_user("uma")).json()
+    assert (usage["metric"], usage["used"], usage["limit"], usage["remaining"]) == ("tokens_input", 0, 50000, 50000)
+    assert {"period_start", "resets_at"} <= usage.keys()
+    ok = client.post("/billing/usage/check", json={"metric": "tokens_input", "amount": 1000}, headers=as_user("uma"))
+    assert ok.status_code == 200 and ok.json()["allowed"] is True
+    over = client.post("/billing/usage/check", json={"metric": "tokens_input", "amount": 50001}, headers=as_user("uma"))
+    assert over.status_code == 429
+    assert (over.json()["code"], over.json()["details"]["metric"]) == ("QUOTA_EXCEEDED", "tokens_input")
+    unknown = client.get("/billing/usage/words", headers=as_user("uma"))
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "UNKNOWN_METRIC")
+
+
+def test_a_chat_reserves_calls_the_model_and_captures_what_it_used(client: TestClient) -> None:
+    billing = billing_of(client)
+    billing.register_user("vic")
+    body = {"idempotency_key": "m1", "chat_id": "c1", "model_id": "gpt", "prompt": "one two three", "max_tokens": 50}
+    answer = client.post("/billing/chat/completions", json=body, headers=as_user("vic"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"] == {"requests": 1, "tokens_input": 3, "tokens_output": 3}
+    usage = billing.usage("vic", "tokens_output")
+    assert (usage.used, usage.held) == (3, 0), "the capture returned what the hold over-reserved"
+    again = client.post("/billing/chat/completions", json=body, headers=as_user("vic"))
+    assert again.json()["replayed"] is True and billing.usage("vic", "requests").used == 1
+    assert [t.key for t in billing.usage_breakdown("vic", "tokens_input", by="chat_id")] == ["c1"]
+
+
+def test_a_failed_model_call_releases_its_hold_and_a_spent_quota_answers_429(client: TestClient) -> None:
+    billing = billing_of(client)
+    billing.register_user("wen")
+    failing = {"idempotency_key": "f1", "chat_id": "c1", "prompt": "please fail", "max_tokens": 10}
+    failed = client.post("/billing/chat/completions", json=failing, headers=as_user("wen"))
+    assert (failed.status_code, failed.json()["code"]) == (502, "MODEL_ERROR")
+    for metric in ("requests", "tokens_output"):
+        usage = billing.usage("wen", metric)
+        assert (usage.used, usage.held) == (0, 0), metric
+    assert billing.ledger("wen", limit=1)[0].kind == "hold_released"
+    billing.track_usage("wen", "tokens_output", 20_000, idempotency_key="spent")
+    refused = client.post(
+        "/billing/chat/completions",
+        json={"idempotency_key": "f2", "chat_id": "c1", "prompt": "hi", "max_tokens": 10},
+        headers=as_user("wen"),
+    )
+    assert (refused.status_code, refused.json()["details"]["window"]) == (429, "period")
+    assert billing.verify_integrity().ok
+
+
+def billing_of(client: TestClient) -> be.Billing:
+    billing: be.Billing = client.app.state.billing  # type: ignore[attr-defined]
+    return billing

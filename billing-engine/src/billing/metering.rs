@@ -20,7 +20,7 @@ use crate::store::{Store, Transaction};
 use crate::time_util;
 use crate::usage::{
     self, Counters, Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, NewUsage, UsageAmount, UsageCheck,
-    UsageGroup, UsageRecord, UsageRequest, UsageSummary, UsageTotal, Windows,
+    UsageGroup, UsageLabels, UsageRecord, UsageRequest, UsageSummary, UsageTotal, Windows,
 };
 
 impl<S: Store> Billing<S> {
@@ -268,10 +268,12 @@ impl<S: Store> Billing<S> {
     /// than held returns the rest; more is charged as far as the credits go (see
     /// [`CaptureOverrun`]). A capture after the hold expired still charges: the work
     /// was done. A hold settles once: a settled hold is returned as it is, `replayed`.
+    /// Its usage events carry `labels` (the model and chat), for breakdowns.
     pub fn capture(
         &self,
         hold_id: &str,
         actual: Option<&BTreeMap<String, u64>>,
+        labels: &UsageLabels,
         idempotency_key: &str,
     ) -> Result<Hold> {
         input::id("hold_id", hold_id)?;
@@ -279,10 +281,11 @@ impl<S: Store> Billing<S> {
         if let Some(actual) = actual {
             usage::checked_usage(&self.catalog, actual)?;
         }
-        let body = json!({ "actual": actual });
+        labels.check()?;
+        let body = json!({ "actual": actual, "labels": labels });
         let request = Request { action: "capture", target: hold_id, amount: None, metadata: Some(&body) };
         self.settle(hold_id, idempotency_key, &request, |tx, account, hold, now| {
-            self.capture_in(tx, account, hold, actual, now)
+            self.capture_in(tx, account, hold, actual, labels, now)
         })
     }
 
@@ -342,6 +345,7 @@ impl<S: Store> Billing<S> {
         account: &mut Account,
         hold: &mut Hold,
         actual: Option<&BTreeMap<String, u64>>,
+        labels: &UsageLabels,
         now: OffsetDateTime,
     ) -> Result<NewEntry> {
         let late = hold.status == HoldStatus::Expired;
@@ -366,7 +370,11 @@ impl<S: Store> Billing<S> {
         }
         let mut cost = unpaid_op;
         for used in actual.iter().filter(|u| u.amount > 0) {
-            let usage = UsageRequest::new(&used.metric, used.amount);
+            let usage = UsageRequest {
+                model_id: labels.model_id.clone(),
+                chat_id: labels.chat_id.clone(),
+                ..UsageRequest::new(&used.metric, used.amount)
+            };
             let tracked = Tracked { usage: &usage, at: hold.created_at.min(now), hold_id: Some(&hold.id) };
             cost += self.track_in(tx, account, &tracked, None, false, now)?.1;
         }

@@ -872,10 +872,20 @@ class Billing:
         ttl = _count("ttl_s", ttl_s)
         return _call(self._native.reserve, user_id, _usage("usage", usage), operation, idempotency_key, ttl)
 
-    def capture(self, hold_id: str, *, actual: Optional[Mapping[str, int]] = None, idempotency_key: str) -> Hold:
-        """Settles a hold with the usage the work took (``None``: what was held)."""
+    def capture(
+        self,
+        hold_id: str,
+        *,
+        actual: Optional[Mapping[str, int]] = None,
+        idempotency_key: str,
+        model_id: Optional[str] = None,
+        chat_id: Optional[str] = None,
+    ) -> Hold:
+        """Settles a hold with the usage the work took (``None``: what was held); less
+        returns the rest, more is charged as far as the credits go. A hold settles once.
+        Its usage events carry ``model_id`` and ``chat_id``."""
         actual_usage = None if actual is None else _usage("actual", actual)
-        return _call(self._native.capture, hold_id, actual_usage, idempotency_key)
+        return _call(self._native.capture, hold_id, actual_usage, model_id, chat_id, idempotency_key)
 
     def release(self, hold_id: str, *, idempotency_key: str) -> Hold:
         """Gives back everything a hold reserved."""

@@ -10,6 +10,7 @@ import billing.engine.core.ChargeSource
 import billing.engine.core.EntryKind
 import billing.engine.core.HoldStatus
 import billing.engine.core.UsageGroup
+import billing.engine.core.UsageLabels
 import billing.engine.core.UsageRequest
 import billing.engine.ManualClock
 import billing.engine.errorCodes
@@ -253,7 +254,7 @@ class ScenariosTest {
         val hold = billing.reserve("kim", mapOf("tokens_input" to 400uL), "assistant", "h1", 600uL)
         assertEquals(HoldStatus.OPEN, hold.status)
         assertEquals(400uL, billing.usage("kim", "tokens_input").held)
-        val captured = billing.capture(hold.id, mapOf("tokens_input" to 100uL), "c1")
+        val captured = billing.capture(hold.id, mapOf("tokens_input" to 100uL), UsageLabels(null, "c2"), "c1")
         assertEquals(HoldStatus.CAPTURED, captured.status)
         assertTrue(billing.release(hold.id, "r1").replayed)
         assertEquals(49600uL, billing.usage("kim", "tokens_input").used)
