@@ -14,12 +14,19 @@
 //!   shared commits and with one commit per charge. Reported per charge, so the ratio of
 //!   the two is the throughput gained.
 //!
+//! - `metering`: `check_usage` and `track_usage` at `NORMAL` against the floor's charge
+//!   in the same group;
+//! - `usage_batch`: `track_usage_batch` of 1,000 records at `NORMAL` (goal 200k records/s);
+//! - `check_growth`: `check_usage` with 1k and 10M usage events already stored.
+//!
 //! Under `cargo test --benches` every benchmark runs once on small fixtures.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use billing_engine::{Billing, Catalog, ChargeRequest, Durability, LocalOptions, SystemClock};
+use std::collections::BTreeMap;
+
+use billing_engine::{Billing, Catalog, ChargeRequest, Durability, LocalOptions, SystemClock, UsageRequest};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rusqlite::{params, Connection, TransactionBehavior};
 use rust_decimal::Decimal;
@@ -304,9 +311,115 @@ fn ledger_growth(c: &mut Criterion) {
     group.finish();
 }
 
+/// One metric of a check, as seed 001 checks before a model call.
+fn one_check() -> BTreeMap<String, u64> {
+    BTreeMap::from([("requests".to_owned(), 1), ("tokens_input".to_owned(), 1200)])
+}
+
+fn metering(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metering");
+    let dir = tempfile::tempdir().unwrap();
+    let billing = engine(&dir.path().join("engine.sqlite3"), Durability::Normal);
+    let check = one_check();
+    group.bench_function("check_usage", |b| b.iter(|| billing.check_usage(USER, &check).unwrap()));
+    let mut n = 0u64;
+    // tokens_output past the free plan's quota is recorded all the same: the same path.
+    let usage = UsageRequest::new("tokens_output", 150);
+    group.bench_function("track_usage", |b| {
+        b.iter(|| {
+            n += 1;
+            billing.track_usage(USER, &usage, &format!("u{n}")).unwrap()
+        })
+    });
+    let mut floor = Floor::open(&dir.path().join("floor.sqlite3"), Durability::Normal);
+    group.bench_function("floor_charge", |b| b.iter(|| floor.charge(Decimal::from(2))));
+    group.finish();
+}
+
+fn usage_batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("usage_batch");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let dir = tempfile::tempdir().unwrap();
+    let billing = engine(&dir.path().join("engine.sqlite3"), Durability::Normal);
+    let records: Vec<UsageRequest> = (0..BATCH)
+        .map(|i| UsageRequest { model_id: Some(format!("model-{}", i % 3)), ..UsageRequest::new("tokens_output", 100) })
+        .collect();
+    let mut n = 0u64;
+    group.bench_function("track_usage_batch_1000", |b| {
+        b.iter(|| {
+            n += 1;
+            billing.track_usage_batch(USER, &records, &format!("b{n}")).unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// Adds usage events of the benchmarked user to the engine's file at `path` (closed),
+/// up to `events`, in the period of the one it holds, with the counter that adds them up:
+/// what years of history would leave. As fast as SQLite takes them, as `prefill` does.
+fn prefill_usage(path: &Path, events: u64) {
+    let mut conn = Connection::open(path).unwrap();
+    conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(())).unwrap();
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    let (period, day, at): (String, String, i64) = conn
+        .query_row("SELECT period_window, day_window, at FROM usage_events LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    let mut stored = 1;
+    while stored < events {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO usage_events (user_id, metric, amount, model_id, at, period_window, day_window, \
+                     over_limit, overage_credits, created_at) VALUES (?1, 'tokens_input', 1, 'm', ?2, ?3, ?4, 0, '0', ?2)",
+                )
+                .unwrap();
+            for _ in 0..(events - stored).min(1_000_000) {
+                insert.execute(params![USER, at, period, day]).unwrap();
+                stored += 1;
+            }
+        }
+        tx.commit().unwrap();
+    }
+    conn.execute(
+        "UPDATE usage_counters SET used = ?1 WHERE user_id = ?2 AND metric = 'tokens_input'",
+        params![events as i64, USER],
+    )
+    .unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+}
+
+fn check_growth(c: &mut Criterion) {
+    let sizes: &[u64] = if benchmarking() { &[1_000, 10_000_000] } else { &[1_000] };
+    let mut group = c.benchmark_group("check_growth");
+    let check = one_check();
+    for &events in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grown.sqlite3");
+        // Filled when the benchmark runs, not when a filter skips it.
+        let mut grown = None;
+        group.bench_with_input(BenchmarkId::new("check_usage", events), &events, |b, _| {
+            let billing = grown.get_or_insert_with(|| {
+                let first = engine(&path, Durability::Normal);
+                first.track_usage(USER, &UsageRequest::new("tokens_input", 1), "first").unwrap();
+                drop(first);
+                prefill_usage(&path, events);
+                let billing = Billing::open_with(&path, catalog(), Arc::new(SystemClock), Durability::Normal).unwrap();
+                let used = billing.usage(USER, "tokens_input").unwrap().used;
+                assert_eq!(used, events, "the prefilled history counts");
+                billing
+            });
+            b.iter(|| billing.check_usage(USER, &check).unwrap())
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(4)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = charge_vs_floor, charge_batch, threads_full, ledger_growth
+    targets = charge_vs_floor, charge_batch, threads_full, ledger_growth, metering, usage_batch, check_growth
 }
 criterion_main!(benches);

@@ -13,6 +13,9 @@ Ratios, not absolute times: the machines are shared and noisy.
 It prints, besides: `charge_batch` of 1,000 against the floor doing 100 and 1,000 charges per
 transaction (goal: 250k charges/s), and 8 threads at FULL with shared commits against the
 same 8 threads with one commit each (goal: 4x). Ledger growth: goal at most 1.15x the 1k cost.
+Metering: `check_usage` and `track_usage` against the floor's charge, `track_usage_batch`
+of 1,000 records (goal: 200k records/s), and `check_usage` with 1k and 10M usage events
+stored (goal: flat).
 
 The PostgreSQL benchmark uses the server at BILLING_TEST_POSTGRES, or starts a throwaway
 cluster with tests/postgres_cluster.sh.
@@ -62,6 +65,18 @@ def main():
             continue
         cost = mean_ns("ledger_growth", "engine", rows)
         print(f"  {int(rows):>10,} rows  {cost / 1000:8.1f} us  {cost / base:.2f}x of 1k  (goal <= 1.15x)")
+    print("\nmetered usage at synchronous=NORMAL, against the floor's charge in the same group:")
+    floor = mean_ns("metering", "floor_charge")
+    for name in ("check_usage", "track_usage"):
+        cost = mean_ns("metering", name)
+        print(f"  {name:<12} {cost / 1000:8.1f} us  floor charge {floor / 1000:8.1f} us  ratio {floor / cost:.2f}x")
+    batch = 1000 / (mean_ns("usage_batch", "track_usage_batch_1000") / 1e9)
+    print(f"  track_usage_batch of 1,000: {batch:9,.0f} records/s  (goal: 200,000/s)")
+    print("\ncheck_usage cost as usage history grows:")
+    base = mean_ns("check_growth", "check_usage", "1000")
+    for events in ("1000", "10000000"):
+        cost = mean_ns("check_growth", "check_usage", events)
+        print(f"  {int(events):>10,} events  {cost / 1000:8.1f} us  {cost / base:.2f}x of 1k  (goal: flat)")
     if "--report" not in sys.argv and "--no-postgres" not in sys.argv:
         print("\ncharge on PostgreSQL (charges/s; engine and floor in the same run):")
         bench = "cargo bench -q -p billing-engine --features postgres --bench postgres"

@@ -248,7 +248,12 @@ fn a_batch_is_one_call_under_one_key_and_breakdowns_total_per_model_and_chat() {
         chat_id: Some(chat.into()),
         ..UsageRequest::new("tokens", amount)
     };
-    let records = vec![event("gpt", "c1", 100), event("claude", "c1", 50), event("gpt", "c2", 25)];
+    let yesterday = f.clock_now() - time::Duration::days(1);
+    let records = vec![
+        event("gpt", "c1", 100),
+        UsageRequest { at: Some(yesterday), ..event("claude", "c1", 50) },
+        event("gpt", "c2", 25),
+    ];
     let tracked = f.billing.track_usage_batch("ann", &records, "batch-1").unwrap();
     assert_eq!(tracked.iter().map(|r| r.amount).collect::<Vec<_>>(), [100, 50, 25]);
     let again = f.billing.track_usage_batch("ann", &records, "batch-1").unwrap();
@@ -264,7 +269,8 @@ fn a_batch_is_one_call_under_one_key_and_breakdowns_total_per_model_and_chat() {
     assert_eq!(by_chat.iter().map(|t| t.amount).collect::<Vec<_>>(), [150, 25]);
     let later = f.clock_now() + time::Duration::seconds(1);
     assert!(f.billing.usage_breakdown("ann", "tokens", UsageGroup::ModelId, Some(later), None).unwrap().is_empty());
-    assert_eq!(f.billing.usage("ann", "tokens").unwrap().used, 175);
+    assert_eq!(f.billing.usage("ann", "tokens").unwrap().used, 175, "one period, two days: counted once each");
+    assert_audit_ok(&f.billing);
 }
 
 #[test]

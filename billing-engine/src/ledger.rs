@@ -486,17 +486,37 @@ impl Request<'_> {
     pub fn fingerprint(&self) -> String {
         let amount = self.amount.map(|a| a.normalize().to_string());
         let metadata = self.metadata.map(canonical_json);
-        let mut hasher = Sha256::new();
+        let mut fingerprint = Fingerprint::default();
         for part in [Some(self.action), Some(self.target), amount.as_deref(), metadata.as_deref()] {
-            match part {
-                Some(text) => {
-                    hasher.update((text.len() as u64).to_le_bytes());
-                    hasher.update(text.as_bytes());
-                }
-                None => hasher.update(u64::MAX.to_le_bytes()),
-            }
+            fingerprint.part(part);
         }
-        format!("{:x}", hasher.finalize())
+        fingerprint.finish()
+    }
+}
+
+/// The one way a request's fingerprint is computed: SHA-256 over length-prefixed parts
+/// (an absent part is a length of `u64::MAX`), as hex.
+#[derive(Default)]
+pub(crate) struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    pub fn part(&mut self, part: Option<&str>) {
+        match part {
+            Some(text) => {
+                self.0.update((text.len() as u64).to_le_bytes());
+                self.0.update(text.as_bytes());
+            }
+            None => self.0.update(u64::MAX.to_le_bytes()),
+        }
+    }
+
+    /// Metadata, written canonically (see [`Request::fingerprint`]).
+    pub fn json(&mut self, value: Option<&Value>) {
+        self.part(value.map(canonical_json).as_deref());
+    }
+
+    pub fn finish(self) -> String {
+        format!("{:x}", self.0.finalize())
     }
 }
 

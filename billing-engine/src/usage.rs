@@ -68,6 +68,8 @@ pub struct UsageCounter {
 /// The two windows that held one instant, and the plan whose quotas apply in them.
 #[derive(Debug, Clone)]
 pub(crate) struct Windows<'c> {
+    /// The instant the windows hold.
+    pub at: OffsetDateTime,
     pub plan: &'c Plan,
     pub period: String,
     pub period_start: OffsetDateTime,
@@ -98,6 +100,7 @@ pub(crate) fn windows_at<'c>(account: &Account, catalog: &'c Catalog, at: Offset
     let period_resets_at = period_end(allowance, period_start, plan.period_days, ends);
     let day = local_day(at, catalog.timezone_offset);
     Windows {
+        at,
         plan,
         period: period_window(&AllowancePeriod { owner: owner.to_owned(), start: period_start }),
         period_start,
@@ -125,25 +128,48 @@ pub(crate) fn day_window(day: Date) -> String {
     format!("d:{day}")
 }
 
-/// The counters of one check: `used` and `held` per `(metric, window)`, with the holds
-/// that expired by now already left out.
+/// The counters of one check or transaction: `used` and `held` per `(metric, window)`,
+/// with the holds that expired by now already left out. A handful of rows (the metrics of
+/// two windows), so a list searched in place, with no allocation per lookup.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Counters(BTreeMap<(String, String), (u64, u64)>);
+pub(crate) struct Counters(Vec<UsageCounter>);
 
 impl Counters {
     pub fn new(counters: Vec<UsageCounter>) -> Self {
-        Self(counters.into_iter().map(|c| ((c.metric, c.window), (c.used, c.held))).collect())
+        Self(counters)
+    }
+
+    /// Adds stored counters not yet held; those held keep their value.
+    pub fn insert_missing(&mut self, counters: Vec<UsageCounter>) {
+        for counter in counters {
+            if self.position(&counter.metric, &counter.window).is_none() {
+                self.0.push(counter);
+            }
+        }
+    }
+
+    fn position(&self, metric: &str, window: &str) -> Option<usize> {
+        self.0.iter().position(|c| c.metric == metric && c.window == window)
     }
 
     pub fn get(&self, metric: &str, window: &str) -> (u64, u64) {
-        self.0.get(&(metric.to_owned(), window.to_owned())).copied().unwrap_or((0, 0))
+        self.position(metric, window).map_or((0, 0), |i| (self.0[i].used, self.0[i].held))
     }
 
     /// Moves a counter by what an event (`used`) or a hold (`held`) adds or takes back.
     pub fn add(&mut self, metric: &str, window: &str, used: i64, held: i64) {
-        let counter = self.0.entry((metric.to_owned(), window.to_owned())).or_default();
-        counter.0 = counter.0.saturating_add_signed(used);
-        counter.1 = counter.1.saturating_add_signed(held);
+        let i = self.position(metric, window).unwrap_or_else(|| {
+            let counter = UsageCounter { metric: metric.to_owned(), window: window.to_owned(), used: 0, held: 0 };
+            self.0.push(counter);
+            self.0.len() - 1
+        });
+        let counter = &mut self.0[i];
+        counter.used = counter.used.saturating_add_signed(used);
+        counter.held = counter.held.saturating_add_signed(held);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &UsageCounter> {
+        self.0.iter()
     }
 }
 
@@ -339,6 +365,17 @@ impl UsageRequest {
         Self { metric: metric.into(), amount, model_id: None, chat_id: None, metadata: None, at: None }
     }
 
+    /// Adds this event to the fingerprint of the call that tracks it: every field, in
+    /// order, so two calls with one key replay only if they asked the same.
+    pub(crate) fn fingerprint_into(&self, fingerprint: &mut crate::ledger::Fingerprint) {
+        fingerprint.part(Some(&self.metric));
+        fingerprint.part(Some(&self.amount.to_string()));
+        fingerprint.part(self.model_id.as_deref());
+        fingerprint.part(self.chat_id.as_deref());
+        fingerprint.json(self.metadata.as_ref());
+        fingerprint.part(self.at.map(crate::time_util::iso).as_deref());
+    }
+
     /// The input rules of one event: a known metric, an amount its aggregation allows
     /// (exactly 1 for `count`), bounded ids and metadata, and an `at` not in the future.
     pub(crate) fn check(&self, catalog: &Catalog, now: OffsetDateTime) -> Result<()> {
@@ -409,9 +446,10 @@ pub struct NewUsage {
     pub record: UsageRecord,
     pub period_window: String,
     pub day_window: String,
+    /// The key of the call that recorded it, on the call's first event only; with the
+    /// number of events the call recorded and its request's fingerprint.
     pub idempotency_key: Option<String>,
-    /// The event's place in its keyed call (0 for a single event).
-    pub seq: u32,
+    pub events: Option<u32>,
     pub request_hash: Option<String>,
     /// When the engine recorded it.
     pub created_at: OffsetDateTime,

@@ -15,7 +15,7 @@ use crate::catalog::{CaptureOverrun, FeatureValue};
 use crate::charge::{self, Spend};
 use crate::error::{BillingError, Result};
 use crate::input;
-use crate::ledger::{EntryKind, LedgerEntry, NewEntry, Request};
+use crate::ledger::{EntryKind, Fingerprint, LedgerEntry, NewEntry, Request};
 use crate::store::{Store, Transaction};
 use crate::time_util;
 use crate::usage::{
@@ -86,25 +86,36 @@ impl<S: Store> Billing<S> {
         input::id("idempotency_key", idempotency_key)?;
         let now = self.now();
         requests.iter().try_for_each(|r| r.check(&self.catalog, now))?;
-        let body = serde_json::to_value(requests).map_err(|e| BillingError::invalid("records", e.to_string()))?;
-        let request = Request { action, target: "", amount: None, metadata: Some(&body) };
-        let fingerprint = request.fingerprint();
+        let mut fingerprint = Fingerprint::default();
+        fingerprint.part(Some(action));
+        requests.iter().for_each(|r| r.fingerprint_into(&mut fingerprint));
+        let fingerprint = fingerprint.finish();
         self.store.write(user_id, |tx| {
-            let earlier = tx.usage_by_key(user_id, idempotency_key)?;
-            if let Some((_, hash)) = earlier.first() {
+            let (earlier, hash) = tx.usage_by_key(user_id, idempotency_key)?;
+            if !earlier.is_empty() {
                 if hash.as_deref() != Some(fingerprint.as_str()) {
                     return Err(BillingError::IdempotencyConflict { key: idempotency_key.to_owned() });
                 }
-                return Ok(earlier.into_iter().map(|(record, _)| UsageRecord { replayed: true, ..record }).collect());
+                return Ok(earlier.into_iter().map(|record| UsageRecord { replayed: true, ..record }).collect());
             }
             let mut account = self.current_account(tx, user_id, now)?;
             let balance = account.credits;
+            let mut counters = WorkingCounters::default();
             let mut records = Vec::with_capacity(requests.len());
-            for (seq, usage) in requests.iter().enumerate() {
-                let key = Some((idempotency_key, seq as u32, fingerprint.as_str()));
+            let events = u32::try_from(requests.len()).unwrap_or(u32::MAX);
+            // Events of one instant (all but those given an `at`) share their windows.
+            let mut windows: Option<Windows<'_>> = None;
+            for (i, usage) in requests.iter().enumerate() {
+                // The call's key, with what a replay needs, goes on its first event.
+                let key = (i == 0).then_some((idempotency_key, events, fingerprint.as_str()));
                 let tracked = Tracked { usage, at: usage.at.map_or(now, time_util::truncate), hold_id: None };
-                records.push(self.track_in(tx, &mut account, &tracked, key, true, now)?.0);
+                if windows.as_ref().is_none_or(|w| w.at != tracked.at) {
+                    windows = Some(usage::windows_at(&account, &self.catalog, tracked.at));
+                }
+                let windows = windows.as_ref().expect("set above");
+                records.push(self.track_in(tx, &mut account, &mut counters, windows, &tracked, key, true, now)?.0);
             }
+            counters.save(tx, user_id)?;
             if account.credits != balance {
                 tx.update_account(&account)?;
             }
@@ -115,24 +126,25 @@ impl<S: Store> Billing<S> {
     /// Appends one event in the windows that held its time and moves their counters;
     /// returns it with the cost of its overage, which it charges if `charge` (a capture
     /// charges the overage of all its events at once).
+    #[allow(clippy::too_many_arguments)]
     fn track_in(
         &self,
         tx: &mut dyn Transaction,
         account: &mut Account,
+        working: &mut WorkingCounters,
+        windows: &Windows<'_>,
         tracked: &Tracked<'_>,
         key: Option<(&str, u32, &str)>,
         charge: bool,
         now: OffsetDateTime,
     ) -> Result<(UsageRecord, Decimal)> {
         let usage = tracked.usage;
-        let windows = usage::windows_at(account, &self.catalog, tracked.at);
-        let mut counters = Counters::new(tx.usage_counters(&account.user_id, &windows.period, &windows.day)?);
-        let cost = usage::tracked_overage(&windows, &counters, &usage.metric, usage.amount)?;
+        let counters = working.load(tx, &account.user_id, windows)?;
+        let cost = usage::tracked_overage(windows, counters, &usage.metric, usage.amount)?;
         let charged = if charge { self.chargeable(account, cost, Decimal::ZERO) } else { cost };
         let amount = i64::try_from(usage.amount).map_err(|_| BillingError::invalid("amount", "too large"))?;
         for window in [&windows.period, &windows.day] {
-            counters.add(&usage.metric, window, amount, 0);
-            tx.add_usage(&account.user_id, &usage.metric, window, amount, 0)?;
+            working.add(&usage.metric, window, amount);
         }
         let new = NewUsage {
             record: UsageRecord {
@@ -145,18 +157,19 @@ impl<S: Store> Billing<S> {
                 hold_id: tracked.hold_id.map(str::to_owned),
                 metadata: usage.metadata.clone(),
                 at: tracked.at,
-                over_limit: usage::is_over_limit(&windows, &counters, &usage.metric),
+                over_limit: usage::is_over_limit(windows, &working.counters, &usage.metric),
                 overage_credits: charged,
                 replayed: false,
             },
             period_window: windows.period.clone(),
             day_window: windows.day.clone(),
             idempotency_key: key.map(|(key, _, _)| key.to_owned()),
-            seq: key.map_or(0, |(_, seq, _)| seq),
+            events: key.map(|(_, events, _)| events),
             request_hash: key.map(|(_, _, hash)| hash.to_owned()),
             created_at: now,
         };
-        let stored = tx.append_usage(&new)?;
+        let id = tx.append_usage(&new)?;
+        let stored = UsageRecord { id, ..new.record };
         if charge && !cost.is_zero() {
             record(tx, account, NewEntry::overage(&stored, cost, charged, now))?;
         }
@@ -369,15 +382,19 @@ impl<S: Store> Billing<S> {
             }
         }
         let mut cost = unpaid_op;
+        let mut counters = WorkingCounters::default();
+        let at = hold.created_at.min(now);
+        let windows = usage::windows_at(account, &self.catalog, at);
         for used in actual.iter().filter(|u| u.amount > 0) {
             let usage = UsageRequest {
                 model_id: labels.model_id.clone(),
                 chat_id: labels.chat_id.clone(),
                 ..UsageRequest::new(&used.metric, used.amount)
             };
-            let tracked = Tracked { usage: &usage, at: hold.created_at.min(now), hold_id: Some(&hold.id) };
-            cost += self.track_in(tx, account, &tracked, None, false, now)?.1;
+            let tracked = Tracked { usage: &usage, at, hold_id: Some(&hold.id) };
+            cost += self.track_in(tx, account, &mut counters, &windows, &tracked, None, false, now)?.1;
         }
+        counters.save(tx, &hold.user_id)?;
         let held_back = if late { Decimal::ZERO } else { hold.overage_held };
         let redrawn = redraw.as_ref().map_or(Decimal::ZERO, |spend| spend.credits);
         let charged = self.chargeable(account, cost, held_back - redrawn);
@@ -471,6 +488,45 @@ impl<S: Store> Billing<S> {
             account.apply(&entry.entry).ok_or_else(|| BillingError::invalid("amount", "the balance overflows"))?;
         }
         Ok(account)
+    }
+}
+
+/// The usage counters one transaction's events move: each pair of windows read once,
+/// moved in memory, and each counter moved written once at the end, so a batch of a
+/// thousand events costs a thousand inserts and a few counter writes.
+#[derive(Default)]
+struct WorkingCounters {
+    counters: Counters,
+    /// The `(period, day)` windows read.
+    loaded: Vec<(String, String)>,
+    /// What the events added to each counter, to write at the end.
+    moved: Counters,
+}
+
+impl WorkingCounters {
+    /// The counters of `windows` as this transaction has moved them: read from the store
+    /// the first time, kept in memory after.
+    fn load(&mut self, tx: &mut dyn Transaction, user_id: &str, windows: &Windows<'_>) -> Result<&Counters> {
+        let loaded = self.loaded.iter().any(|(period, day)| *period == windows.period && *day == windows.day);
+        if !loaded {
+            // A window read before with another partner keeps what memory has of it.
+            self.counters.insert_missing(tx.usage_counters(user_id, &windows.period, &windows.day)?);
+            self.loaded.push((windows.period.clone(), windows.day.clone()));
+        }
+        Ok(&self.counters)
+    }
+
+    fn add(&mut self, metric: &str, window: &str, used: i64) {
+        self.counters.add(metric, window, used, 0);
+        self.moved.add(metric, window, used, 0);
+    }
+
+    fn save(&self, tx: &mut dyn Transaction, user_id: &str) -> Result<()> {
+        for moved in self.moved.iter() {
+            let used = i64::try_from(moved.used).map_err(|_| BillingError::invalid("amount", "too large"))?;
+            tx.add_usage(user_id, &moved.metric, &moved.window, used, 0)?;
+        }
+        Ok(())
     }
 }
 

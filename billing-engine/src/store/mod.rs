@@ -29,7 +29,7 @@ macro_rules! entry_columns {
 macro_rules! usage_columns {
     () => {
         "id, user_id, metric, amount, model_id, chat_id, hold_id, at, period_window, day_window, over_limit, \
-         overage_credits, metadata, idempotency_key, seq, request_hash, created_at"
+         overage_credits, metadata, idempotency_key, events, request_hash, created_at"
     };
 }
 
@@ -219,14 +219,16 @@ pub trait Transaction {
 
     // ---- metered usage ----
 
-    /// Appends a usage event and returns it with its id. A second event with the same
-    /// `(user_id, idempotency_key, seq)` is refused with [`StoreError::Conflict`]; a
-    /// stored event is never changed or removed.
-    fn append_usage(&mut self, usage: &NewUsage) -> StoreResult<UsageRecord>;
+    /// Appends a usage event and returns its id. A user's ids grow with every
+    /// append. A keyed call stores its key, fingerprint and number of events on its first
+    /// event only; a second event with the same `(user_id, idempotency_key)` is refused
+    /// with [`StoreError::Conflict`]. A stored event is never changed or removed.
+    fn append_usage(&mut self, usage: &NewUsage) -> StoreResult<i64>;
 
-    /// The events written with this key for this user, in `seq` order, each with the
-    /// fingerprint of the request that wrote it.
-    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Vec<(UsageRecord, Option<String>)>>;
+    /// The events of the call that wrote this key for this user: the keyed event and the
+    /// user's events after it, in id order, as many as it records; and the fingerprint of
+    /// the call's request. Empty when the key is new.
+    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<(Vec<UsageRecord>, Option<String>)>;
 
     /// The user's counters, of every metric, in the windows `period` and `day`.
     fn usage_counters(&mut self, user_id: &str, period: &str, day: &str) -> StoreResult<Vec<UsageCounter>>;

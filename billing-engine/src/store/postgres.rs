@@ -45,7 +45,7 @@ use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageT
 macro_rules! usage_insert_columns {
     () => {
         "user_id, metric, amount, model_id, chat_id, hold_id, at, period_window, day_window, over_limit, \
-         overage_credits, metadata, idempotency_key, seq, request_hash, created_at"
+         overage_credits, metadata, idempotency_key, events, request_hash, created_at"
     };
 }
 
@@ -767,22 +767,24 @@ impl Transaction for PgTx<'_> {
         self.change_one(sql, &[&user_id, &Json(card), &to_millis(now)], "the card was not saved")
     }
 
-    fn append_usage(&mut self, new: &NewUsage) -> StoreResult<UsageRecord> {
+    fn append_usage(&mut self, new: &NewUsage) -> StoreResult<i64> {
         let sql = concat!("INSERT INTO usage_events (", usage_insert_columns!(), ") VALUES (", usage_values!(), ") RETURNING id");
         let row = UsageRow::new(new)?;
         let rows = self.rows(sql, &row.params())?;
         let id = rows.first().ok_or_else(|| StoreError::unavailable("the usage insert returned no id"))?;
-        Ok(UsageRecord { id: Cells::new(id, "usage_events").get(0)?, ..new.record.clone() })
+        Cells::new(id, "usage_events").get(0)
     }
 
-    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<Vec<(UsageRecord, Option<String>)>> {
-        let sql = concat!(
-            "SELECT ",
-            usage_columns!(),
-            " FROM usage_events WHERE user_id = $1 AND idempotency_key = $2 ORDER BY seq"
-        );
-        let usage = self.many(sql, &[&user_id, &key], read_usage)?;
-        Ok(usage.into_iter().map(|u| (u.record, u.request_hash)).collect())
+    fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<(Vec<UsageRecord>, Option<String>)> {
+        let sql = concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 AND idempotency_key = $2");
+        let Some(first) = self.one(sql, &[&user_id, &key], read_usage)? else {
+            return Ok((Vec::new(), None));
+        };
+        let sql =
+            concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 AND id >= $2 ORDER BY id LIMIT $3");
+        let events = i64::from(first.events.unwrap_or(1));
+        let call = self.many(sql, &[&user_id, &first.record.id, &events], read_usage)?;
+        Ok((call.into_iter().map(|usage| usage.record).collect(), first.request_hash))
     }
 
     fn usage_counters(&mut self, user_id: &str, period: &str, day: &str) -> StoreResult<Vec<UsageCounter>> {
@@ -792,7 +794,7 @@ impl Transaction for PgTx<'_> {
 
     fn add_usage(&mut self, user_id: &str, metric: &str, window: &str, used: i64, held: i64) -> StoreResult<()> {
         let sql = "INSERT INTO usage_counters AS c (user_id, metric, span, used, held) VALUES ($1, $2, $3, $4, $5) \
-                   ON CONFLICT (user_id, metric, span) DO UPDATE SET used = c.used + excluded.used, held = c.held + excluded.held";
+                   ON CONFLICT (user_id, span, metric) DO UPDATE SET used = c.used + excluded.used, held = c.held + excluded.held";
         self.change_one(sql, &[&user_id, &metric, &window, &used, &held], "the usage counter was not written")
     }
 
@@ -981,7 +983,7 @@ struct UsageRow<'u> {
     new: &'u NewUsage,
     amount: i64,
     at: i64,
-    seq: i32,
+    events: Option<i32>,
     created_at: i64,
     metadata: Option<Json<&'u serde_json::Value>>,
 }
@@ -990,12 +992,16 @@ impl<'u> UsageRow<'u> {
     fn new(new: &'u NewUsage) -> StoreResult<Self> {
         let amount = i64::try_from(new.record.amount)
             .map_err(|_| StoreError::unavailable("a usage amount past what the store holds"))?;
-        let seq = i32::try_from(new.seq).map_err(|_| StoreError::unavailable("a usage batch past what the store holds"))?;
+        let events = new
+            .events
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| StoreError::unavailable("a usage batch past what the store holds"))?;
         Ok(Self {
             new,
             amount,
             at: to_millis(new.record.at),
-            seq,
+            events,
             created_at: to_millis(new.created_at),
             metadata: new.record.metadata.as_ref().map(Json),
         })
@@ -1017,7 +1023,7 @@ impl<'u> UsageRow<'u> {
             &r.overage_credits,
             &self.metadata,
             &n.idempotency_key,
-            &self.seq,
+            &self.events,
             &n.request_hash,
             &self.created_at,
         ]
@@ -1044,7 +1050,7 @@ fn read_usage(row: &Row) -> StoreResult<NewUsage> {
         period_window: c.get(8)?,
         day_window: c.get(9)?,
         idempotency_key: c.get(13)?,
-        seq: u32::try_from(c.get::<i32>(14)?).map_err(|_| c.corrupt(14))?,
+        events: c.get::<Option<i32>>(14)?.map(|n| u32::try_from(n).map_err(|_| c.corrupt(14))).transpose()?,
         request_hash: c.get(15)?,
         created_at: c.time(16)?,
     })

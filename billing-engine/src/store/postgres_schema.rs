@@ -129,14 +129,14 @@ const MIGRATIONS: &[&str] = &[
         over_limit      BOOLEAN NOT NULL,
         overage_credits NUMERIC NOT NULL,
         metadata        JSON,
-        idempotency_key TEXT,
-        seq             INTEGER NOT NULL,
-        request_hash    TEXT,
+        idempotency_key TEXT,               -- a keyed call's, on its first event only,
+        events          INTEGER,            -- with the number of events the call recorded
+        request_hash    TEXT,               -- and its request's fingerprint
         created_at      BIGINT NOT NULL,
         PRIMARY KEY (user_id, id)
     );
     CREATE INDEX usage_by_user ON usage_events (user_id, metric, at);
-    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key, seq) WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE TRIGGER usage_no_update_or_delete BEFORE UPDATE OR DELETE ON usage_events
         FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
     CREATE TRIGGER usage_no_truncate BEFORE TRUNCATE ON usage_events
@@ -148,7 +148,7 @@ const MIGRATIONS: &[&str] = &[
         span    TEXT NOT NULL,              -- the window: p:<owner>:<start ms> or d:<day>
         used    BIGINT NOT NULL,
         held    BIGINT NOT NULL,
-        PRIMARY KEY (user_id, metric, span)
+        PRIMARY KEY (user_id, span, metric)
     );
 
     CREATE TABLE holds (

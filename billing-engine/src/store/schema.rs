@@ -139,13 +139,13 @@ const MIGRATIONS: &[&str] = &[
         over_limit      INTEGER NOT NULL,
         overage_credits TEXT NOT NULL,
         metadata        TEXT,
-        idempotency_key TEXT,
-        seq             INTEGER NOT NULL,
-        request_hash    TEXT,
+        idempotency_key TEXT,               -- a keyed call's, on its first event only,
+        events          INTEGER,            -- with the number of events the call recorded
+        request_hash    TEXT,               -- and its request's fingerprint
         created_at      INTEGER NOT NULL
     );
     CREATE INDEX usage_by_user ON usage_events (user_id, metric, at);
-    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key, seq) WHERE idempotency_key IS NOT NULL;
+    CREATE UNIQUE INDEX usage_by_key ON usage_events (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE TRIGGER usage_no_update BEFORE UPDATE ON usage_events
     BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
     CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_events
@@ -157,7 +157,7 @@ const MIGRATIONS: &[&str] = &[
         span    TEXT NOT NULL,      -- the window: p:<owner>:<start ms> or d:<day>
         used    INTEGER NOT NULL,
         held    INTEGER NOT NULL,
-        PRIMARY KEY (user_id, metric, span)
+        PRIMARY KEY (user_id, span, metric)
     ) WITHOUT ROWID;
 
     CREATE TABLE holds (

@@ -306,11 +306,11 @@ enum JobEnd {
 /// or panic undoes its own writes only; alone, a refusal or panic rolls back the whole
 /// transaction, which holds nothing else. `Err` is a failure of the savepoint itself.
 fn run_job(conn: &Connection, job: &mut Job<'_>, alone: bool) -> Result<JobEnd> {
-    let tx = SqliteTx { conn };
+    let tx = SqliteTx::new(conn);
     if !alone {
         tx.savepoint()?;
     }
-    let ended = match catch_unwind(AssertUnwindSafe(|| job(&mut SqliteTx { conn }))) {
+    let ended = match catch_unwind(AssertUnwindSafe(|| job(&mut SqliteTx::new(conn)))) {
         Ok(ran) => JobEnd::Ran(ran),
         Err(payload) => JobEnd::Panicked(payload),
     };
