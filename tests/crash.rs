@@ -2,12 +2,14 @@
 //! random and starts them again; afterwards the ledger must account for every call a
 //! worker saw succeed, and for nothing it never tried.
 //!
-//! Each worker (three threads on one handle, so kills land inside shared commits too) logs
+//! Each worker (three threads on one handle, so kills land inside shared commits too)
+//! charges, refunds, grants, holds an operation and captures it, and tracks usage. It logs
 //! a call's key *before* making it (the attempt) and again with its
 //! result *after* it returns (the acknowledgement), each line fsynced. The check:
-//! - every acknowledged key is in the ledger exactly once;
+//! - every acknowledged key is in the ledger exactly once (a usage event's, in the usage
+//!   events: its replay finds it);
 //! - every keyed entry in the ledger has a logged attempt;
-//! - `verify_integrity` is ok and no balance is negative;
+//! - `verify_integrity` is ok (balances, usage counters, holds) and no balance is negative;
 //! - every acknowledged call, made again with its key, replays to the same result.
 //!
 //! The store under test is `BILLING_TEST_STORE` (see `common`). `tests/all.sh` runs it
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use billing_engine::Billing;
+use billing_engine::{Billing, UsageLabels, UsageRequest};
 use common::{dec, TestDb};
 use rust_decimal::Decimal;
 
@@ -85,9 +87,12 @@ fn workers_killed_at_random_lose_and_duplicate_nothing() {
         }
         assert!(billing.state(user).unwrap().credits >= Decimal::ZERO, "{user}'s balance went negative");
     }
-    for (key, ack) in &log.acks {
+    for (key, ack) in log.acks.iter().filter(|(_, ack)| ack.kind != "usage") {
         let entry = ledger.get(key).unwrap_or_else(|| panic!("acknowledged {key} is not in the ledger"));
-        assert_eq!((entry.id, entry.credits_balance_after), (ack.id, ack.balance), "{key}");
+        assert_eq!(entry.id, ack.id, "{key}");
+        if let Some(balance) = ack.balance {
+            assert_eq!(entry.credits_balance_after, balance, "{key}");
+        }
     }
     for key in ledger.keys() {
         assert!(log.attempts.contains(key), "{key} is in the ledger but no worker tried it");
@@ -97,7 +102,8 @@ fn workers_killed_at_random_lose_and_duplicate_nothing() {
     for (key, ack) in &log.acks {
         let (id, balance, replayed) = replay(&billing, key, ack);
         assert!(replayed, "{key} did not replay");
-        assert_eq!((id, balance), (ack.id, ack.balance), "{key} replayed to another result");
+        assert_eq!(id, ack.id, "{key} replayed to another result");
+        assert!(ack.balance.is_none() || balance == ack.balance, "{key} replayed to another balance");
     }
     println!(
         "crash run: {} s, {kills} kills, {} attempts, {} acknowledged, {} entries",
@@ -125,7 +131,8 @@ struct Ack {
     kind: String,
     target: String,
     id: i64,
-    balance: Decimal,
+    /// The balance the call returned; `-` in the log for a call that returns none.
+    balance: Option<Decimal>,
 }
 
 struct Log {
@@ -151,7 +158,7 @@ fn read_logs(dir: &Path) -> Log {
                         kind: (*kind).to_owned(),
                         target: (*target).to_owned(),
                         id: id.parse().unwrap(),
-                        balance: balance.parse().unwrap(),
+                        balance: (*balance != "-").then(|| balance.parse().unwrap()),
                     };
                     log.acks.insert((*key).to_owned(), ack);
                 }
@@ -162,24 +169,43 @@ fn read_logs(dir: &Path) -> Log {
     log
 }
 
-/// Makes an acknowledged call again with its key: (entry id, balance after, replayed).
-fn replay(billing: &Billing, key: &str, ack: &Ack) -> (i64, Decimal, bool) {
+/// Makes an acknowledged call again with its key: (entry or event id, balance after if
+/// the call returns one, replayed).
+fn replay(billing: &Billing, key: &str, ack: &Ack) -> (i64, Option<Decimal>, bool) {
     match ack.kind.as_str() {
         "charge" => {
             let charge = billing.charge(&ack.target, "generation", key, None).unwrap();
-            (charge.id, charge.credits_balance, charge.replayed)
+            (charge.id, Some(charge.credits_balance), charge.replayed)
         }
         "refund" => {
             let refund = billing.refund_charge(ack.target.parse().unwrap(), key, None).unwrap();
-            (refund.id, refund.credits_balance, refund.replayed)
+            (refund.id, Some(refund.credits_balance), refund.replayed)
         }
         "grant" => {
             // A grant has no `replayed` flag: a replay is the same entry, a new one a new id.
             let entry = billing.grant_credits(&ack.target, dec("5"), key, "crash test").unwrap();
-            (entry.id, entry.credits_balance_after, entry.id == ack.id)
+            (entry.id, Some(entry.credits_balance_after), entry.id == ack.id)
+        }
+        "reserve" => {
+            let hold = billing.reserve(&ack.target, &BTreeMap::new(), Some("generation"), key, 600).unwrap();
+            (hold.placed_entry_id, None, hold.replayed)
+        }
+        "capture" => {
+            let hold = billing.capture(&ack.target, None, &UsageLabels::default(), key).unwrap();
+            (hold.settled_entry_id.unwrap_or_default(), None, hold.replayed)
+        }
+        "usage" => {
+            let record = billing.track_usage(&ack.target, &usage_event(), key).unwrap();
+            (record.id, None, record.replayed)
         }
         other => panic!("unknown call {other}"),
     }
+}
+
+/// The usage event every worker tracks: past the free tier's quota soon, and recorded all
+/// the same.
+fn usage_event() -> UsageRequest {
+    UsageRequest::new("tokens_output", 7)
 }
 
 fn spawn_worker(db: &TestDb, logs: &Path, worker: usize, generation: u32) -> Child {
@@ -193,7 +219,8 @@ fn spawn_worker(db: &TestDb, logs: &Path, worker: usize, generation: u32) -> Chi
 }
 
 /// Run by the crash test in child processes: charges, refunds of its own acknowledged
-/// charges, and grants, on the shared users, until it is killed.
+/// charges, grants, holds and their captures, and usage, on the shared users, until it
+/// is killed.
 #[test]
 #[ignore = "a worker process of the crash test, not a test of its own"]
 fn crash_worker_process() {
@@ -213,7 +240,8 @@ fn crash_worker_process() {
 
 const THREADS_PER_WORKER: usize = 3;
 
-/// One thread of a worker: charges, refunds of its own charges, and grants, forever.
+/// One thread of a worker: charges, refunds of its own charges, grants, holds captured
+/// at once, and usage, forever.
 fn work(billing: &Billing, logs: &Path, worker: usize, thread: usize, generation: &str) {
     let mut log = OpenOptions::new()
         .create_new(true)
@@ -232,6 +260,24 @@ fn work(billing: &Billing, logs: &Path, worker: usize, thread: usize, generation
                 let refund = billing.refund_charge(charge_id, &key, None).unwrap();
                 assert!(!refund.replayed);
                 log_line(&mut log, &format!("ack refund {key} {charge_id} {} {}", refund.id, refund.credits_balance));
+            }
+            1 => {
+                // A hold of one operation, captured: two keyed ledger entries.
+                log_line(&mut log, &format!("attempt reserve {key} {user}"));
+                let hold = billing.reserve(user, &BTreeMap::new(), Some("generation"), &key, 600).unwrap();
+                assert!(!hold.replayed);
+                log_line(&mut log, &format!("ack reserve {key} {user} {} -", hold.placed_entry_id));
+                let capture_key = format!("{key}-capture");
+                log_line(&mut log, &format!("attempt capture {capture_key} {}", hold.id));
+                let captured = billing.capture(&hold.id, None, &UsageLabels::default(), &capture_key).unwrap();
+                let entry = captured.settled_entry_id.unwrap();
+                log_line(&mut log, &format!("ack capture {capture_key} {} {entry} -", hold.id));
+            }
+            9 => {
+                log_line(&mut log, &format!("attempt usage {key} {user}"));
+                let record = billing.track_usage(user, &usage_event(), &key).unwrap();
+                assert!(!record.replayed);
+                log_line(&mut log, &format!("ack usage {key} {user} {} -", record.id));
             }
             5 => {
                 log_line(&mut log, &format!("attempt grant {key} {user}"));
@@ -319,8 +365,11 @@ fn assert_upgraded_with(path: &str, balances: &[(String, String)]) {
         assert_eq!(billing.state(user).unwrap().credits, dec(credits), "{user}");
     }
     let conn = rusqlite::Connection::open(path).unwrap();
-    assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
+    assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), NEWEST_SCHEMA);
 }
+
+/// The SQLite schema's newest version (`store::schema`): 4 since metered usage.
+const NEWEST_SCHEMA: i64 = 4;
 
 #[test]
 fn a_file_of_the_first_schema_upgrades_with_its_ledger_and_balances_intact() {

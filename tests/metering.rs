@@ -381,6 +381,18 @@ fn overage_is_held_priced_and_charged_as_far_as_the_credits_go() {
     assert_audit_ok(&f.billing);
 }
 
+#[test]
+fn under_capture_overrun_debt_the_whole_overage_is_charged_and_the_balance_goes_below_zero() {
+    let f = Fixture::with_catalog(Catalog::from_toml(&format!("capture_overrun = \"debt\"\n{TARIFFS}")).unwrap());
+    f.billing.import_user("pro", dec("1"), 0, None).unwrap();
+    f.billing.activate_subscription("pro", "pro", "sub").unwrap();
+    let hold = f.billing.reserve("pro", &usage(&[("tokens", 10_000)]), None, "h", 600).unwrap();
+    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 13_000)])), &UsageLabels::default(), "c").unwrap();
+    assert_eq!((captured.overage_charged, captured.shortfall), (dec("3"), dec("0")));
+    assert_eq!(f.billing.state("pro").unwrap().credits, dec("-2"), "debt: charged in full");
+    assert_audit_ok(&f.billing);
+}
+
 fn track_for(billing: &Billing, user: &str, amount: u64, key: &str) -> billing_engine::UsageRecord {
     billing.track_usage(user, &UsageRequest::new("tokens", amount), key).unwrap()
 }

@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use billing_engine::store::{PostgresOptions, PostgresStore, Store};
-use billing_engine::{Billing, BillingError, Catalog, SavedCard};
+use billing_engine::{Billing, BillingError, Catalog, HoldStatus, SavedCard, UsageRequest};
 use common::{dec, TestDb};
 
 fn catalog_waiting(lock_timeout_ms: u64) -> Catalog {
@@ -63,7 +64,7 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
     let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
     assert_eq!(
         tables.into_iter().collect::<Vec<_>>(),
-        ["accounts", "ledger", "payment_methods", "payments", "user_locks"]
+        ["accounts", "holds", "ledger", "payment_methods", "payments", "usage_counters", "usage_events", "user_locks"]
     );
     for (table, column) in &keys {
         assert_eq!(column, "user_id", "a key of `{table}` leads with `{column}`");
@@ -79,7 +80,7 @@ fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_i
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.rows("billing_schema", "version"), ["(1)"]);
+    assert_eq!(db.rows("billing_schema", "version"), ["(2)"], "the newest version, written once");
     db.execute("UPDATE billing_schema SET version = 99");
     let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");
@@ -163,6 +164,10 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     source.import_user("b", dec("12.5"), 2, None).unwrap();
     source.activate_subscription("b", "basic", "paid-outside").unwrap();
     source.charge("b", "generation", "gen-2", None).unwrap();
+    // Metered usage comes along: events with their keys, counters and an open hold.
+    let batch = [UsageRequest::new("tokens_input", 300), UsageRequest::new("requests", 1)];
+    let tracked = source.track_usage_batch("a", &batch, "usage-1").unwrap();
+    let hold = source.reserve("a", &BTreeMap::from([("tokens_input".to_owned(), 200)]), None, "hold-1", 600).unwrap();
     let states = |billing: &Billing| ["a", "b"].map(|user| billing.state(user).unwrap());
     let ledgers = |billing: &Billing| ["a", "b"].map(|user| billing.ledger(user, 100, None).unwrap());
     let (before, entries) = (states(&source), ledgers(&source));
@@ -179,7 +184,7 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let first = run();
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains("copied 2 users (7 ledger entries, 0 payments)"), "{stdout}");
+    assert!(stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events)"), "{stdout}");
     assert!(stdout.contains("ok = true"), "{stdout}");
 
     let copied = Billing::open(&target.location, common::catalog()).unwrap();
@@ -189,6 +194,14 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     assert!(replay.replayed && replay.id == charge.id, "a key replays after the move");
     let conflict = copied.charge("a", "generation", "gen-1", None).unwrap_err();
     assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT", "the request fingerprint came along");
+    let usage = copied.usage("a", "tokens_input").unwrap();
+    assert_eq!((usage.used, usage.held), (300, 200), "counters and the open hold came along");
+    let replayed = copied.track_usage_batch("a", &batch, "usage-1").unwrap();
+    assert_eq!(replayed.iter().map(|r| (r.id, r.replayed)).collect::<Vec<_>>(), [(tracked[0].id, true), (tracked[1].id, true)]);
+    let released = copied.release(&hold.id, "release-1").unwrap();
+    assert_eq!((released.status, copied.usage("a", "tokens_input").unwrap().held), (HoldStatus::Released, 0));
+    let later = copied.track_usage("a", &UsageRequest::new("requests", 1), "usage-2").unwrap();
+    assert!(later.id > tracked[1].id, "new usage ids follow the copied ones");
     let next = copied.charge("a", "generation", "gen-3", None).unwrap();
     assert!(next.id > entries.iter().flatten().map(|e| e.id).max().unwrap(), "new ids follow the copied ones");
 

@@ -1142,6 +1142,7 @@ pub struct CopyReport {
     pub users: u64,
     pub entries: u64,
     pub payments: u64,
+    pub usage_events: u64,
     /// Users the target already had, left as they are (a copy run again after it was
     /// stopped goes on where it stopped).
     pub skipped: u64,
@@ -1161,8 +1162,8 @@ struct UserRows {
 impl PostgresStore {
     /// Copies every user of `source` (a SQLite store, say) into this database, user by
     /// user, each in one transaction: accounts, ledger entries with their ids, keys and
-    /// request fingerprints, payments with theirs, and saved cards (saved at the time of
-    /// the copy). Users this database already has are skipped. Stop the writers of
+    /// request fingerprints, payments with theirs, saved cards (saved at the time of the
+    /// copy), and usage events (ids and keys too), counters and holds. Users this database already has are skipped. Stop the writers of
     /// `source` first; run [`Billing::verify_integrity`](crate::Billing::verify_integrity)
     /// on this database after.
     pub fn copy_from(&self, source: &impl Store) -> Result<CopyReport> {
@@ -1173,6 +1174,7 @@ impl PostgresStore {
                 report.users += 1;
                 report.entries += rows.entries.len() as u64;
                 report.payments += rows.payments.len() as u64;
+                report.usage_events += rows.usage.len() as u64;
             } else {
                 report.skipped += 1;
             }

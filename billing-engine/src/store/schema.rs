@@ -174,6 +174,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The version `migrate` brings a database to.
+#[cfg(test)]
+pub(super) const LATEST: usize = MIGRATIONS.len();
+
 /// Brings the schema up to date. Runs inside a write transaction, so processes that
 /// open a new file at once migrate it exactly once.
 pub(super) fn migrate(conn: &Connection) -> Result<(), SqliteError> {

@@ -1146,9 +1146,9 @@ mod tests {
         let path = dir.path().join("store.sqlite3");
         let version = |conn: &Connection| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
         let conn = Connection::open(&path).unwrap();
-        assert_eq!(version(&conn), 3);
+        assert_eq!(version(&conn), schema::LATEST as i64);
         drop(store(&dir));
-        assert_eq!(version(&conn), 3, "reopening does not migrate again");
+        assert_eq!(version(&conn), schema::LATEST as i64, "reopening does not migrate again");
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
         assert_eq!(err.code(), "STORAGE_ERROR");
