@@ -256,18 +256,25 @@ impl NewEntry {
 
     /// The refund of `charge`; `reference` is the charge's id.
     pub(crate) fn refund(charge: &LedgerEntry, back: &GiveBack, reason: Option<&str>, now: OffsetDateTime) -> Self {
-        let mut new = Self::new(&charge.user_id, EntryKind::Refund, now);
+        let mut new = Self::given_back(EntryKind::Refund, charge, back, now);
+        new.entry.reference = Some(charge.id.to_string());
+        new.entry.metadata = reason.map(|reason| json!({ "reason": reason }));
+        new
+    }
+
+    /// An entry of `kind` that gives back what `taken` drew, as `back` decided: its
+    /// credits, and its op to the same allowance period and day.
+    fn given_back(kind: EntryKind, taken: &LedgerEntry, back: &GiveBack, now: OffsetDateTime) -> Self {
+        let mut new = Self::new(&taken.user_id, kind, now);
         let e = &mut new.entry;
-        e.source = charge.source;
-        e.operation = charge.operation.clone();
+        e.source = taken.source;
+        e.operation = taken.operation.clone();
         e.credits_delta = back.credits;
         if back.op_returned {
             e.ops_delta = -1;
-            e.allowance = charge.allowance.clone();
-            e.op_day = charge.op_day;
+            e.allowance = taken.allowance.clone();
+            e.op_day = taken.op_day;
         }
-        e.reference = Some(charge.id.to_string());
-        e.metadata = reason.map(|reason| json!({ "reason": reason }));
         new
     }
 
@@ -382,17 +389,8 @@ impl NewEntry {
     /// A hold released or expired (`kind`): what its `placed` entry drew, given back as
     /// a refund gives back a charge.
     pub(crate) fn hold_undone(kind: EntryKind, hold: &Hold, placed: &LedgerEntry, back: &GiveBack, now: OffsetDateTime) -> Self {
-        let mut new = Self::new(&hold.user_id, kind, now);
-        let e = &mut new.entry;
-        e.source = placed.source;
-        e.operation = placed.operation.clone();
-        e.credits_delta = back.credits;
-        if back.op_returned {
-            e.ops_delta = -1;
-            e.allowance = placed.allowance.clone();
-            e.op_day = placed.op_day;
-        }
-        e.reference = Some(hold.id.clone());
+        let mut new = Self::given_back(kind, placed, back, now);
+        new.entry.reference = Some(hold.id.clone());
         new
     }
 

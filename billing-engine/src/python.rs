@@ -72,36 +72,45 @@ macro_rules! python_methods {
     )*};
 }
 
-python_methods!(
-    Entitlement,
-    Entitlements,
-    HeldUsage,
-    Hold,
-    MetricCheck,
-    UsageAmount,
-    UsageCheck,
-    UsageSummary,
-    UsageTotal,
-    AllowancePeriod,
-    BillingMe,
-    BillingState,
-    CardDetails,
-    Charge,
-    CreatedPayment,
-    DueReport,
-    IntegrityReport,
-    Mismatch,
-    PaidPeriod,
-    PaymentHistory,
-    PaymentHistoryItem,
-    PaymentMethodView,
-    PlanCard,
-    Quote,
-    Refund,
-    SubscriptionDetails,
-    SubscriptionPlan,
-    WebhookOutcome,
-);
+/// Calls `$m!` with every result class whose attributes `get_all` gives, after `$extra`:
+/// the one list of them, for their methods and for unpickling.
+macro_rules! plain_results {
+    ($m:ident $(, $extra:ident)*) => {
+        $m! {
+            $($extra,)*
+            AllowancePeriod,
+            BillingMe,
+            BillingState,
+            CardDetails,
+            Charge,
+            CreatedPayment,
+            DueReport,
+            Entitlement,
+            Entitlements,
+            HeldUsage,
+            Hold,
+            IntegrityReport,
+            MetricCheck,
+            Mismatch,
+            PaidPeriod,
+            PaymentHistory,
+            PaymentHistoryItem,
+            PaymentMethodView,
+            PlanCard,
+            Quote,
+            Refund,
+            SubscriptionDetails,
+            SubscriptionPlan,
+            UsageAmount,
+            UsageCheck,
+            UsageSummary,
+            UsageTotal,
+            WebhookOutcome,
+        }
+    };
+}
+
+plain_results!(python_methods);
 
 /// Attributes of the classes that hold JSON values, which `get_all` cannot give: one
 /// getter per field (a field left out here is caught by the Python suite, which compares
@@ -221,39 +230,7 @@ pub fn _restore(py: Python<'_>, class_name: &str, json: &str) -> PyResult<Py<PyA
             }
         };
     }
-    restore!(
-        Entitlement,
-        Entitlements,
-        HeldUsage,
-        Hold,
-        MetricCheck,
-        UsageAmount,
-        UsageCheck,
-        UsageSummary,
-        UsageTotal,
-        UsageRecord,
-        AllowancePeriod,
-        BillingMe,
-        BillingState,
-        CardDetails,
-        Charge,
-        CreatedPayment,
-        DueReport,
-        IntegrityReport,
-        LedgerEntry,
-        Mismatch,
-        PaidPeriod,
-        Payment,
-        PaymentHistory,
-        PaymentHistoryItem,
-        PaymentMethodView,
-        PlanCard,
-        Quote,
-        Refund,
-        SubscriptionDetails,
-        SubscriptionPlan,
-        WebhookOutcome,
-    )
+    plain_results!(restore, LedgerEntry, Payment, UsageRecord)
 }
 
 fn to_dict<'py>(py: Python<'py>, value: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {

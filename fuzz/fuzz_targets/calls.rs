@@ -5,9 +5,11 @@
 #[path = "common.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
+use billing_engine::{UsageLabels, UsageRequest};
 use rust_decimal::Decimal;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,6 +21,11 @@ enum Call {
     Import { user: String, credits: String, freemium_used: u32 },
     Activate { user: String, plan: String, key: String },
     Ledger { user: String, limit: u32, before: Option<i64> },
+    CheckUsage { user: String, usage: Vec<(String, u64)> },
+    TrackUsage { user: String, metric: String, amount: u64, key: String, model: Option<String>, at: Option<String> },
+    Reserve { user: String, usage: Vec<(String, u64)>, operation: Option<String>, key: String, ttl_s: u64 },
+    Settle { hold: String, actual: Option<Vec<(String, u64)>>, key: String, capture: bool },
+    Feature { user: String, name: String },
 }
 
 fn db() -> &'static common::Db {
@@ -57,6 +64,29 @@ fuzz_target!(|call: Call| {
         }
         Call::Ledger { user, limit, before } => {
             db.refused_changes_nothing(|b| b.ledger(&user, limit, before));
+        }
+        Call::CheckUsage { user, usage } => {
+            db.refused_changes_nothing(|b| b.require_usage(&user, &usage.into_iter().collect()));
+        }
+        Call::TrackUsage { user, metric, amount, key, model, at } => {
+            let at = at.and_then(|at| billing_engine::time_util::parse_iso(&at));
+            let usage = UsageRequest { model_id: model, at, ..UsageRequest::new(metric, amount) };
+            db.refused_changes_nothing(|b| b.track_usage(&user, &usage, &key));
+        }
+        Call::Reserve { user, usage, operation, key, ttl_s } => {
+            let usage = usage.into_iter().collect();
+            db.refused_changes_nothing(|b| b.reserve(&user, &usage, operation.as_deref(), &key, ttl_s));
+        }
+        Call::Settle { hold, actual, key, capture } => {
+            let actual: Option<BTreeMap<String, u64>> = actual.map(|a| a.into_iter().collect());
+            if capture {
+                db.refused_changes_nothing(|b| b.capture(&hold, actual.as_ref(), &UsageLabels::default(), &key));
+            } else {
+                db.refused_changes_nothing(|b| b.release(&hold, &key));
+            }
+        }
+        Call::Feature { user, name } => {
+            db.refused_changes_nothing(|b| b.require_feature(&user, &name));
         }
     }
 });
