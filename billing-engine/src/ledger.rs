@@ -728,13 +728,15 @@ pub(crate) fn audit_usage(
     let mut proven: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for event in events {
         for window in [&event.period_window, &event.day_window] {
-            proven.entry((event.record.metric.clone(), window.clone())).or_default().0 += event.record.amount;
+            let counted = proven.entry((event.record.metric.clone(), window.clone())).or_default();
+            counted.0 = counted.0.saturating_add(event.record.amount);
         }
     }
     for hold in holds.iter().filter(|h| h.status == HoldStatus::Open) {
         for usage in &hold.usage {
             for window in [&usage.period_window, &usage.day_window] {
-                proven.entry((usage.metric.clone(), window.clone())).or_default().1 += usage.amount;
+                let counted = proven.entry((usage.metric.clone(), window.clone())).or_default();
+                counted.1 = counted.1.saturating_add(usage.amount);
             }
         }
     }
@@ -748,10 +750,16 @@ pub(crate) fn audit_usage(
             found(format!("usage_counter@{metric}/{window}"), format!("{want:?}"), format!("{have:?}"));
         }
     }
+    // What the ledger holds of each hold: its entries of each hold kind, counted once.
+    const HOLD_KINDS: [EntryKind; 4] =
+        [EntryKind::HoldPlaced, EntryKind::HoldCaptured, EntryKind::HoldReleased, EntryKind::HoldExpired];
+    let mut of_hold: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+    for entry in entries {
+        if let (Some(i), Some(hold_id)) = (HOLD_KINDS.iter().position(|k| *k == entry.kind), &entry.reference) {
+            of_hold.entry(hold_id.as_str()).or_default()[i] += 1;
+        }
+    }
     for hold in holds {
-        let kinds = |kind: EntryKind| {
-            entries.iter().filter(|e| e.kind == kind && e.reference.as_deref() == Some(hold.id.as_str())).count()
-        };
         // A capture after the hold expired follows its `hold_expired` entry.
         let expired_first = hold.status == HoldStatus::Captured && hold.captured_late;
         let settled_by = match hold.status {
@@ -760,11 +768,13 @@ pub(crate) fn audit_usage(
             HoldStatus::Released => Some(EntryKind::HoldReleased),
             HoldStatus::Expired => Some(EntryKind::HoldExpired),
         };
-        let settled = [EntryKind::HoldCaptured, EntryKind::HoldReleased, EntryKind::HoldExpired].map(kinds);
-        let want = [EntryKind::HoldCaptured, EntryKind::HoldReleased, EntryKind::HoldExpired]
-            .map(|kind| usize::from(settled_by == Some(kind) || (expired_first && kind == EntryKind::HoldExpired)));
-        if kinds(EntryKind::HoldPlaced) != 1 || settled != want {
-            let ledger = format!("placed {}, settled {settled:?}", kinds(EntryKind::HoldPlaced));
+        let want = HOLD_KINDS.map(|kind| {
+            let settles = settled_by == Some(kind) || (expired_first && kind == EntryKind::HoldExpired);
+            usize::from(kind == EntryKind::HoldPlaced || settles)
+        });
+        let found_entries = of_hold.get(hold.id.as_str()).copied().unwrap_or_default();
+        if found_entries != want {
+            let ledger = format!("placed, captured, released, expired: {found_entries:?}");
             found(format!("hold@{}", hold.id), ledger, hold.status.as_str().to_owned());
         }
     }

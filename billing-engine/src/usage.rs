@@ -27,7 +27,7 @@ use serde_json::Value;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::account::{local_day, next_local_midnight, Account, Allowance};
-use crate::catalog::{Aggregation, Catalog, ChargeSource, Plan, QuotaMode};
+use crate::catalog::{Aggregation, Catalog, ChargeSource, Overage, Plan, QuotaMode};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{AllowancePeriod, FREEMIUM_OWNER};
@@ -244,19 +244,16 @@ pub(crate) fn check(
         let (daily_used, daily_held) = counters.get(metric, &windows.day);
         let limit = plan.quotas.get(metric).copied();
         let daily_limit = plan.daily_quotas.get(metric).copied();
-        let period_excess = excess(limit, used + held, requested);
-        let daily_excess = excess(daily_limit, daily_used + daily_held, requested);
-        let units_over = period_excess.max(daily_excess);
-        let over_limit = units_over > 0;
-        let price = plan.overage.get(metric).filter(|_| plan.quota_mode == QuotaMode::Hard);
+        let over = Excess::of(windows, counters, metric, requested);
+        let over_limit = over.units() > 0;
+        let price = overage_price(plan, metric);
         let cost = match price {
-            Some(price) if over_limit => overage_cost(price.credits, price.per, units_over)?,
+            Some(price) if over_limit => overage_cost(price.credits, price.per, over.units())?,
             _ => Decimal::ZERO,
         };
         overage_credits += cost;
         if over_limit && plan.quota_mode == QuotaMode::Hard && price.is_none() && refusal.is_none() {
-            let daily_over = daily_excess > 0;
-            let (window, limit, used, held, resets_at) = if daily_over {
+            let (window, limit, used, held, resets_at) = if over.day > 0 {
                 ("day", daily_limit, daily_used, daily_held, windows.day_resets_at)
             } else {
                 ("period", limit, used, held, windows.period_resets_at)
@@ -277,11 +274,11 @@ pub(crate) fn check(
             limit,
             used,
             held,
-            remaining: limit.map(|limit| limit.saturating_sub(used + held)),
+            remaining: limit.map(|limit| limit.saturating_sub(used.saturating_add(held))),
             resets_at: windows.period_resets_at,
             daily_limit,
             daily_used,
-            daily_remaining: daily_limit.map(|limit| limit.saturating_sub(daily_used + daily_held)),
+            daily_remaining: daily_limit.map(|limit| limit.saturating_sub(daily_used.saturating_add(daily_held))),
             over_limit,
             overage_credits: cost,
         });
@@ -298,12 +295,44 @@ pub(crate) fn check(
     Ok((check, refusal))
 }
 
+/// How much of a request of one metric lands above the plan's quota, in each window.
+#[derive(Debug, Clone, Copy)]
+struct Excess {
+    period: u64,
+    day: u64,
+}
+
+impl Excess {
+    /// `requested` of `metric` against what `counters` hold as used and held.
+    fn of(windows: &Windows<'_>, counters: &Counters, metric: &str, requested: u64) -> Self {
+        let in_window = |limit: Option<&u64>, window: &str| {
+            let (used, held) = counters.get(metric, window);
+            excess(limit.copied(), used.saturating_add(held), requested)
+        };
+        Self {
+            period: in_window(windows.plan.quotas.get(metric), &windows.period),
+            day: in_window(windows.plan.daily_quotas.get(metric), &windows.day),
+        }
+    }
+
+    /// The units above a quota: what overage prices.
+    fn units(self) -> u64 {
+        self.period.max(self.day)
+    }
+}
+
 /// How much of `requested` lands above `limit`, given `taken` already counted.
 fn excess(limit: Option<u64>, taken: u64, requested: u64) -> u64 {
     match limit {
-        Some(limit) => (taken + requested).saturating_sub(limit.max(taken)).min(requested),
+        Some(limit) => taken.saturating_add(requested).saturating_sub(limit.max(taken)).min(requested),
         None => 0,
     }
+}
+
+/// The plan's price of usage above its quota of `metric`: only a hard quota prices it
+/// (a soft one lets it through for free).
+fn overage_price<'p>(plan: &'p Plan, metric: &str) -> Option<&'p Overage> {
+    plan.overage.get(metric).filter(|_| plan.quota_mode == QuotaMode::Hard)
 }
 
 /// `credits` per `per` units for `units`, proportionally, rounded up to the credit scale
@@ -316,31 +345,23 @@ pub(crate) fn overage_cost(credits: Decimal, per: u64, units: u64) -> Result<Dec
     Ok(cost.round_dp_with_strategy(input::CREDIT_DECIMALS, RoundingStrategy::AwayFromZero).normalize())
 }
 
-/// The overage of usage tracked past a quota: the units above the period and day quotas
-/// of a metric the plan prices, and their cost. `counters` are before the usage.
+/// The cost of the overage of usage tracked past a quota: the units above the period
+/// and day quotas of a metric the plan prices. `counters` are before the usage.
 pub(crate) fn tracked_overage(windows: &Windows<'_>, counters: &Counters, metric: &str, amount: u64) -> Result<Decimal> {
-    let plan = windows.plan;
-    let Some(price) = plan.overage.get(metric).filter(|_| plan.quota_mode == QuotaMode::Hard) else {
-        return Ok(Decimal::ZERO);
-    };
-    let (used, held) = counters.get(metric, &windows.period);
-    let (daily_used, daily_held) = counters.get(metric, &windows.day);
-    let units = excess(plan.quotas.get(metric).copied(), used + held, amount).max(excess(
-        plan.daily_quotas.get(metric).copied(),
-        daily_used + daily_held,
-        amount,
-    ));
-    if units == 0 {
-        return Ok(Decimal::ZERO);
+    match overage_price(windows.plan, metric) {
+        Some(price) => match Excess::of(windows, counters, metric, amount).units() {
+            0 => Ok(Decimal::ZERO),
+            units => overage_cost(price.credits, price.per, units),
+        },
+        None => Ok(Decimal::ZERO),
     }
-    overage_cost(price.credits, price.per, units)
 }
 
 /// Whether usage crossed a quota: `used` (after it) passes a limit in either window.
 pub(crate) fn is_over_limit(windows: &Windows<'_>, counters: &Counters, metric: &str) -> bool {
     let over = |kind: WindowKind, limit: Option<&u64>| {
         let (used, held) = counters.get(metric, windows.key(kind));
-        limit.is_some_and(|&limit| used + held > limit)
+        limit.is_some_and(|&limit| used.saturating_add(held) > limit)
     };
     over(WindowKind::Period, windows.plan.quotas.get(metric)) || over(WindowKind::Day, windows.plan.daily_quotas.get(metric))
 }
@@ -519,6 +540,8 @@ pub enum HoldStatus {
 }
 
 impl HoldStatus {
+    const ALL: [HoldStatus; 4] = [Self::Open, Self::Captured, Self::Released, Self::Expired];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
@@ -526,6 +549,14 @@ impl HoldStatus {
             Self::Released => "released",
             Self::Expired => "expired",
         }
+    }
+}
+
+impl std::str::FromStr for HoldStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s).ok_or(())
     }
 }
 

@@ -202,7 +202,7 @@ impl<S: Store> Billing<S> {
                 used,
                 held,
                 limit,
-                remaining: limit.map(|limit| limit.saturating_sub(used + held)),
+                remaining: limit.map(|limit| limit.saturating_sub(used.saturating_add(held))),
                 period_start: windows.period_start,
                 resets_at: windows.period_resets_at,
             })

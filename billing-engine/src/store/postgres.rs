@@ -854,16 +854,17 @@ impl Transaction for PgTx<'_> {
     }
 
     fn hold(&mut self, hold_id: &str) -> StoreResult<Option<Hold>> {
-        self.one("SELECT data FROM holds WHERE id = $1", &[&hold_id], read_hold)
+        self.one("SELECT status, data FROM holds WHERE id = $1", &[&hold_id], read_hold)
     }
 
     fn expired_holds(&mut self, user_id: &str, now: OffsetDateTime) -> StoreResult<Vec<Hold>> {
-        let sql = "SELECT data FROM holds WHERE user_id = $1 AND status = 'open' AND expires_at <= $2 ORDER BY expires_at";
+        let sql =
+            "SELECT status, data FROM holds WHERE user_id = $1 AND status = 'open' AND expires_at <= $2 ORDER BY expires_at";
         self.many(sql, &[&user_id, &to_millis(now)], read_hold)
     }
 
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
-        self.many("SELECT data FROM holds WHERE user_id = $1 ORDER BY created_at, id", &[&user_id], read_hold)
+        self.many("SELECT status, data FROM holds WHERE user_id = $1 ORDER BY created_at, id", &[&user_id], read_hold)
     }
 }
 
@@ -1061,8 +1062,11 @@ fn read_counter(row: &Row) -> StoreResult<UsageCounter> {
     Ok(UsageCounter { metric: c.get(0)?, window: c.get(1)?, used: c.amount(2)?, held: c.amount(3)? })
 }
 
+/// A hold from `status, data`: the status column is the one the queries select by, so
+/// it is the one that counts.
 fn read_hold(row: &Row) -> StoreResult<Hold> {
-    Cells::new(row, "holds").json(0)
+    let c = Cells::new(row, "holds");
+    Ok(Hold { status: c.named(0)?, ..c.json(1)? })
 }
 
 fn read_account(row: &Row) -> StoreResult<Account> {

@@ -24,7 +24,7 @@ use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
-use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
+use crate::usage::{Hold, HoldStatus, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 
 /// How much a commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -596,20 +596,20 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn hold(&mut self, hold_id: &str) -> StoreResult<Option<Hold>> {
-        self.one("SELECT data FROM holds WHERE id = ?1", [hold_id], hold_from_row)
+        self.one("SELECT status, data FROM holds WHERE id = ?1", [hold_id], hold_from_row)
     }
 
     fn expired_holds(&mut self, user_id: &str, now: OffsetDateTime) -> StoreResult<Vec<Hold>> {
         // Sorted here: with `ORDER BY expires_at` beside the range on it, SQLite prepares
         // the statement anew on every run (measured: most of a `check_usage`).
-        let sql = "SELECT data FROM holds WHERE user_id = ?1 AND status = 'open' AND expires_at <= ?2";
+        let sql = "SELECT status, data FROM holds WHERE user_id = ?1 AND status = 'open' AND expires_at <= ?2";
         let mut holds = self.many(sql, params![user_id, to_millis(now)], hold_from_row)?;
         holds.sort_by_key(|hold| hold.expires_at);
         Ok(holds)
     }
 
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
-        self.many("SELECT data FROM holds WHERE user_id = ?1 ORDER BY created_at, id", [user_id], hold_from_row)
+        self.many("SELECT status, data FROM holds WHERE user_id = ?1 ORDER BY created_at, id", [user_id], hold_from_row)
     }
 }
 
@@ -629,10 +629,13 @@ fn counter_from_row(row: &Row) -> rusqlite::Result<UsageCounter> {
     })
 }
 
+/// A hold from `status, data`: the status column is the one the queries select by, so
+/// it is the one that counts.
 fn hold_from_row(row: &Row) -> rusqlite::Result<Hold> {
     in_table("holds", row, |row| {
-        let data: String = row.get(0)?;
-        serde_json::from_str(&data).map_err(|e| conversion_error(0, e))
+        let data: String = row.get(1)?;
+        let hold: Hold = serde_json::from_str(&data).map_err(|e| conversion_error(1, e))?;
+        Ok(Hold { status: parsed(row, 0)?, ..hold })
     })
 }
 
@@ -827,7 +830,7 @@ macro_rules! parse_column_by_name {
     )*};
 }
 
-parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus);
+parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
