@@ -102,7 +102,8 @@ __all__ = [
     "UsageSummary",
     "UsageTotal",
     "WebhookOutcome",
-    "YooKassaConfig",]
+    "YooKassaConfig",
+]
 
 Money = Union[Decimal, int, str]
 """An amount: a ``Decimal``, an ``int`` or a decimal string. Never a ``float``."""
