@@ -140,11 +140,7 @@ name = "Basic""#,
         (base.replace("lock_timeout_ms = 30000", "lock_timeout_ms = 2147483648"), "lock_timeout_ms", "at most"),
         // Where the text itself is broken there is no field: the place is line:column.
         ("currency = \"RUB\"\n[[plans]\n".to_owned(), "2:9", "line 2, column 9: unclosed array table"),
-        (
-            format!("{base}\n# a comment with a control character \u{1}\n"),
-            &comment_path,
-            &comment_message,
-        ),
+        (format!("{base}\n# a comment with a control character \u{1}\n"), &comment_path, &comment_message),
         (base.replace(r#"currency = "RUB""#, r#"currency = "RUB"#), "5:16", "line 5, column 16: invalid basic string"),
     ];
     for (text, path, words) in cases {

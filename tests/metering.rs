@@ -120,7 +120,8 @@ fn the_catalog_refuses_unknown_metrics_undeclared_features_and_overage_without_a
         assert_eq!((err.code(), err.details()["path"].as_str()), ("INVALID_CATALOG", Some(path)), "{to}: {err}");
     }
     // A file without [features] keeps the older format: a plan's list declares its flags.
-    let legacy = TARIFFS.replace("[features.gpt4_access]\nkind = \"flag\"\n\n[features.max_chats]\nkind = \"limit\"\n", "");
+    let legacy =
+        TARIFFS.replace("[features.gpt4_access]\nkind = \"flag\"\n\n[features.max_chats]\nkind = \"limit\"\n", "");
     let legacy = legacy.replace("features = { max_chats = 3 }", "features = [\"export\"]");
     let legacy = legacy.replace("features = { gpt4_access = true, max_chats = 50 }", "features = []");
     let legacy = legacy.replace("features = { gpt4_access = true, max_chats = 100 }", "features = []");
@@ -213,7 +214,10 @@ fn bad_usage_input_is_refused_and_changes_nothing() {
     let near_future = UsageRequest { at: Some(now + time::Duration::minutes(4)), ..UsageRequest::new("tokens", 1) };
     f.billing.track_usage("ann", &near_future, "skewed").unwrap();
     assert_eq!(f.billing.usage("ann", "tokens").unwrap().used, 1, "only the valid event counted");
-    assert_eq!(f.billing.track_usage("ghost", &UsageRequest::new("tokens", 1), "k").unwrap_err().code(), "UNKNOWN_USER");
+    assert_eq!(
+        f.billing.track_usage("ghost", &UsageRequest::new("tokens", 1), "k").unwrap_err().code(),
+        "UNKNOWN_USER"
+    );
     let batch = vec![UsageRequest::new("tokens", 1); 10_001];
     assert_eq!(f.billing.track_usage_batch("ann", &batch, "big").unwrap_err().code(), "INVALID_ARGUMENT");
 }
@@ -263,7 +267,8 @@ fn a_batch_is_one_call_under_one_key_and_breakdowns_total_per_model_and_chat() {
     assert_eq!(err.code(), "IDEMPOTENCY_CONFLICT");
 
     let by_model = f.billing.usage_breakdown("ann", "tokens", UsageGroup::ModelId, None, None).unwrap();
-    let totals: Vec<(Option<&str>, u64, u64)> = by_model.iter().map(|t| (t.key.as_deref(), t.amount, t.events)).collect();
+    let totals: Vec<(Option<&str>, u64, u64)> =
+        by_model.iter().map(|t| (t.key.as_deref(), t.amount, t.events)).collect();
     assert_eq!(totals, [(Some("claude"), 50, 1), (Some("gpt"), 125, 2)]);
     let by_chat = f.billing.usage_breakdown("ann", "tokens", UsageGroup::ChatId, None, None).unwrap();
     assert_eq!(by_chat.iter().map(|t| t.amount).collect::<Vec<_>>(), [150, 25]);
@@ -278,7 +283,10 @@ fn a_hold_reserves_quota_an_op_and_credits_at_once_and_capture_returns_the_rest(
     let f = fixture();
     f.billing.import_user("bob", dec("10"), 0, None).unwrap();
     let hold = f.billing.reserve("bob", &usage(&[("tokens", 800)]), Some("chat"), "h1", 600).unwrap();
-    assert_eq!((hold.status, hold.source, hold.credits_held), (HoldStatus::Open, Some(ChargeSource::Credits), dec("2")));
+    assert_eq!(
+        (hold.status, hold.source, hold.credits_held),
+        (HoldStatus::Open, Some(ChargeSource::Credits), dec("2"))
+    );
     assert_eq!(f.billing.state("bob").unwrap().credits, dec("8"), "the op's credits are drawn");
     let summary = f.billing.usage("bob", "tokens").unwrap();
     assert_eq!((summary.used, summary.held, summary.remaining), (0, 800, Some(200)));
@@ -300,9 +308,13 @@ fn a_hold_reserves_quota_an_op_and_credits_at_once_and_capture_returns_the_rest(
     assert!(f.billing.capture(&hold.id, Some(&usage(&[("tokens", 500)])), &labels, "c1").unwrap().replayed);
     let released = f.billing.release(&hold.id, "r1").unwrap();
     assert_eq!((released.status, released.replayed), (HoldStatus::Captured, true));
-    let conflict = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 1)])), &UsageLabels::default(), "c1").unwrap_err();
+    let conflict =
+        f.billing.capture(&hold.id, Some(&usage(&[("tokens", 1)])), &UsageLabels::default(), "c1").unwrap_err();
     assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT");
-    assert_eq!(f.billing.capture("hold_nope", None, &UsageLabels::default(), "c2").unwrap_err().code(), "HOLD_NOT_FOUND");
+    assert_eq!(
+        f.billing.capture("hold_nope", None, &UsageLabels::default(), "c2").unwrap_err().code(),
+        "HOLD_NOT_FOUND"
+    );
 
     let kinds: Vec<EntryKind> = f.billing.ledger("bob", 100, None).unwrap().iter().map(|e| e.kind).collect();
     assert_eq!(kinds[..2], [EntryKind::HoldCaptured, EntryKind::HoldPlaced]);
@@ -365,7 +377,8 @@ fn overage_is_held_priced_and_charged_as_far_as_the_credits_go() {
     assert_eq!((hold.overage_held, hold.credits_held), (dec("1.5"), dec("1.5")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("3.5"));
     // The work took far more than held: the overage past the balance is the shortfall.
-    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 20_000)])), &UsageLabels::default(), "c").unwrap();
+    let captured =
+        f.billing.capture(&hold.id, Some(&usage(&[("tokens", 20_000)])), &UsageLabels::default(), "c").unwrap();
     assert_eq!((captured.overage_charged, captured.shortfall), (dec("5"), dec("14.5")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("0"), "capped at the balance");
     let entry = &f.billing.ledger("pro", 1, None).unwrap()[0];
@@ -387,7 +400,8 @@ fn under_capture_overrun_debt_the_whole_overage_is_charged_and_the_balance_goes_
     f.billing.import_user("pro", dec("1"), 0, None).unwrap();
     f.billing.activate_subscription("pro", "pro", "sub").unwrap();
     let hold = f.billing.reserve("pro", &usage(&[("tokens", 10_000)]), None, "h", 600).unwrap();
-    let captured = f.billing.capture(&hold.id, Some(&usage(&[("tokens", 13_000)])), &UsageLabels::default(), "c").unwrap();
+    let captured =
+        f.billing.capture(&hold.id, Some(&usage(&[("tokens", 13_000)])), &UsageLabels::default(), "c").unwrap();
     assert_eq!((captured.overage_charged, captured.shortfall), (dec("3"), dec("0")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("-2"), "debt: charged in full");
     assert_audit_ok(&f.billing);
@@ -468,7 +482,8 @@ const RESERVE_ENV: &str = "BILLING_RESERVE_WORKER";
 #[test]
 fn threads_of_four_processes_reserving_against_one_quota_never_pass_it() {
     let db = TestDb::shared();
-    let tariffs = TARIFFS.replace("quotas = { requests = 10, tokens = 1000 }", &format!("quotas = {{ tokens = {QUOTA} }}"));
+    let tariffs =
+        TARIFFS.replace("quotas = { requests = 10, tokens = 1000 }", &format!("quotas = {{ tokens = {QUOTA} }}"));
     let billing = Billing::open(&db.location, Catalog::from_toml(&tariffs).unwrap()).unwrap();
     billing.register_user("ann", false).unwrap();
     let start_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(1500);
@@ -503,7 +518,8 @@ fn reserve_worker_process() {
     let Ok(spec) = std::env::var(RESERVE_ENV) else { return };
     let parts: Vec<&str> = spec.split('|').collect();
     let (location, worker, start_at) = (parts[0].to_owned(), parts[1].to_owned(), parts[2].parse::<u128>().unwrap());
-    let tariffs = TARIFFS.replace("quotas = { requests = 10, tokens = 1000 }", &format!("quotas = {{ tokens = {QUOTA} }}"));
+    let tariffs =
+        TARIFFS.replace("quotas = { requests = 10, tokens = 1000 }", &format!("quotas = {{ tokens = {QUOTA} }}"));
     let billing = Arc::new(Billing::open(&location, Catalog::from_toml(&tariffs).unwrap()).unwrap());
     let barrier = Arc::new(Barrier::new(THREADS));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
@@ -521,7 +537,9 @@ fn reserve_worker_process() {
                             placed += 1;
                             // Half the holds are captured in full: used takes what held had.
                             if i % 2 == 0 {
-                                billing.capture(&hold.id, None, &UsageLabels::default(), &format!("{key}-capture")).unwrap();
+                                billing
+                                    .capture(&hold.id, None, &UsageLabels::default(), &format!("{key}-capture"))
+                                    .unwrap();
                             }
                         }
                         Err(BillingError::QuotaExceeded { .. }) => {}

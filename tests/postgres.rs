@@ -197,7 +197,10 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let usage = copied.usage("a", "tokens_input").unwrap();
     assert_eq!((usage.used, usage.held), (300, 200), "counters and the open hold came along");
     let replayed = copied.track_usage_batch("a", &batch, "usage-1").unwrap();
-    assert_eq!(replayed.iter().map(|r| (r.id, r.replayed)).collect::<Vec<_>>(), [(tracked[0].id, true), (tracked[1].id, true)]);
+    assert_eq!(
+        replayed.iter().map(|r| (r.id, r.replayed)).collect::<Vec<_>>(),
+        [(tracked[0].id, true), (tracked[1].id, true)]
+    );
     let released = copied.release(&hold.id, "release-1").unwrap();
     assert_eq!((released.status, copied.usage("a", "tokens_input").unwrap().held), (HoldStatus::Released, 0));
     let later = copied.track_usage("a", &UsageRequest::new("requests", 1), "usage-2").unwrap();

@@ -36,7 +36,9 @@ pub enum BillingError {
     #[error("charge {charge_id} not found")]
     ChargeNotFound { charge_id: i64 },
     /// A check or reservation of usage would pass a quota. `window` is `period` or `day`.
-    #[error("the {window} quota of `{metric}` is reached: {used} used and {held} held of {limit}, {requested} requested")]
+    #[error(
+        "the {window} quota of `{metric}` is reached: {used} used and {held} held of {limit}, {requested} requested"
+    )]
     QuotaExceeded {
         metric: String,
         limit: u64,

@@ -388,7 +388,13 @@ impl NewEntry {
 
     /// A hold released or expired (`kind`): what its `placed` entry drew, given back as
     /// a refund gives back a charge.
-    pub(crate) fn hold_undone(kind: EntryKind, hold: &Hold, placed: &LedgerEntry, back: &GiveBack, now: OffsetDateTime) -> Self {
+    pub(crate) fn hold_undone(
+        kind: EntryKind,
+        hold: &Hold,
+        placed: &LedgerEntry,
+        back: &GiveBack,
+        now: OffsetDateTime,
+    ) -> Self {
         let mut new = Self::given_back(kind, placed, back, now);
         new.entry.reference = Some(hold.id.clone());
         new
@@ -744,7 +750,8 @@ pub(crate) fn audit_usage(
         counters.iter().map(|c| ((c.metric.clone(), c.window.clone()), (c.used, c.held))).collect();
     stored.retain(|_, counts| *counts != (0, 0));
     for key in proven.keys().chain(stored.keys()).cloned().collect::<std::collections::BTreeSet<_>>() {
-        let (want, have) = (proven.get(&key).copied().unwrap_or_default(), stored.get(&key).copied().unwrap_or_default());
+        let (want, have) =
+            (proven.get(&key).copied().unwrap_or_default(), stored.get(&key).copied().unwrap_or_default());
         if want != have {
             let (metric, window) = key;
             found(format!("usage_counter@{metric}/{window}"), format!("{want:?}"), format!("{have:?}"));

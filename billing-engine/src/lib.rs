@@ -55,10 +55,6 @@ pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
-pub use usage::{
-    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageGroup,
-    UsageLabels, UsageRecord, UsageRequest, UsageSummary, UsageTotal,
-};
 pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
@@ -70,6 +66,10 @@ pub use payment::{
 pub use plan_card::{CardAction, CardDetails, PlanCard};
 pub use provider::{PaymentProvider, ProviderError};
 pub use store::{CommitStats, Durability, LocalOptions, SqliteOptions, SqliteStore, Store, Transaction};
+pub use usage::{
+    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageGroup,
+    UsageLabels, UsageRecord, UsageRequest, UsageSummary, UsageTotal,
+};
 pub use views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 pub use webhook::{WebhookChecks, WebhookOutcome, WebhookStatus};
 #[cfg(feature = "yookassa")]

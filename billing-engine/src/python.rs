@@ -12,15 +12,15 @@ use serde::Serialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+use crate::usage::{
+    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
+    UsageSummary, UsageTotal,
+};
 use crate::{
     ledger::AllowancePeriod, BillingMe, BillingState, CardAction, CardDetails, Charge, ChargeSource, CreatedPayment,
     DueReport, EntryKind, IntegrityReport, LedgerEntry, Mismatch, PaidPeriod, Payment, PaymentHistory,
     PaymentHistoryItem, PaymentMethodView, PaymentStatus, PlanCard, Purpose, Quote, Refund, SubscriptionDetails,
     SubscriptionPlan, WebhookOutcome, WebhookStatus,
-};
-use crate::usage::{
-    Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
-    UsageSummary, UsageTotal,
 };
 
 /// Enums cross as their names (`as_str`, the names they have in JSON too).

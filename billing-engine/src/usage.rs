@@ -39,22 +39,6 @@ pub const MAX_HOLD_TTL: Duration = Duration::days(7);
 /// The most usage one event, check or hold may carry of one metric.
 pub const MAX_USAGE_AMOUNT: u64 = 1_000_000_000_000_000;
 
-/// Which window a counter counts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowKind {
-    Period,
-    Day,
-}
-
-impl WindowKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Period => "period",
-            Self::Day => "day",
-        }
-    }
-}
-
 /// One metric's use in one window, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageCounter {
@@ -76,15 +60,6 @@ pub(crate) struct Windows<'c> {
     pub period_resets_at: OffsetDateTime,
     pub day: String,
     pub day_resets_at: OffsetDateTime,
-}
-
-impl Windows<'_> {
-    pub fn key(&self, kind: WindowKind) -> &str {
-        match kind {
-            WindowKind::Period => &self.period,
-            WindowKind::Day => &self.day,
-        }
-    }
 }
 
 /// The windows that held `at` for this account: the period of the subscription active at
@@ -347,7 +322,12 @@ pub(crate) fn overage_cost(credits: Decimal, per: u64, units: u64) -> Result<Dec
 
 /// The cost of the overage of usage tracked past a quota: the units above the period
 /// and day quotas of a metric the plan prices. `counters` are before the usage.
-pub(crate) fn tracked_overage(windows: &Windows<'_>, counters: &Counters, metric: &str, amount: u64) -> Result<Decimal> {
+pub(crate) fn tracked_overage(
+    windows: &Windows<'_>,
+    counters: &Counters,
+    metric: &str,
+    amount: u64,
+) -> Result<Decimal> {
     match overage_price(windows.plan, metric) {
         Some(price) => match Excess::of(windows, counters, metric, amount).units() {
             0 => Ok(Decimal::ZERO),
@@ -357,13 +337,14 @@ pub(crate) fn tracked_overage(windows: &Windows<'_>, counters: &Counters, metric
     }
 }
 
-/// Whether usage crossed a quota: `used` (after it) passes a limit in either window.
+/// Whether usage crossed a quota: what `counters` hold (after it) passes a limit in
+/// either window.
 pub(crate) fn is_over_limit(windows: &Windows<'_>, counters: &Counters, metric: &str) -> bool {
-    let over = |kind: WindowKind, limit: Option<&u64>| {
-        let (used, held) = counters.get(metric, windows.key(kind));
+    let over = |limit: Option<&u64>, window: &str| {
+        let (used, held) = counters.get(metric, window);
         limit.is_some_and(|&limit| used.saturating_add(held) > limit)
     };
-    over(WindowKind::Period, windows.plan.quotas.get(metric)) || over(WindowKind::Day, windows.plan.daily_quotas.get(metric))
+    over(windows.plan.quotas.get(metric), &windows.period) || over(windows.plan.daily_quotas.get(metric), &windows.day)
 }
 
 /// One usage event to track: what [`Billing::track_usage`](crate::Billing::track_usage) takes.
@@ -403,7 +384,10 @@ impl UsageRequest {
         let metric = catalog.metric(&self.metric)?;
         usage_amount(self.amount)?;
         if metric.aggregation == Aggregation::Count && self.amount != 1 {
-            return Err(BillingError::invalid("amount", format!("`{}` counts events: 1, got {}", self.metric, self.amount)));
+            return Err(BillingError::invalid(
+                "amount",
+                format!("`{}` counts events: 1, got {}", self.metric, self.amount),
+            ));
         }
         UsageLabels { model_id: self.model_id.clone(), chat_id: self.chat_id.clone() }.check()?;
         input::metadata(self.metadata.as_ref())?;
@@ -629,7 +613,10 @@ pub struct UsageAmount {
 pub(crate) fn hold_ttl(seconds: u64) -> Result<Duration> {
     let ttl = Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX));
     if seconds == 0 || ttl > MAX_HOLD_TTL {
-        return Err(BillingError::invalid("ttl_s", format!("expected 1 to {} seconds, got {seconds}", MAX_HOLD_TTL.whole_seconds())));
+        return Err(BillingError::invalid(
+            "ttl_s",
+            format!("expected 1 to {} seconds, got {seconds}", MAX_HOLD_TTL.whole_seconds()),
+        ));
     }
     Ok(ttl)
 }

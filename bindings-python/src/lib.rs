@@ -20,12 +20,12 @@ use billing_engine::{
     Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageLabels,
     UsageRecord, UsageRequest, UsageSummary, UsageTotal,
 };
-use std::collections::BTreeMap;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 create_exception!(_native, NativeError, PyException, "An engine error: args are (code, message, details_json).");
 

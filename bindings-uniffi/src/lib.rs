@@ -27,27 +27,78 @@ uniffi::setup_scaffolding!();
 /// `message` is every Kotlin exception's own.
 #[derive(Debug, uniffi::Error)]
 pub enum BillingError {
-    NotEnoughCredits { required: String, available: String },
-    DailyLimitReached { limit: u32, resets_at: String },
+    NotEnoughCredits {
+        required: String,
+        available: String,
+    },
+    DailyLimitReached {
+        limit: u32,
+        resets_at: String,
+    },
     NoSubscription,
-    InvalidPlan { plan_code: String, reason: String },
+    InvalidPlan {
+        plan_code: String,
+        reason: String,
+    },
     NoPaymentMethod,
-    ActiveSubscription { plan_code: String, expires_at: String },
-    IdempotencyConflict { key: String },
-    InvalidCatalog { path: String, reason: String },
-    UnknownUser { user_id: String },
-    UnknownOperation { operation: String },
-    ChargeNotFound { charge_id: i64 },
-    InvalidArgument { field: String, reason: String },
-    QuotaExceeded { metric: String, limit: u64, used: u64, held: u64, requested: u64, resets_at: String, window: String },
-    FeatureNotAvailable { feature: String, cheapest_plan: Option<String> },
-    UnknownMetric { metric: String },
-    HoldNotFound { hold_id: String },
-    PaymentError { provider_code: String, description: String, retryable: bool },
-    InvalidWebhook { reason: String },
-    Busy { waited_ms: u64 },
+    ActiveSubscription {
+        plan_code: String,
+        expires_at: String,
+    },
+    IdempotencyConflict {
+        key: String,
+    },
+    InvalidCatalog {
+        path: String,
+        reason: String,
+    },
+    UnknownUser {
+        user_id: String,
+    },
+    UnknownOperation {
+        operation: String,
+    },
+    ChargeNotFound {
+        charge_id: i64,
+    },
+    InvalidArgument {
+        field: String,
+        reason: String,
+    },
+    QuotaExceeded {
+        metric: String,
+        limit: u64,
+        used: u64,
+        held: u64,
+        requested: u64,
+        resets_at: String,
+        window: String,
+    },
+    FeatureNotAvailable {
+        feature: String,
+        cheapest_plan: Option<String>,
+    },
+    UnknownMetric {
+        metric: String,
+    },
+    HoldNotFound {
+        hold_id: String,
+    },
+    PaymentError {
+        provider_code: String,
+        description: String,
+        retryable: bool,
+    },
+    InvalidWebhook {
+        reason: String,
+    },
+    Busy {
+        waited_ms: u64,
+    },
     StorageFull,
-    StorageError { reason: String },
+    StorageError {
+        reason: String,
+    },
 }
 
 /// Kotlin and Swift build their messages from the fields; Rust shows the variant.

@@ -250,7 +250,8 @@ impl<S: Store> Billing<S> {
             return Err(BillingError::invalid("usage", "a hold needs usage or an operation"));
         }
         let body = json!({ "usage": usage, "ttl_s": ttl_s });
-        let request = Request { action: "reserve", target: operation.unwrap_or(""), amount: None, metadata: Some(&body) };
+        let request =
+            Request { action: "reserve", target: operation.unwrap_or(""), amount: None, metadata: Some(&body) };
         let now = self.now();
         self.store.write(user_id, |tx| {
             if let Some(placed) = replay(tx, user_id, idempotency_key, &request)? {
@@ -366,7 +367,9 @@ impl<S: Store> Billing<S> {
             move_held(tx, hold, -1)?;
         }
         let actual: Vec<UsageAmount> = match actual {
-            Some(actual) => actual.iter().map(|(metric, &amount)| UsageAmount { metric: metric.clone(), amount }).collect(),
+            Some(actual) => {
+                actual.iter().map(|(metric, &amount)| UsageAmount { metric: metric.clone(), amount }).collect()
+            }
             None => hold.usage.iter().map(|u| UsageAmount { metric: u.metric.clone(), amount: u.amount }).collect(),
         };
         // A late capture draws the operation again: from the charge order, else its cost
@@ -422,9 +425,12 @@ impl<S: Store> Billing<S> {
                 FeatureValue::Flag(enabled) => {
                     Entitlement { name: feature.name.clone(), kind: "flag".into(), enabled, limit: None }
                 }
-                FeatureValue::Limit(limit) => {
-                    Entitlement { name: feature.name.clone(), kind: "limit".into(), enabled: limit > 0, limit: Some(limit) }
-                }
+                FeatureValue::Limit(limit) => Entitlement {
+                    name: feature.name.clone(),
+                    kind: "limit".into(),
+                    enabled: limit > 0,
+                    limit: Some(limit),
+                },
             })
             .collect();
         let valid_until = account.active_subscription(now).map(|sub| sub.expires_at);
@@ -459,7 +465,12 @@ impl<S: Store> Billing<S> {
     /// Records every hold of the account's user that expired by `now` (`hold_expired`,
     /// as of its expiry), and writes the account if there was one: part of reading an
     /// account for a write, so the next write after an expiry records it.
-    pub(super) fn expire_holds(&self, tx: &mut dyn Transaction, account: &mut Account, now: OffsetDateTime) -> Result<()> {
+    pub(super) fn expire_holds(
+        &self,
+        tx: &mut dyn Transaction,
+        account: &mut Account,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         let expired = tx.expired_holds(&account.user_id, now)?;
         if expired.is_empty() {
             return Ok(());
@@ -481,7 +492,8 @@ impl<S: Store> Billing<S> {
     /// expired by now given back in memory (a read writes nothing; the next write
     /// records it).
     pub(super) fn account_view(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
-        let mut account = tx.account(user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })?;
+        let mut account =
+            tx.account(user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })?;
         account.roll_forward(&self.catalog, now);
         for hold in tx.expired_holds(user_id, now)? {
             let entry = hold_undone(tx, &account, &hold, EntryKind::HoldExpired, now)?;
@@ -539,7 +551,12 @@ struct Tracked<'a> {
 
 /// The counters of `windows` as of `now`: holds that expired are left out, whether or
 /// not their expiry is recorded yet.
-fn live_counters(tx: &mut dyn Transaction, user_id: &str, windows: &Windows<'_>, now: OffsetDateTime) -> Result<Counters> {
+fn live_counters(
+    tx: &mut dyn Transaction,
+    user_id: &str,
+    windows: &Windows<'_>,
+    now: OffsetDateTime,
+) -> Result<Counters> {
     let mut counters = Counters::new(tx.usage_counters(user_id, &windows.period, &windows.day)?);
     for hold in tx.expired_holds(user_id, now)? {
         for held in &hold.usage {
@@ -626,4 +643,3 @@ fn new_hold(
         replayed: false,
     }
 }
-

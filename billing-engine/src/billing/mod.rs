@@ -18,8 +18,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry, Mismatch,
-    NewEntry, Request, FREEMIUM_OWNER,
+    audit_account, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry,
+    Mismatch, NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Database, LocalOptions, Store, Transaction};

@@ -768,7 +768,13 @@ impl Transaction for PgTx<'_> {
     }
 
     fn append_usage(&mut self, new: &NewUsage) -> StoreResult<i64> {
-        let sql = concat!("INSERT INTO usage_events (", usage_insert_columns!(), ") VALUES (", usage_values!(), ") RETURNING id");
+        let sql = concat!(
+            "INSERT INTO usage_events (",
+            usage_insert_columns!(),
+            ") VALUES (",
+            usage_values!(),
+            ") RETURNING id"
+        );
         let row = UsageRow::new(new)?;
         let rows = self.rows(sql, &row.params())?;
         let id = rows.first().ok_or_else(|| StoreError::unavailable("the usage insert returned no id"))?;
@@ -776,12 +782,16 @@ impl Transaction for PgTx<'_> {
     }
 
     fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<(Vec<UsageRecord>, Option<String>)> {
-        let sql = concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 AND idempotency_key = $2");
+        let sql =
+            concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 AND idempotency_key = $2");
         let Some(first) = self.one(sql, &[&user_id, &key], read_usage)? else {
             return Ok((Vec::new(), None));
         };
-        let sql =
-            concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = $1 AND id >= $2 ORDER BY id LIMIT $3");
+        let sql = concat!(
+            "SELECT ",
+            usage_columns!(),
+            " FROM usage_events WHERE user_id = $1 AND id >= $2 ORDER BY id LIMIT $3"
+        );
         let events = i64::from(first.events.unwrap_or(1));
         let call = self.many(sql, &[&user_id, &first.record.id, &events], read_usage)?;
         Ok((call.into_iter().map(|usage| usage.record).collect(), first.request_hash))
@@ -835,7 +845,8 @@ impl Transaction for PgTx<'_> {
     }
 
     fn insert_hold(&mut self, hold: &Hold) -> StoreResult<()> {
-        let sql = "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        let sql =
+            "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
         let params: [Param; 6] = [
             &hold.user_id,
             &hold.id,

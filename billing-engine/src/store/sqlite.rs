@@ -505,7 +505,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn usage_by_key(&mut self, user_id: &str, key: &str) -> StoreResult<(Vec<UsageRecord>, Option<String>)> {
-        let sql = concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = ?1 AND idempotency_key = ?2");
+        let sql =
+            concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE user_id = ?1 AND idempotency_key = ?2");
         let Some(first) = self.one(sql, params![user_id, key], usage_from_row)? else {
             return Ok((Vec::new(), None));
         };
@@ -570,7 +571,8 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn insert_hold(&mut self, hold: &Hold) -> StoreResult<()> {
-        let sql = "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let sql =
+            "INSERT INTO holds (user_id, id, status, expires_at, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
         let data = serde_json::to_string(hold).map_err(SqliteError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let values = params![
