@@ -373,6 +373,10 @@ fn overage_is_held_priced_and_charged_as_far_as_the_credits_go() {
     assert!(check.allowed, "overage the credits cover is allowed");
     assert_eq!(check.overage_credits, dec("1.5"));
 
+    // A metric the plan gives no quota is unlimited on it.
+    let requests = f.billing.require_usage("pro", &usage(&[("requests", 1_000_000)])).unwrap();
+    assert_eq!((requests.metrics[0].limit, requests.metrics[0].remaining), (None, None));
+
     let hold = f.billing.reserve("pro", &usage(&[("tokens", 2_000)]), None, "h", 600).unwrap();
     assert_eq!((hold.overage_held, hold.credits_held), (dec("1.5"), dec("1.5")));
     assert_eq!(f.billing.state("pro").unwrap().credits, dec("3.5"));
