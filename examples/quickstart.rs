@@ -60,7 +60,21 @@ fn main() -> Result<(), BillingError> {
     let quote = billing.quote("carol", "generation")?;
     println!("   quote for a generation: allowed={} reason={:?}", quote.allowed, quote.reason_code);
 
-    for user in ["alice", "bob", "carol"] {
+    println!("\n== D: a trial whose credits expire (the same tariffs, with `[free_trial] expires_after_days = 7`)");
+    let mut expiring = billing.catalog().clone();
+    expiring.free_trial_expires_after_days = Some(7);
+    let trial_billing = Billing::open_with_clock(&path, expiring, clock.clone())?;
+    trial_billing.register_user("dave", true)?;
+    let state = trial_billing.state("dave")?;
+    for lot in &state.credits_expiring {
+        println!("   {} credits expire at {}", lot.amount, billing_engine::time_util::iso(lot.expires_at));
+    }
+    clock.advance(Duration::days(7))?;
+    println!("   -- 7 days later: credits {} (gone at the instant, on a read)", trial_billing.state("dave")?.credits);
+    trial_billing.register_user("dave", true)?; // the next write records the expiry
+    println!("   after dave's next login the ledger shows it: credit_expired");
+
+    for user in ["alice", "bob", "carol", "dave"] {
         println!("\n-- ledger of {user}, newest first");
         for e in billing.ledger(user, 8, None)? {
             let source = e.source.map(|s| s.to_string()).unwrap_or_default();

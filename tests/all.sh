@@ -15,7 +15,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features bi
 
 # The conformance suite again on the other stores, through the same test code: SQLite's
 # `:memory:` and PostgreSQL (a schema of its own per test).
-CONFORMANCE="--test scenarios --test race --test payments --test model --test plan_cards --test batch --test metering"
+CONFORMANCE="--test scenarios --test race --test payments --test model --test plan_cards --test batch --test metering --test lots"
 BILLING_TEST_STORE=memory cargo test -q -p billing-engine --features postgres $CONFORMANCE
 BILLING_TEST_STORE=postgres cargo test -q -p billing-engine --features postgres $CONFORMANCE
 echo "conformance suite: sqlite file, :memory:, postgresql"
@@ -61,7 +61,7 @@ for api in "open class BillingEngine" "public static func openWithClock(path: St
     "open func quote(" "open func chargeBatch(requests: [ChargeRequest])" "open func checkUsage(" "open func trackUsage(" "open func reserve(" "open func capture(" "open func entitlements(" "open func ledger(" "open func billingMe(" "open func subscriptionDetails(" "open func registerUser(" \
     "open func verifyIntegrity()throws  -> IntegrityReport" "public struct PlanCard" "public enum CardAction" \
     "public struct LedgerEntry" "public enum EntryKind" "enum BillingError: Swift.Error" \
-    "case NotEnoughCredits(required: String, available: String"; do
+    "case NotEnoughCredits(required: String, available: String, expired: String"; do
     grep -qF "$api" <<< "$SWIFT" || { echo "the Swift binding lacks: $api" >&2; exit 1; }
 done
 for f in BillingEngineFFI BillingEngineCoreFFI; do

@@ -1,14 +1,15 @@
 //! Random sequences of register / charge / replay / refund / grant / activate / time
 //! passing, run against the engine and against a small reference model written
 //! independently here. After every step both must agree on the outcome (source or
-//! error code) and on every user's credits and allowance use; at the end the ledger
-//! must prove every balance.
+//! error code), on every user's credits and allowance use, and on the remainder of every
+//! live credit lot (the trial expires after 3 days; grants come with random expiries,
+//! priorities and categories); at the end the ledger must prove every balance.
 
 mod common;
 
 use std::sync::Arc;
 
-use billing_engine::{Billing, BillingError, ChargeSource, Clock, ManualClock};
+use billing_engine::{Billing, BillingError, Catalog, ChargeSource, Clock, GrantTerms, LotCategory, ManualClock};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -20,6 +21,8 @@ const FREE_OPS: u32 = 5;
 const FREE_DAILY: u32 = 3;
 const BASIC_OPS: u32 = 30;
 const TRIAL: i64 = 10;
+const TRIAL_DAYS: i64 = 3;
+const TRIAL_PRIORITY: u8 = 20;
 const USERS: [&str; 2] = ["u0", "u1"];
 const OPERATIONS: [(&str, i64); 2] = [("generation", 2), ("assistant", 1)];
 
@@ -29,7 +32,7 @@ enum Step {
     Charge { user: usize, op: usize },
     Replay { nth: usize },
     Refund { nth: usize },
-    Grant { user: usize, amount: i64 },
+    Grant { user: usize, amount: i64, expires_in_hours: Option<i64>, priority: u8, paid: bool },
     Activate { user: usize },
     Advance { hours: i64 },
 }
@@ -40,7 +43,19 @@ fn step() -> impl Strategy<Value = Step> {
         8 => (0..2usize, 0..2usize).prop_map(|(user, op)| Step::Charge { user, op }),
         1 => any::<usize>().prop_map(|nth| Step::Replay { nth }),
         2 => any::<usize>().prop_map(|nth| Step::Refund { nth }),
-        1 => (0..2usize, -6i64..12).prop_filter("non-zero", |(_, a)| *a != 0).prop_map(|(user, amount)| Step::Grant { user, amount }),
+        2 => (
+            (0..2usize, -6i64..12).prop_filter("non-zero", |(_, a)| *a != 0),
+            prop::option::of(1i64..200),
+            prop_oneof![Just(10u8), Just(50u8), Just(90u8)],
+            any::<bool>(),
+        )
+            .prop_map(|((user, amount), expires_in_hours, priority, paid)| Step::Grant {
+                user,
+                amount,
+                expires_in_hours,
+                priority,
+                paid
+            }),
         1 => (0..2usize).prop_map(|user| Step::Activate { user }),
         3 => prop_oneof![1i64..30, 20i64..800].prop_map(|hours| Step::Advance { hours }),
     ]
@@ -61,11 +76,30 @@ struct ModelSub {
     used: u32,
 }
 
+/// A credit lot as the model keeps it; its place in `lots` is its creation order.
+#[derive(Debug, Clone)]
+struct ModelLot {
+    remaining: i64,
+    priority: u8,
+    paid: bool,
+    created: i64,
+    expires: Option<i64>,
+    seq: u64,
+}
+
+impl ModelLot {
+    fn live(&self, now: i64) -> bool {
+        self.expires.is_none_or(|expires| now < expires)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ModelUser {
     registered: bool,
     trial_given: bool,
-    credits: i64,
+    lots: Vec<ModelLot>,
+    /// What was spent beyond the lots: the balance below zero.
+    debt: i64,
     anchor: i64,
     free_period: i64,
     free_used: u32,
@@ -85,9 +119,45 @@ struct ModelCharge {
     period: Option<Period>,
     day: i64,
     refunded: bool,
+    /// What the charge drew from each lot (by index), in order.
+    drawn: Vec<(usize, i64)>,
 }
 
 impl ModelUser {
+    /// The balance at `now`: the live lots, less the debt.
+    fn credits(&self, now: i64) -> i64 {
+        self.lots.iter().filter(|lot| lot.live(now)).map(|lot| lot.remaining).sum::<i64>() - self.debt
+    }
+
+    /// A lot of `amount`, of which a debt takes what it can first.
+    fn give(&mut self, amount: i64, priority: u8, paid: bool, now: i64, expires: Option<i64>, seq: u64) {
+        let paid_debt = self.debt.min(amount);
+        self.debt -= paid_debt;
+        self.lots.push(ModelLot { remaining: amount - paid_debt, priority, paid, created: now, expires, seq });
+    }
+
+    /// Takes `amount` from the live lots: priority, soonest expiry (never last),
+    /// promotional before paid, age, creation; what they lack becomes debt.
+    fn draw(&mut self, amount: i64, now: i64) -> Vec<(usize, i64)> {
+        let mut order: Vec<usize> = (0..self.lots.len()).filter(|&i| self.lots[i].live(now)).collect();
+        order.sort_by_key(|&i| {
+            let lot = &self.lots[i];
+            (lot.priority, lot.expires.is_none(), lot.expires, lot.paid, lot.created, lot.seq)
+        });
+        let mut left = amount;
+        let mut drawn = Vec::new();
+        for i in order {
+            let take = left.min(self.lots[i].remaining);
+            if take > 0 {
+                self.lots[i].remaining -= take;
+                left -= take;
+                drawn.push((i, take));
+            }
+        }
+        self.debt += left;
+        drawn
+    }
+
     fn roll(&mut self, now: i64) {
         let period = (now - self.anchor).div_euclid(PERIOD_MS);
         if period > self.free_period {
@@ -139,8 +209,7 @@ impl ModelUser {
             }
             daily_hit = true;
         }
-        if self.credits >= cost {
-            self.credits -= cost;
+        if self.credits(now) >= cost {
             return Ok((ChargeSource::Credits, None));
         }
         Err(if daily_hit { "DAILY_LIMIT_REACHED" } else { "NOT_ENOUGH_CREDITS" })
@@ -162,7 +231,7 @@ impl Run {
     fn new() -> Self {
         let clock = Arc::new(ManualClock::parse("2026-01-01T12:00:00Z").unwrap());
         let db = common::TestDb::new();
-        let billing = Billing::open_with_clock(&db.location, common::catalog(), clock.clone()).unwrap();
+        let billing = Billing::open_with_clock(&db.location, catalog(), clock.clone()).unwrap();
         let now = billing_engine::time_util::to_millis(clock.now());
         Self {
             _db: db,
@@ -200,7 +269,9 @@ impl Run {
                 }
                 if trial && !model.trial_given {
                     model.trial_given = true;
-                    model.credits += TRIAL;
+                    let expires = Some(now + TRIAL_DAYS * DAY_MS);
+                    let seq = u64::from(self.keys);
+                    model.give(TRIAL, TRIAL_PRIORITY, false, now, expires, seq);
                 }
             }
             Step::Charge { user, op } => {
@@ -215,6 +286,11 @@ impl Run {
                 match (engine, model.charge(OPERATIONS[op].1, now)) {
                     (Ok(charge), Ok((source, period))) => {
                         prop_assert_eq!(charge.source, source);
+                        let drawn = if source == ChargeSource::Credits {
+                            model.draw(OPERATIONS[op].1, now)
+                        } else {
+                            Vec::new()
+                        };
                         self.charges.push(ModelCharge {
                             user,
                             op,
@@ -224,6 +300,7 @@ impl Run {
                             period,
                             day,
                             refunded: false,
+                            drawn,
                         });
                     }
                     (Err(err), Err(code)) => prop_assert_eq!(err.code(), code),
@@ -253,7 +330,21 @@ impl Run {
                     charge.refunded = true;
                     let model = &mut self.users[charge.user];
                     match charge.source {
-                        ChargeSource::Credits => model.credits += OPERATIONS[charge.op].1,
+                        // A debt is paid first; the rest goes back last drawn first, and to a
+                        // lot that expired, expires at once.
+                        ChargeSource::Credits => {
+                            let cost = OPERATIONS[charge.op].1;
+                            let paid_debt = model.debt.min(cost);
+                            model.debt -= paid_debt;
+                            let mut left = cost - paid_debt;
+                            for &(lot, amount) in charge.drawn.iter().rev() {
+                                let back = amount.min(left);
+                                left -= back;
+                                if model.lots[lot].live(now) {
+                                    model.lots[lot].remaining += back;
+                                }
+                            }
+                        }
                         source => {
                             let returned = charge.period == model.current_period(source);
                             prop_assert_eq!(refund.op_returned, returned);
@@ -275,13 +366,24 @@ impl Run {
                     }
                 }
             }
-            Step::Grant { user, amount } => {
+            Step::Grant { user, amount, expires_in_hours, priority, paid } => {
                 let key = self.key();
-                let engine = self.billing.grant_credits(USERS[user], Decimal::from(amount), &key, "model");
+                let seq = u64::from(self.keys);
+                let terms = GrantTerms {
+                    expires_at: expires_in_hours.map(|hours| self.clock.now() + time::Duration::hours(hours)),
+                    priority: Some(priority),
+                    category: if paid { LotCategory::Paid } else { LotCategory::Promotional },
+                };
+                let engine = self.billing.grant_credits_on(USERS[user], Decimal::from(amount), &key, "model", &terms);
                 let model = &mut self.users[user];
                 if model.registered {
                     prop_assert_eq!(engine.unwrap().credits_delta, Decimal::from(amount));
-                    model.credits += amount;
+                    if amount > 0 {
+                        let expires = expires_in_hours.map(|hours| now + hours * HOUR_MS);
+                        model.give(amount, priority, paid, now, expires, seq);
+                    } else {
+                        model.draw(-amount, now);
+                    }
                 } else {
                     prop_assert_eq!(engine.unwrap_err().code(), "UNKNOWN_USER");
                 }
@@ -320,7 +422,14 @@ impl Run {
             model.roll(now);
             let state = state.unwrap();
             let active = model.active_sub(now).map(|s| s.used);
-            prop_assert_eq!(state.credits, Decimal::from(model.credits), "credits of {}", USERS[i]);
+            prop_assert_eq!(state.credits, Decimal::from(model.credits(now)), "credits of {}", USERS[i]);
+            // Every live lot's remainder, in the order both made them.
+            let lots = self.billing.credit_lots(USERS[i]).unwrap();
+            let engine_live: Vec<Decimal> =
+                lots.iter().filter(|lot| lot.is_live(self.clock.now())).map(|lot| lot.remaining).collect();
+            let model_live: Vec<Decimal> =
+                model.lots.iter().filter(|lot| lot.live(now)).map(|lot| Decimal::from(lot.remaining)).collect();
+            prop_assert_eq!(engine_live, model_live, "lots of {}", USERS[i]);
             prop_assert_eq!(state.freemium_ops_used, model.free_used, "freemium of {}", USERS[i]);
             prop_assert_eq!(state.subscription_ops_used, active, "subscription of {}", USERS[i]);
             let today = if active.is_some() { model.day_sub } else { model.day_free };
@@ -328,6 +437,16 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The example tariffs with a trial that expires after 3 days and burns before default lots.
+fn catalog() -> Catalog {
+    let text = std::fs::read_to_string(common::tariffs_path()).unwrap();
+    let text = text.replace("# expires_after_days = 14", &format!("expires_after_days = {TRIAL_DAYS}")).replace(
+        "priority = 50                       # optional, the default: the trial",
+        &format!("priority = {TRIAL_PRIORITY} # the trial"),
+    );
+    Catalog::from_toml(&text).unwrap()
 }
 
 proptest! {

@@ -64,7 +64,18 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
     let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
     assert_eq!(
         tables.into_iter().collect::<Vec<_>>(),
-        ["accounts", "holds", "ledger", "payment_methods", "payments", "usage_counters", "usage_events", "user_locks"]
+        [
+            "accounts",
+            "credit_lots",
+            "holds",
+            "ledger",
+            "lot_allocations",
+            "payment_methods",
+            "payments",
+            "usage_counters",
+            "usage_events",
+            "user_locks"
+        ]
     );
     for (table, column) in &keys {
         assert_eq!(column, "user_id", "a key of `{table}` leads with `{column}`");
@@ -80,7 +91,7 @@ fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_i
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.rows("billing_schema", "version"), ["(2)"], "the newest version, written once");
+    assert_eq!(db.rows("billing_schema", "version"), ["(3)"], "the newest version, written once");
     db.execute("UPDATE billing_schema SET version = 99");
     let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");

@@ -93,7 +93,7 @@ fn scenario_c_nothing_left_is_refused_and_writes_nothing() {
     let quote = f.billing.quote("carol", "generation").unwrap();
     assert_eq!((quote.allowed, quote.source, quote.reason_code.as_deref()), (false, None, Some("NOT_ENOUGH_CREDITS")));
     let err = f.billing.charge("carol", "generation", "k6", None).unwrap_err();
-    assert_eq!(err, BillingError::NotEnoughCredits { required: dec("2"), available: dec("0") });
+    assert_eq!(err, BillingError::NotEnoughCredits { required: dec("2"), available: dec("0"), expired: dec("0") });
     assert_eq!(err.details()["required"], json!("2"));
     assert_eq!(f.snapshot(), before, "a refused charge writes nothing");
     // The refused key was not used up: the same key succeeds once there is money.
@@ -394,7 +394,7 @@ fn views_have_the_seed_003_shapes() {
     assert_eq!(
         me,
         json!({"plan_code": "FREE", "plan_name": "Free", "expires_at": null, "is_active": false,
-        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3})
+        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3, "credits_expiring": []})
     );
     f.billing.activate_subscription("w", "standard", "p").unwrap();
     let details = serde_json::to_value(f.billing.subscription_details("w").unwrap()).unwrap();

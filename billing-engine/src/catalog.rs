@@ -207,6 +207,18 @@ pub struct Package {
     pub code: String,
     pub credits: Decimal,
     pub price: Decimal,
+    /// How long the credits of one purchase last; `None`: they never expire.
+    pub expires_after_days: Option<u32>,
+}
+
+/// What becomes of credits a refund gives back to a lot that has expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefundToExpired {
+    /// They expire at once: the refund and a `credit_expired` entry.
+    Expire,
+    /// They come back as a new promotional lot that lives `reissue_days`.
+    Reissue,
 }
 
 /// The validated tariffs. Build it with [`Catalog::from_toml`] or [`Catalog::from_toml_file`].
@@ -218,6 +230,13 @@ pub struct Catalog {
     pub charge_order: Vec<ChargeSource>,
     pub lock_timeout: Duration,
     pub free_trial_credits: Decimal,
+    /// How long the free trial's credits last; `None`: they never expire.
+    pub free_trial_expires_after_days: Option<u32>,
+    /// The free trial lot's place in the burn order (see `crate::lots`).
+    pub free_trial_priority: u8,
+    pub refund_to_expired: RefundToExpired,
+    /// How long a reissued lot lives (`refund_to_expired = "reissue"`).
+    pub reissue_days: u32,
     pub operations: BTreeMap<String, Operation>,
     /// Sorted by `display_order`, then code.
     pub plans: Vec<Plan>,
@@ -340,6 +359,10 @@ struct RawCatalog {
     features: BTreeMap<String, RawFeature>,
     #[serde(default)]
     capture_overrun: Option<CaptureOverrun>,
+    #[serde(default)]
+    refund_to_expired: Option<RefundToExpired>,
+    #[serde(default)]
+    reissue_days: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +410,8 @@ struct RawOperation {
 #[serde(deny_unknown_fields)]
 struct RawFreeTrial {
     credits: Amount,
+    expires_after_days: Option<i64>,
+    priority: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +451,7 @@ struct RawPackage {
     code: String,
     credits: Amount,
     price: Money,
+    expires_after_days: Option<i64>,
 }
 
 /// A price: only a decimal string is accepted, so a float never becomes money.
@@ -483,6 +509,7 @@ const DEFAULT_LOCK_TIMEOUT_MS: i64 = 30_000;
 /// and far above any wait worth making.
 const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
 const DEFAULT_PERIOD_DAYS: u32 = 30;
+const DEFAULT_REISSUE_DAYS: i64 = 30;
 
 fn validate(raw: RawCatalog) -> Result<Catalog> {
     let currency = raw.currency.trim().to_owned();
@@ -508,10 +535,15 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         let credits = non_negative_amount(&path, op.credits.0)?;
         operations.insert(code.clone(), Operation { code, credits });
     }
-    let free_trial_credits = match raw.free_trial {
-        Some(trial) => non_negative_amount("free_trial.credits", trial.credits.0)?,
-        None => Decimal::ZERO,
+    let (free_trial_credits, free_trial_expires_after_days, free_trial_priority) = match raw.free_trial {
+        Some(trial) => (
+            non_negative_amount("free_trial.credits", trial.credits.0)?,
+            trial.expires_after_days.map(|d| positive_days("free_trial.expires_after_days", d)).transpose()?,
+            lot_priority("free_trial.priority", trial.priority)?,
+        ),
+        None => (Decimal::ZERO, None, crate::lots::DEFAULT_PRIORITY),
     };
+    let reissue_days = positive_days("reissue_days", raw.reissue_days.unwrap_or(DEFAULT_REISSUE_DAYS))?;
 
     let metrics = validate_metrics(raw.metrics)?;
     let mut features = validate_features(raw.features)?;
@@ -560,7 +592,11 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         }
         let credits = positive_amount(&format!("packages[{i}].credits"), package.credits.0)?;
         let price = price(&format!("packages[{i}].price"), package.price.0)?;
-        packages.push(Package { code, credits, price });
+        let expires_after_days = package
+            .expires_after_days
+            .map(|days| positive_days(&format!("packages[{i}].expires_after_days"), days))
+            .transpose()?;
+        packages.push(Package { code, credits, price, expires_after_days });
     }
 
     Ok(Catalog {
@@ -569,6 +605,10 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         charge_order,
         lock_timeout,
         free_trial_credits,
+        free_trial_expires_after_days,
+        free_trial_priority,
+        refund_to_expired: raw.refund_to_expired.unwrap_or(RefundToExpired::Expire),
+        reissue_days,
         operations,
         plans,
         packages,
@@ -763,6 +803,17 @@ fn optional_count(path: &str, value: Option<i64>) -> Result<Option<u32>> {
             u32::try_from(v).map_err(|_| invalid(path, format!("too large: {v}")))
         })
         .transpose()
+}
+
+/// A lot's priority: 0 (burns first) to 100; absent, the default.
+fn lot_priority(path: &str, priority: Option<i64>) -> Result<u8> {
+    match priority {
+        None => Ok(crate::lots::DEFAULT_PRIORITY),
+        Some(p) => u8::try_from(p)
+            .ok()
+            .filter(|p| *p <= crate::lots::MAX_PRIORITY)
+            .ok_or_else(|| invalid(path, format!("expected 0 to {}, got {p}", crate::lots::MAX_PRIORITY))),
+    }
 }
 
 fn positive_days(path: &str, days: i64) -> Result<u32> {

@@ -194,7 +194,9 @@ pub(crate) fn choose_source(
         Some(limit) => {
             BillingError::DailyLimitReached { limit, resets_at: next_local_midnight(now, catalog.timezone_offset) }
         }
-        None => BillingError::NotEnoughCredits { required: op.credits, available: account.credits },
+        None => {
+            BillingError::NotEnoughCredits { required: op.credits, available: account.credits, expired: Decimal::ZERO }
+        }
     })
 }
 

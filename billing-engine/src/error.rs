@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BillingError {
+    /// `expired`: credits of lots whose expiry the refused call found, before it.
     #[error("not enough credits: {required} required, {available} available")]
-    NotEnoughCredits { required: Decimal, available: Decimal },
+    NotEnoughCredits { required: Decimal, available: Decimal, expired: Decimal },
     #[error("the daily limit of {limit} ops is reached; it resets at {}", crate::time_util::iso(*.resets_at))]
     DailyLimitReached { limit: u32, resets_at: OffsetDateTime },
     #[error("no active subscription")]
@@ -56,6 +57,9 @@ pub enum BillingError {
     UnknownMetric { metric: String },
     #[error("hold `{hold_id}` not found")]
     HoldNotFound { hold_id: String },
+    /// No granted credit lot has this id.
+    #[error("no granted credit lot {lot_id}")]
+    GrantNotFound { lot_id: i64 },
     #[error("invalid argument `{field}`: {message}")]
     InvalidArgument { field: &'static str, message: String },
     #[error("payment provider error: {provider_code}: {description}")]
@@ -98,6 +102,7 @@ impl BillingError {
             Self::FeatureNotAvailable { .. } => "FEATURE_NOT_AVAILABLE",
             Self::UnknownMetric { .. } => "UNKNOWN_METRIC",
             Self::HoldNotFound { .. } => "HOLD_NOT_FOUND",
+            Self::GrantNotFound { .. } => "GRANT_NOT_FOUND",
             Self::PaymentError { .. } => "PAYMENT_ERROR",
             Self::InvalidWebhook { .. } => "INVALID_WEBHOOK",
             Self::Busy { .. } => "BUSY",
@@ -111,9 +116,9 @@ impl BillingError {
     /// times are strings, as everywhere in JSON.
     pub fn details(&self) -> Map<String, Value> {
         let value = match self {
-            Self::NotEnoughCredits { required, available } => {
-                json!({ "required": required.to_string(), "available": available.to_string() })
-            }
+            Self::NotEnoughCredits { required, available, expired } => json!({
+                "required": required.to_string(), "available": available.to_string(), "expired": expired.to_string(),
+            }),
             Self::DailyLimitReached { limit, resets_at } => {
                 json!({ "limit": limit, "resets_at": crate::time_util::iso(*resets_at) })
             }
@@ -136,6 +141,7 @@ impl BillingError {
             }
             Self::UnknownMetric { metric } => json!({ "metric": metric }),
             Self::HoldNotFound { hold_id } => json!({ "hold_id": hold_id }),
+            Self::GrantNotFound { lot_id } => json!({ "lot_id": lot_id }),
             Self::PaymentError { provider_code, description, retryable } => {
                 json!({ "provider_code": provider_code, "description": description, "retryable": retryable })
             }
@@ -195,6 +201,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code("FEATURE_NOT_AVAILABLE", 403, false),
     code("UNKNOWN_METRIC", 404, false),
     code("HOLD_NOT_FOUND", 404, false),
+    code("GRANT_NOT_FOUND", 404, false),
     code("PAYMENT_ERROR", 502, true),
     code("INVALID_WEBHOOK", 400, false),
     code("BUSY", 503, true),
@@ -217,7 +224,7 @@ mod tests {
     fn every_variant() -> Vec<BillingError> {
         let at = OffsetDateTime::UNIX_EPOCH;
         vec![
-            BillingError::NotEnoughCredits { required: Decimal::ONE, available: Decimal::ZERO },
+            BillingError::NotEnoughCredits { required: Decimal::ONE, available: Decimal::ZERO, expired: Decimal::ZERO },
             BillingError::DailyLimitReached { limit: 1, resets_at: at },
             BillingError::NoSubscription,
             BillingError::InvalidPlan { plan_code: "p".into(), reason: "r" },
@@ -241,6 +248,7 @@ mod tests {
             BillingError::FeatureNotAvailable { feature: "f".into(), cheapest_plan: None },
             BillingError::UnknownMetric { metric: "m".into() },
             BillingError::HoldNotFound { hold_id: "h".into() },
+            BillingError::GrantNotFound { lot_id: 1 },
             BillingError::PaymentError { provider_code: "c".into(), description: "d".into(), retryable: true },
             BillingError::InvalidWebhook { reason: "r".into() },
             BillingError::Busy { waited_ms: 1 },

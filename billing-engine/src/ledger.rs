@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::account::Account;
 use crate::catalog::ChargeSource;
 use crate::charge::{GiveBack, Spend};
+use crate::lots::{Allocation, CreditLot, LotCategory, LotSource};
 use crate::payment::{Payment, PaymentStatus, Purpose};
 use crate::subscription::Subscription;
 use crate::usage::{Hold, HoldStatus, NewUsage, UsageCounter, UsageRecord};
@@ -55,10 +56,14 @@ pub enum EntryKind {
     HoldExpired,
     /// Credits for tracked usage above a quota; `reference` is the usage event.
     Overage,
+    /// What remained of a credit lot when it expired; `reference` is the lot.
+    CreditExpired,
+    /// What remained of a granted lot, forfeited by `void_grant`; `reference` is the lot.
+    CreditVoided,
 }
 
 impl EntryKind {
-    const ALL: [EntryKind; 16] = [
+    const ALL: [EntryKind; 18] = [
         Self::FreeTrial,
         Self::Import,
         Self::Charge,
@@ -75,6 +80,8 @@ impl EntryKind {
         Self::HoldReleased,
         Self::HoldExpired,
         Self::Overage,
+        Self::CreditExpired,
+        Self::CreditVoided,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +102,8 @@ impl EntryKind {
             Self::HoldReleased => "hold_released",
             Self::HoldExpired => "hold_expired",
             Self::Overage => "overage",
+            Self::CreditExpired => "credit_expired",
+            Self::CreditVoided => "credit_voided",
         }
     }
 }
@@ -171,6 +180,34 @@ pub struct NewEntry {
     pub entry: LedgerEntry,
     /// Fingerprint of the request that wrote the entry, compared on key replay.
     pub request_hash: Option<String>,
+    /// What the entry's credits do to the user's lots (see [`crate::lots`]).
+    pub(crate) lots: LotEffect,
+}
+
+/// What an entry's credits do to the user's credit lots: decided by the entry's
+/// constructor, carried out when the entry is recorded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) enum LotEffect {
+    /// It moves no credits.
+    #[default]
+    None,
+    /// Its credits become a new lot, with these terms.
+    Create(LotTerms),
+    /// Its credits (taken) are drawn from the live lots in burn order.
+    Draw,
+    /// Its credits (given back) restore, in reverse, what entry `of` drew.
+    Restore { of: i64 },
+    /// It takes what remains of one lot: an expiry, a void.
+    Close { lot_id: i64 },
+}
+
+/// The terms of a lot an entry creates.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LotTerms {
+    pub priority: u8,
+    pub category: LotCategory,
+    pub expires_at: Option<OffsetDateTime>,
+    pub source: LotSource,
 }
 
 /// Why a subscription's renewal stopped, in a `subscription_canceled` entry.
@@ -203,6 +240,7 @@ impl NewEntry {
                 created_at: now,
             },
             request_hash: None,
+            lots: LotEffect::None,
         }
     }
 
@@ -213,14 +251,42 @@ impl NewEntry {
         new
     }
 
-    /// The free trial's credits, once per user.
-    pub(crate) fn free_trial(user_id: &str, credits: Decimal, now: OffsetDateTime) -> Self {
-        Self::credits(user_id, EntryKind::FreeTrial, credits, now)
+    /// The free trial's credits, once per user: a promotional lot on `terms`.
+    pub(crate) fn free_trial(user_id: &str, credits: Decimal, terms: LotTerms, now: OffsetDateTime) -> Self {
+        Self::credits(user_id, EntryKind::FreeTrial, credits, now).creating(terms)
     }
 
-    /// Credits an imported user brings.
+    /// Credits an imported user brings: a paid lot that never expires.
     pub(crate) fn imported_credits(user_id: &str, credits: Decimal, now: OffsetDateTime) -> Self {
-        Self::credits(user_id, EntryKind::Import, credits, now)
+        let terms = LotTerms {
+            priority: crate::lots::DEFAULT_PRIORITY,
+            category: LotCategory::Paid,
+            expires_at: None,
+            source: LotSource::Import,
+        };
+        Self::credits(user_id, EntryKind::Import, credits, now).creating(terms)
+    }
+
+    /// The entry's credits become a lot on `terms`.
+    fn creating(mut self, terms: LotTerms) -> Self {
+        self.lots = LotEffect::Create(terms);
+        self
+    }
+
+    /// The entry's credits, when it takes any, are drawn from the lots.
+    fn drawing(mut self) -> Self {
+        if self.entry.credits_delta < Decimal::ZERO {
+            self.lots = LotEffect::Draw;
+        }
+        self
+    }
+
+    /// The entry's credits, when it gives any back, restore what `taken` drew.
+    fn restoring(mut self, taken: i64) -> Self {
+        if self.entry.credits_delta > Decimal::ZERO {
+            self.lots = LotEffect::Restore { of: taken };
+        }
+        self
     }
 
     /// Free-tier ops an imported user had used in the current period.
@@ -251,7 +317,7 @@ impl NewEntry {
             e.op_day = Some(*day);
         }
         e.metadata = metadata;
-        new
+        new.drawing()
     }
 
     /// The refund of `charge`; `reference` is the charge's id.
@@ -259,7 +325,7 @@ impl NewEntry {
         let mut new = Self::given_back(EntryKind::Refund, charge, back, now);
         new.entry.reference = Some(charge.id.to_string());
         new.entry.metadata = reason.map(|reason| json!({ "reason": reason }));
-        new
+        new.restoring(charge.id)
     }
 
     /// An entry of `kind` that gives back what `taken` drew, as `back` decided: its
@@ -278,11 +344,15 @@ impl NewEntry {
         new
     }
 
-    /// An admin grant or correction.
-    pub(crate) fn grant(user_id: &str, amount: Decimal, reason: &str, now: OffsetDateTime) -> Self {
+    /// An admin grant (a lot on `terms`) or correction (drawn from the lots).
+    pub(crate) fn grant(user_id: &str, amount: Decimal, reason: &str, terms: LotTerms, now: OffsetDateTime) -> Self {
         let mut new = Self::credits(user_id, EntryKind::Grant, amount, now);
         new.entry.metadata = Some(json!({ "reason": reason }));
-        new
+        if amount > Decimal::ZERO {
+            new.creating(terms)
+        } else {
+            new.drawing()
+        }
     }
 
     /// A change of a subscription: `subscription_activated`, `_renewed` or `_expired`.
@@ -323,13 +393,37 @@ impl NewEntry {
         new
     }
 
-    /// Credits a package payment bought.
-    pub(crate) fn credit_purchase(payment: &Payment, now: OffsetDateTime) -> Self {
+    /// Credits a package payment bought: a paid lot that lives `expires_at`.
+    pub(crate) fn credit_purchase(payment: &Payment, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Self {
         let credits = payment.credits.unwrap_or_default();
         let mut new = Self::credits(&payment.user_id, EntryKind::CreditPurchase, credits, now);
         new.entry.reference = Some(payment.id.clone());
         new.entry.metadata =
             Some(json!({ "package_code": payment.package_code, "amount": payment.amount.to_string() }));
+        let terms = LotTerms {
+            priority: crate::lots::DEFAULT_PRIORITY,
+            category: LotCategory::Paid,
+            expires_at,
+            source: LotSource::Purchase,
+        };
+        new.creating(terms)
+    }
+
+    /// What remained of a lot at its expiry, taken: `reference` is the lot.
+    pub(crate) fn credit_expired(lot: &CreditLot, now: OffsetDateTime) -> Self {
+        let mut new = Self::credits(&lot.user_id, EntryKind::CreditExpired, negate(lot.remaining), now);
+        new.entry.reference = Some(lot.id.to_string());
+        new.entry.metadata = lot.expires_at.map(|at| json!({ "expired_at": crate::time_util::iso(at) }));
+        new.lots = LotEffect::Close { lot_id: lot.id };
+        new
+    }
+
+    /// What remained of a granted lot, forfeited: `reference` is the lot.
+    pub(crate) fn credit_voided(lot: &CreditLot, reason: &str, now: OffsetDateTime) -> Self {
+        let mut new = Self::credits(&lot.user_id, EntryKind::CreditVoided, negate(lot.remaining), now);
+        new.entry.reference = Some(lot.id.to_string());
+        new.entry.metadata = Some(json!({ "reason": reason }));
+        new.lots = LotEffect::Close { lot_id: lot.id };
         new
     }
 
@@ -361,7 +455,7 @@ impl NewEntry {
             metadata["subscription_expires_at"] = json!(crate::time_util::iso(sub.expires_at));
         }
         e.metadata = Some(metadata);
-        new
+        new.drawing()
     }
 
     /// A hold placed: the operation's draw as `spend` decided (if it has an operation),
@@ -383,7 +477,7 @@ impl NewEntry {
             "overage_held": hold.overage_held.to_string(),
             "expires_at": crate::time_util::iso(hold.expires_at),
         }));
-        new
+        new.drawing()
     }
 
     /// A hold released or expired (`kind`): what its `placed` entry drew, given back as
@@ -397,7 +491,7 @@ impl NewEntry {
     ) -> Self {
         let mut new = Self::given_back(kind, placed, back, now);
         new.entry.reference = Some(hold.id.clone());
-        new
+        new.restoring(placed.id)
     }
 
     /// A hold captured: `credits_delta` is the overage held given back, less the overage
@@ -432,7 +526,7 @@ impl NewEntry {
             "shortfall": hold.shortfall.to_string(),
             "late": hold.captured_late,
         }));
-        new
+        new.drawing().restoring(hold.placed_entry_id)
     }
 
     /// Credits for usage tracked above a quota: `charged` of what it `cost`.
@@ -445,7 +539,7 @@ impl NewEntry {
             "cost": cost.to_string(),
             "shortfall": (cost - charged).to_string(),
         }));
-        new
+        new.drawing()
     }
 
     pub(crate) fn keyed(mut self, key: &str, request: &Request) -> Self {
@@ -784,6 +878,34 @@ pub(crate) fn audit_usage(
             let ledger = format!("placed, captured, released, expired: {found_entries:?}");
             found(format!("hold@{}", hold.id), ledger, hold.status.as_str().to_owned());
         }
+    }
+    mismatches
+}
+
+/// Checks a user's credit lots: each lot's remainder is its amount less what the
+/// entries drew from it (and plus what they gave back), and the remainders add up to the
+/// balance the ledger proves when it is above zero, to zero when it is not.
+pub(crate) fn audit_lots(
+    user_id: &str,
+    entries: &[LedgerEntry],
+    lots: &[CreditLot],
+    allocations: &[(i64, Allocation)],
+) -> Vec<Mismatch> {
+    let mut mismatches = Vec::new();
+    let mut found = |check: String, ledger: String, stored: String| {
+        mismatches.push(Mismatch { user_id: user_id.to_owned(), check, ledger, stored });
+    };
+    for lot in lots {
+        let drawn: Decimal = allocations.iter().filter(|(_, a)| a.lot_id == lot.id).map(|(_, a)| a.amount).sum();
+        let proven = lot.amount - drawn;
+        if proven != lot.remaining {
+            found(format!("lot@{}", lot.id), proven.to_string(), lot.remaining.to_string());
+        }
+    }
+    let held: Decimal = lots.iter().map(|lot| lot.remaining).sum();
+    let balance = entries.last().map_or(Decimal::ZERO, |e| e.credits_balance_after).max(Decimal::ZERO);
+    if held != balance {
+        found("lots_balance".to_owned(), balance.to_string(), held.to_string());
     }
     mismatches
 }

@@ -37,6 +37,7 @@ pub mod clock;
 pub mod error;
 pub mod input;
 pub mod ledger;
+pub mod lots;
 pub mod payment;
 pub mod plan_card;
 pub mod provider;
@@ -54,11 +55,12 @@ pub mod webhook;
 pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
-pub use catalog::{Catalog, ChargeSource, Package, Plan, Tier};
+pub use catalog::{Catalog, ChargeSource, Package, Plan, RefundToExpired, Tier};
 pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
 pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
+pub use lots::{CreditLot, ExpiringCredits, GrantTerms, LotCategory, LotSource};
 pub use payment::{
     CreatedPayment, DueReport, PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView,
     PaymentStatus, Purpose, SavedCard,

@@ -253,7 +253,12 @@ pub(crate) fn status_effects(
 ) -> Result<Vec<NewEntry>> {
     let user_id = account.user_id.clone();
     match (payment.purpose, payment.status) {
-        (Purpose::Package, PaymentStatus::Succeeded) => Ok(vec![NewEntry::credit_purchase(payment, now)]),
+        (Purpose::Package, PaymentStatus::Succeeded) => {
+            let package = payment.package_code.as_deref().and_then(|code| catalog.package(code));
+            let expires_at =
+                package.and_then(|p| p.expires_after_days).map(|days| now + time::Duration::days(days.into()));
+            Ok(vec![NewEntry::credit_purchase(payment, expires_at, now)])
+        }
         (Purpose::Plan, PaymentStatus::Succeeded) => {
             let plan = catalog.paid_plan(payment.plan_code.as_deref().unwrap_or_default())?;
             let (kind, period) = match account.active_subscription_mut(now) {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+use crate::lots::{CreditLot, ExpiringCredits, LotCategory, LotSource};
 use crate::usage::{
     Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
     UsageSummary, UsageTotal,
@@ -48,7 +49,17 @@ macro_rules! enum_as_name {
     )*};
 }
 
-enum_as_name!(ChargeSource, EntryKind, PaymentStatus, Purpose, CardAction, WebhookStatus, HoldStatus);
+enum_as_name!(
+    ChargeSource,
+    EntryKind,
+    PaymentStatus,
+    Purpose,
+    CardAction,
+    WebhookStatus,
+    HoldStatus,
+    LotCategory,
+    LotSource
+);
 
 /// `to_dict()`, `repr()` and pickling for each class.
 macro_rules! python_methods {
@@ -84,9 +95,11 @@ macro_rules! plain_results {
             CardDetails,
             Charge,
             CreatedPayment,
+            CreditLot,
             DueReport,
             Entitlement,
             Entitlements,
+            ExpiringCredits,
             HeldUsage,
             Hold,
             IntegrityReport,

@@ -259,7 +259,11 @@ pub(crate) fn check(
         });
     }
     if refusal.is_none() && overage_credits > credits {
-        refusal = Some(BillingError::NotEnoughCredits { required: overage_credits, available: credits });
+        refusal = Some(BillingError::NotEnoughCredits {
+            required: overage_credits,
+            available: credits,
+            expired: Decimal::ZERO,
+        });
     }
     let check = UsageCheck {
         allowed: refusal.is_none(),

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::account::{next_local_midnight, Account};
 use crate::catalog::{Catalog, ChargeSource, Plan};
+use crate::lots::{CreditLot, ExpiringCredits};
 use crate::payment::{PaymentMethodView, SavedCard};
 
 /// Everything a client needs to show a user's billing at a glance. `None` means
@@ -41,10 +42,13 @@ pub struct BillingState {
     #[serde(with = "crate::time_util::serde_iso")]
     pub today_resets_at: OffsetDateTime,
     pub autorenew_enabled: bool,
+    /// Credits of live lots that will expire, one item per lot, soonest first.
+    pub credits_expiring: Vec<ExpiringCredits>,
 }
 
 impl BillingState {
-    pub(crate) fn new(account: &Account, catalog: &Catalog, now: OffsetDateTime) -> Self {
+    /// The state of `account`, whose lots with credits left are `lots`, at `now`.
+    pub(crate) fn new(account: &Account, lots: &[CreditLot], catalog: &Catalog, now: OffsetDateTime) -> Self {
         let plan = account.current_plan(catalog, now);
         let active = account.active_subscription(now);
         let sub_plan = active.and_then(|sub| catalog.plan(&sub.plan_code));
@@ -75,6 +79,7 @@ impl BillingState {
             remaining_today: plan.daily_limit.map(|limit| limit.saturating_sub(used_today)),
             today_resets_at: next_local_midnight(now, catalog.timezone_offset),
             autorenew_enabled: active.is_some_and(|sub| sub.autorenew),
+            credits_expiring: ExpiringCredits::of(lots, now),
         }
     }
 }
@@ -92,6 +97,7 @@ pub struct BillingMe {
     pub daily_photo_limit: Option<u32>,
     pub used_today: u32,
     pub remaining_today: Option<u32>,
+    pub credits_expiring: Vec<ExpiringCredits>,
 }
 
 impl From<&BillingState> for BillingMe {
@@ -104,6 +110,7 @@ impl From<&BillingState> for BillingMe {
             daily_photo_limit: state.daily_limit,
             used_today: state.used_today,
             remaining_today: state.remaining_today,
+            credits_expiring: state.credits_expiring.clone(),
         }
     }
 }

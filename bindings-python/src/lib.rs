@@ -16,6 +16,7 @@ use billing_engine::{
     PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PlanCard, Purchase, Quote, Refund,
     SubscriptionDetails, SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
+use billing_engine::{CreditLot, ExpiringCredits, GrantTerms};
 use billing_engine::{
     Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageLabels,
     UsageRecord, UsageRequest, UsageSummary, UsageTotal,
@@ -389,6 +390,8 @@ impl NativeBilling {
         run(py, || self.0.refund_charge(charge_id, idempotency_key, reason))
     }
 
+    /// `terms_json`: the lot's `GrantTerms` as JSON (`expires_at`, `priority`, `category`).
+    #[pyo3(signature = (user_id, amount, idempotency_key, reason, terms_json))]
     fn grant_credits(
         &self,
         py: Python<'_>,
@@ -396,11 +399,21 @@ impl NativeBilling {
         amount: &str,
         idempotency_key: &str,
         reason: &str,
+        terms_json: &str,
     ) -> PyResult<LedgerEntry> {
         run(py, || {
             let amount = input::decimal("amount", amount)?;
-            self.0.grant_credits(user_id, amount, idempotency_key, reason)
+            let terms = input::json::<GrantTerms>("terms", Some(terms_json))?.unwrap_or_default();
+            self.0.grant_credits_on(user_id, amount, idempotency_key, reason, &terms)
         })
+    }
+
+    fn void_grant(&self, py: Python<'_>, lot_id: i64, idempotency_key: &str, reason: &str) -> PyResult<LedgerEntry> {
+        run(py, || self.0.void_grant(lot_id, idempotency_key, reason))
+    }
+
+    fn credit_lots(&self, py: Python<'_>, user_id: &str) -> PyResult<Vec<CreditLot>> {
+        run(py, || self.0.credit_lots(user_id))
     }
 
     fn activate_subscription(
@@ -555,6 +568,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SubscriptionDetails>()?;
     m.add_class::<SubscriptionPlan>()?;
     m.add_class::<WebhookOutcome>()?;
+    m.add_class::<CreditLot>()?;
+    m.add_class::<ExpiringCredits>()?;
     m.add_class::<Entitlement>()?;
     m.add_class::<Entitlements>()?;
     m.add_class::<HeldUsage>()?;

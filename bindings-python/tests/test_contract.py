@@ -76,7 +76,7 @@ def test_scenario_c_a_refused_charge_names_the_shortfall_and_writes_nothing(
     assert (quote.allowed, quote.source, quote.reason_code) == (False, None, "NOT_ENOUGH_CREDITS")
     with pytest.raises(be.NotEnoughCredits) as refused:
         billing.charge("carol", "generation", idempotency_key="k6")
-    assert refused.value.details == {"required": "2", "available": "0"}
+    assert refused.value.details == {"required": "2", "available": "0", "expired": "0"}
     assert isinstance(refused.value, be.BillingError)
     assert snapshot(db) == before
 
@@ -191,6 +191,7 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
         "daily_photo_limit": 3,
         "used_today": 1,
         "remaining_today": 2,
+        "credits_expiring": [],
     }
     details = billing.subscription_details("hana").to_dict()
     assert details == {
@@ -504,7 +505,7 @@ def test_charge_batch_answers_each_request_in_order_and_refusals_are_their_items
     )
     replay, short, unknown, charged, ghost = results
     assert isinstance(replay, be.Charge) and replay.replayed and replay.id == before.id
-    assert isinstance(short, be.NotEnoughCredits) and short.details == {"required": "2", "available": "1"}
+    assert isinstance(short, be.NotEnoughCredits) and short.details == {"required": "2", "available": "1", "expired": "0"}
     assert isinstance(unknown, be.UnknownOperation) and unknown.http_status == 404
     assert isinstance(charged, be.Charge) and charged.credits_balance == Decimal("2")
     assert isinstance(ghost, be.UnknownUser)

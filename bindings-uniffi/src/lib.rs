@@ -13,6 +13,7 @@ use billing_engine::{
     Refund, SubscriptionDetails, SubscriptionPlan, UsageCheck, UsageGroup, UsageLabels, UsageRecord, UsageRequest,
     UsageSummary, UsageTotal,
 };
+use billing_engine::{CreditLot, GrantTerms};
 
 /// Metric amounts as the engine takes them.
 fn usage_map(usage: HashMap<String, u64>) -> BTreeMap<String, u64> {
@@ -30,6 +31,7 @@ pub enum BillingError {
     NotEnoughCredits {
         required: String,
         available: String,
+        expired: String,
     },
     DailyLimitReached {
         limit: u32,
@@ -84,6 +86,9 @@ pub enum BillingError {
     HoldNotFound {
         hold_id: String,
     },
+    GrantNotFound {
+        lot_id: i64,
+    },
     PaymentError {
         provider_code: String,
         description: String,
@@ -115,8 +120,9 @@ impl From<engine::BillingError> for BillingError {
         use engine::BillingError as E;
         let iso = engine::time_util::iso;
         match error {
-            E::NotEnoughCredits { required, available } => {
-                Self::NotEnoughCredits { required: required.to_string(), available: available.to_string() }
+            E::NotEnoughCredits { required, available, expired } => {
+                let (required, available, expired) = (required.to_string(), available.to_string(), expired.to_string());
+                Self::NotEnoughCredits { required, available, expired }
             }
             E::DailyLimitReached { limit, resets_at } => Self::DailyLimitReached { limit, resets_at: iso(resets_at) },
             E::NoSubscription => Self::NoSubscription,
@@ -143,6 +149,7 @@ impl From<engine::BillingError> for BillingError {
             E::FeatureNotAvailable { feature, cheapest_plan } => Self::FeatureNotAvailable { feature, cheapest_plan },
             E::UnknownMetric { metric } => Self::UnknownMetric { metric },
             E::HoldNotFound { hold_id } => Self::HoldNotFound { hold_id },
+            E::GrantNotFound { lot_id } => Self::GrantNotFound { lot_id },
             E::PaymentError { provider_code, description, retryable } => {
                 Self::PaymentError { provider_code, description, retryable }
             }
@@ -302,6 +309,28 @@ impl BillingEngine {
     ) -> Result<LedgerEntry> {
         let amount = engine::input::decimal("amount", &amount)?;
         Ok(self.0.grant_credits(&user_id, amount, &idempotency_key, &reason)?)
+    }
+
+    /// A grant whose lot has `terms`: an expiry, a priority in the burn order (0 first,
+    /// 100 last), a category.
+    pub fn grant_credits_on(
+        &self,
+        user_id: String,
+        amount: String,
+        idempotency_key: String,
+        reason: String,
+        terms: GrantTerms,
+    ) -> Result<LedgerEntry> {
+        let amount = engine::input::decimal("amount", &amount)?;
+        Ok(self.0.grant_credits_on(&user_id, amount, &idempotency_key, &reason, &terms)?)
+    }
+
+    pub fn void_grant(&self, lot_id: i64, idempotency_key: String, reason: String) -> Result<LedgerEntry> {
+        Ok(self.0.void_grant(lot_id, &idempotency_key, &reason)?)
+    }
+
+    pub fn credit_lots(&self, user_id: String) -> Result<Vec<CreditLot>> {
+        Ok(self.0.credit_lots(&user_id)?)
     }
 
     pub fn activate_subscription(

@@ -67,7 +67,7 @@ def test_a_free_user_reads_state_charges_and_is_refused_by_the_daily_limit(clien
     assert me.status_code == 200
     assert me.json() == {
         "plan_code": "FREE", "plan_name": "Free", "expires_at": None, "is_active": False,
-        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3,
+        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3, "credits_expiring": [],
     }
     sources = []
     for n in range(8):

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{record, replay, Billing};
+use super::{replay, Billing};
 use crate::account::Account;
 use crate::catalog::{CaptureOverrun, FeatureValue};
 use crate::charge::{self, Spend};
@@ -171,7 +171,7 @@ impl<S: Store> Billing<S> {
         let id = tx.append_usage(&new)?;
         let stored = UsageRecord { id, ..new.record };
         if charge && !cost.is_zero() {
-            record(tx, account, NewEntry::overage(&stored, cost, charged, now))?;
+            self.record(tx, account, NewEntry::overage(&stored, cost, charged, now))?;
         }
         Ok((stored, cost))
     }
@@ -270,7 +270,7 @@ impl<S: Store> Billing<S> {
             hold.credits_held = op_credits + check.overage_credits;
             hold.overage_held = check.overage_credits;
             let entry = NewEntry::hold_placed(&hold, spend.as_ref(), now).keyed(idempotency_key, &request);
-            hold.placed_entry_id = record(tx, &mut account, entry)?.id;
+            hold.placed_entry_id = self.record(tx, &mut account, entry)?.id;
             move_held(tx, &hold, 1)?;
             tx.insert_hold(&hold)?;
             tx.update_account(&account)?;
@@ -340,7 +340,7 @@ impl<S: Store> Billing<S> {
                 return Ok(Hold { replayed: true, ..hold });
             }
             let entry = apply(tx, &mut account, &mut hold, now)?.keyed(idempotency_key, request);
-            let entry = record(tx, &mut account, entry)?;
+            let entry = self.record(tx, &mut account, entry)?;
             hold.settled_at = Some(now);
             hold.settled_entry_id = Some(entry.id);
             tx.update_hold(&hold)?;
@@ -477,7 +477,7 @@ impl<S: Store> Billing<S> {
         }
         for mut hold in expired {
             let entry = hold_undone(tx, account, &hold, EntryKind::HoldExpired, now)?;
-            let entry = record(tx, account, entry)?;
+            let entry = self.record(tx, account, entry)?;
             move_held(tx, &hold, -1)?;
             hold.status = HoldStatus::Expired;
             hold.settled_at = Some(hold.expires_at);
@@ -489,8 +489,8 @@ impl<S: Store> Billing<S> {
     }
 
     /// The user's account as a read sees it now: rolled forward, with every hold that
-    /// expired by now given back in memory (a read writes nothing; the next write
-    /// records it).
+    /// expired by now given back and every lot that expired by now left out, in memory
+    /// (a read writes nothing; the next write records them).
     pub(super) fn account_view(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
         let mut account =
             tx.account(user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })?;
@@ -499,6 +499,8 @@ impl<S: Store> Billing<S> {
             let entry = hold_undone(tx, &account, &hold, EntryKind::HoldExpired, now)?;
             account.apply(&entry.entry).ok_or_else(|| BillingError::invalid("amount", "the balance overflows"))?;
         }
+        // Lots that expired by now spend nothing from this instant on.
+        account.credits -= self.expired_unrecorded(tx, user_id, now)?;
         Ok(account)
     }
 }

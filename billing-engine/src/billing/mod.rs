@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::account::Account;
 use crate::catalog::{Catalog, Operation};
@@ -18,9 +18,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{
-    audit_account, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport, LedgerEntry,
-    Mismatch, NewEntry, Request, FREEMIUM_OWNER,
+    audit_account, audit_lots, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport,
+    LedgerEntry, LotTerms, Mismatch, NewEntry, Request, FREEMIUM_OWNER,
 };
+use crate::lots::{GrantTerms, LotCategory, LotSource};
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Database, LocalOptions, Store, Transaction};
 use crate::subscription::Subscription;
@@ -28,6 +29,7 @@ use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 
 mod checkout;
+mod credit_lots;
 mod metering;
 mod notifications;
 mod renewals;
@@ -159,11 +161,20 @@ impl<S: Store> Billing<S> {
                 account.free_trial_awarded = true;
                 let credits = self.catalog.free_trial_credits;
                 if !credits.is_zero() {
-                    record(tx, &mut account, NewEntry::free_trial(user_id, credits, now))?;
+                    let terms = LotTerms {
+                        priority: self.catalog.free_trial_priority,
+                        category: LotCategory::Promotional,
+                        expires_at: self
+                            .catalog
+                            .free_trial_expires_after_days
+                            .map(|days| now + Duration::days(days.into())),
+                        source: LotSource::FreeTrial,
+                    };
+                    self.record(tx, &mut account, NewEntry::free_trial(user_id, credits, terms, now))?;
                 }
                 tx.update_account(&account)?;
             }
-            Ok(BillingState::new(&account, &self.catalog, now))
+            self.state_in(tx, &account, now)
         })
     }
 
@@ -201,31 +212,41 @@ impl<S: Store> Billing<S> {
             .transpose()?;
         self.store.write(user_id, |tx| {
             if let Some(account) = self.existing_account(tx, user_id, now)? {
-                return Ok(BillingState::new(&account, &self.catalog, now));
+                return self.state_in(tx, &account, now);
             }
             let mut account = Account::new(user_id, now, &self.catalog);
             account.free_trial_awarded = true;
             tx.insert_account(&account)?;
             if !credits.is_zero() {
-                record(tx, &mut account, NewEntry::imported_credits(user_id, credits, now))?;
+                self.record(tx, &mut account, NewEntry::imported_credits(user_id, credits, now))?;
             }
             if used > 0 {
                 let period = AllowancePeriod { owner: FREEMIUM_OWNER.to_owned(), start: account.freemium.period_start };
-                record(tx, &mut account, NewEntry::imported_ops(user_id, period, used_delta, now))?;
+                self.record(tx, &mut account, NewEntry::imported_ops(user_id, period, used_delta, now))?;
             }
             if let Some(sub) = subscription.clone() {
                 let entry = NewEntry::subscription(EntryKind::SubscriptionActivated, user_id, &sub, None, now);
                 account.subscription = Some(sub);
-                record(tx, &mut account, entry)?;
+                self.record(tx, &mut account, entry)?;
             }
             tx.update_account(&account)?;
-            Ok(BillingState::new(&account, &self.catalog, now))
+            self.state_in(tx, &account, now)
         })
     }
 
     pub fn state(&self, user_id: &str) -> Result<BillingState> {
-        let (account, now) = self.read_account(user_id)?;
-        Ok(BillingState::new(&account, &self.catalog, now))
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            let account = self.account_view(tx, user_id, now)?;
+            self.state_in(tx, &account, now)
+        })
+    }
+
+    /// The state of `account`, with its lots read in the same transaction.
+    fn state_in(&self, tx: &mut dyn Transaction, account: &Account, now: OffsetDateTime) -> Result<BillingState> {
+        let lots = tx.open_lots(&account.user_id)?;
+        Ok(BillingState::new(account, &lots, &self.catalog, now))
     }
 
     // ---- charging ----
@@ -340,9 +361,15 @@ impl<S: Store> Billing<S> {
             return Ok(Charge::from_entry(&entry, true));
         }
         let account = accounts.get(tx, user_id, |tx| self.current_account(tx, user_id, now))?;
-        let spend = charge::spend(account, &self.catalog, op, now)?;
+        let spend = charge::spend(account, &self.catalog, op, now).map_err(|refusal| match refusal {
+            BillingError::NotEnoughCredits { required, available, .. } => {
+                let expired = just_expired(tx, user_id, now).unwrap_or_default();
+                BillingError::NotEnoughCredits { required, available, expired }
+            }
+            other => other,
+        })?;
         let entry = NewEntry::charge(user_id, &op.code, &spend, request.metadata.cloned(), now);
-        let entry = record(tx, account, entry.keyed(idempotency_key, request))?;
+        let entry = self.record(tx, account, entry.keyed(idempotency_key, request))?;
         accounts.changed(user_id);
         Ok(Charge::from_entry(&entry, false))
     }
@@ -370,20 +397,35 @@ impl<S: Store> Billing<S> {
             let mut account = self.current_account(tx, &charge.user_id, now)?;
             let back = charge::give_back(&account, &charge);
             let entry = NewEntry::refund(&charge, &back, reason, now).keyed(idempotency_key, &request);
-            let entry = record(tx, &mut account, entry)?;
+            let entry = self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
             Ok(Refund::from_entry(&entry, &charge, false))
         })
     }
 
     /// An admin grant (positive) or correction (negative) of credits. The balance may go
-    /// below zero; charges from credits then wait until it is back above the cost.
+    /// below zero; charges from credits then wait until it is back above the cost. A
+    /// grant is a promotional lot of default priority that never expires; see
+    /// [`grant_credits_on`](Self::grant_credits_on) for other terms.
     pub fn grant_credits(
         &self,
         user_id: &str,
         amount: Decimal,
         idempotency_key: &str,
         reason: &str,
+    ) -> Result<LedgerEntry> {
+        self.grant_credits_on(user_id, amount, idempotency_key, reason, &GrantTerms::default())
+    }
+
+    /// [`grant_credits`](Self::grant_credits) whose lot has `terms`: an expiry, a
+    /// priority in the burn order, a category.
+    pub fn grant_credits_on(
+        &self,
+        user_id: &str,
+        amount: Decimal,
+        idempotency_key: &str,
+        reason: &str,
+        terms: &GrantTerms,
     ) -> Result<LedgerEntry> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
@@ -392,8 +434,10 @@ impl<S: Store> Billing<S> {
         if amount.is_zero() {
             return Err(BillingError::invalid("amount", "must not be zero"));
         }
-        let request = Request { action: "grant", target: "", amount: Some(amount), metadata: None };
         let now = self.now();
+        let lot = terms.lot_terms(now)?;
+        let terms_json = terms.fingerprint_json();
+        let request = Request { action: "grant", target: "", amount: Some(amount), metadata: terms_json.as_ref() };
         self.store.write(user_id, |tx| {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
                 return Ok(entry);
@@ -403,8 +447,8 @@ impl<S: Store> Billing<S> {
                 let message = format!("would take the balance past {}", input::MAX_AMOUNT);
                 return Err(BillingError::invalid("amount", message));
             }
-            let entry = NewEntry::grant(user_id, amount, reason, now).keyed(idempotency_key, &request);
-            let entry = record(tx, &mut account, entry)?;
+            let entry = NewEntry::grant(user_id, amount, reason, lot.clone(), now).keyed(idempotency_key, &request);
+            let entry = self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
             Ok(entry)
         })
@@ -439,7 +483,7 @@ impl<S: Store> Billing<S> {
             let sub = Subscription::start(plan, now);
             let entry = NewEntry::subscription(EntryKind::SubscriptionActivated, user_id, &sub, None, now);
             account.subscription = Some(sub);
-            record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
+            self.record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
             tx.update_account(&account)?;
             self.subscription_view(tx, &account, now)
         })
@@ -459,7 +503,7 @@ impl<S: Store> Billing<S> {
             }
             sub.cancel(now, immediate);
             let entry = NewEntry::subscription_canceled(user_id, sub, CancelReason::Requested, immediate, None, now);
-            record(tx, &mut account, entry)?;
+            self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
             self.subscription_view(tx, &account, now)
         })
@@ -563,6 +607,20 @@ impl<S: Store> Billing<S> {
 
     // ---- helpers ----
 
+    /// Applies `entry` to `account`, appends it with the balance it leaves, and carries
+    /// out what it does to the credit lots: the one way the engine writes an entry, so
+    /// its balance snapshot and the lots are always right.
+    fn record(&self, tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) -> Result<LedgerEntry> {
+        let before = account.credits;
+        account
+            .apply(&entry.entry)
+            .ok_or_else(|| BillingError::invalid("amount", "the balance would pass what a decimal holds"))?;
+        entry.entry.credits_balance_after = account.credits;
+        let stored = tx.append_entry(&entry)?;
+        self.settle_lots(tx, account, &stored, &entry.lots, before)?;
+        Ok(stored)
+    }
+
     fn subscription_view(
         &self,
         tx: &mut dyn Transaction,
@@ -584,6 +642,7 @@ impl<S: Store> Billing<S> {
         let Some(mut account) = tx.account(user_id)? else { return Ok(None) };
         account.roll_forward(&self.catalog, now);
         self.expire_holds(tx, &mut account, now)?;
+        self.expire_lots(tx, &mut account, now)?;
         Ok(Some(account))
     }
 
@@ -621,7 +680,16 @@ fn audit_user(tx: &mut dyn Transaction, user_id: &str) -> Result<(Vec<Mismatch>,
     let holds = tx.all_holds(user_id)?;
     let counters = tx.all_usage_counters(user_id)?;
     mismatches.extend(audit_usage(user_id, &usage, &holds, &counters, &entries));
+    mismatches.extend(audit_lots(user_id, &entries, &tx.all_lots(user_id)?, &tx.all_allocations(user_id)?));
     Ok((mismatches, entries.len() as u64))
+}
+
+/// The credits of the user's lots whose expiry was recorded at `now`: by this very call,
+/// which found them expired. A refused charge says so, since its balance just fell.
+fn just_expired(tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Decimal> {
+    let recent = tx.entries(user_id, None, 50)?;
+    let expired = recent.iter().take_while(|e| e.created_at == now).filter(|e| e.kind == EntryKind::CreditExpired);
+    Ok(expired.map(|e| -e.credits_delta).sum())
 }
 
 /// The charge `charge_id`; CHARGE_NOT_FOUND when there is no such charge.
@@ -639,14 +707,4 @@ fn replay(tx: &mut dyn Transaction, user_id: &str, key: &str, request: &Request)
         Some((entry, Some(hash))) if hash == request.fingerprint() => Ok(Some(entry)),
         Some(_) => Err(BillingError::IdempotencyConflict { key: key.to_owned() }),
     }
-}
-
-/// Applies `entry` to `account` and appends it, with the balance it leaves: the one way
-/// the engine writes an entry, so its balance snapshot is always right.
-fn record(tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) -> Result<LedgerEntry> {
-    account
-        .apply(&entry.entry)
-        .ok_or_else(|| BillingError::invalid("amount", "the balance would pass what a decimal holds"))?;
-    entry.entry.credits_balance_after = account.credits;
-    Ok(tx.append_entry(&entry)?)
 }

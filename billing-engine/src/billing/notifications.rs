@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::checkout::{unknown_payment, PaymentSetup};
-use super::{record, Billing};
+use super::Billing;
 use crate::error::{BillingError, Result};
 use crate::ledger::Request;
 use crate::payment::{self, Payment, PaymentStatus, Purpose};
@@ -134,7 +134,7 @@ impl<S: Store> Billing<S> {
             return Ok(());
         }
         for entry in entries {
-            record(tx, &mut account, entry)?;
+            self.record(tx, &mut account, entry)?;
         }
         Ok(tx.update_account(&account)?)
     }
@@ -162,7 +162,7 @@ impl<S: Store> Billing<S> {
             let request = Request { action: "payment_refund", target: &refund.id, amount: None, metadata: None };
             let mut account = self.current_account(tx, &payment.user_id, now)?;
             let entry = payment::refund_effects(&mut payment, &refund.id, refund.amount, &mut account, now);
-            record(tx, &mut account, entry.keyed(&key, &request))?;
+            self.record(tx, &mut account, entry.keyed(&key, &request))?;
             tx.update_account(&account)?;
             tx.update_payment(&payment)?;
             Ok((WebhookStatus::Applied, Some(payment)))

@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::{record, Billing};
+use super::Billing;
 use crate::error::{BillingError, Result};
 use crate::ledger::{EntryKind, NewEntry};
 use crate::payment::{DueReport, Payment, Purpose};
@@ -78,7 +78,7 @@ impl<S: Store> Billing<S> {
         let sub = account.subscription.as_mut().expect("checked above");
         sub.ended_at = Some(now);
         let entry = NewEntry::subscription(EntryKind::SubscriptionExpired, user_id, sub, None, now);
-        record(tx, &mut account, entry)?;
+        self.record(tx, &mut account, entry)?;
         tx.update_account(&account)?;
         Ok(DueStep::Expired)
     }

@@ -33,6 +33,12 @@ macro_rules! usage_columns {
     };
 }
 
+macro_rules! lot_columns {
+    () => {
+        "user_id, id, amount, remaining, priority, category, effective_at, expires_at, source, reference"
+    };
+}
+
 macro_rules! payment_columns {
     () => {
         "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
@@ -61,6 +67,7 @@ pub use sqlite_writer::CommitStats;
 use crate::account::Account;
 use crate::error::{BillingError, Result};
 use crate::ledger::{LedgerEntry, NewEntry};
+use crate::lots::{Allocation, CreditLot};
 use crate::payment::{Payment, SavedCard};
 use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 use time::OffsetDateTime;
@@ -265,4 +272,30 @@ pub trait Transaction {
 
     /// All holds of a user, oldest first.
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>>;
+
+    // ---- credit lots ----
+
+    /// The user's lots with credits left, by id.
+    fn open_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>>;
+
+    /// One of the user's lots, spent or not.
+    fn lot(&mut self, user_id: &str, lot_id: i64) -> StoreResult<Option<CreditLot>>;
+
+    /// Stores a new lot; its id must be new for the user (else [`StoreError::Conflict`]).
+    fn insert_lot(&mut self, lot: &CreditLot) -> StoreResult<()>;
+
+    /// Stores a lot's new remainder; a missing lot is [`StoreError::Unavailable`].
+    fn update_lot(&mut self, lot: &CreditLot) -> StoreResult<()>;
+
+    /// Appends what entry `entry_id` drew from or gave back to each lot.
+    fn insert_allocations(&mut self, user_id: &str, entry_id: i64, allocations: &[Allocation]) -> StoreResult<()>;
+
+    /// What entry `entry_id` drew from or gave back to each lot, in the order written.
+    fn allocations(&mut self, user_id: &str, entry_id: i64) -> StoreResult<Vec<Allocation>>;
+
+    /// All lots of a user, by id.
+    fn all_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>>;
+
+    /// All allocations of a user: `(entry id, allocation)`, by entry.
+    fn all_allocations(&mut self, user_id: &str) -> StoreResult<Vec<(i64, Allocation)>>;
 }

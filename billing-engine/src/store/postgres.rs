@@ -37,6 +37,7 @@ use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
+use crate::lots::{Allocation, CreditLot};
 use crate::payment::{PaidPeriod, Payment, SavedCard};
 use crate::time_util::{from_millis, to_millis};
 use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
@@ -874,6 +875,73 @@ impl Transaction for PgTx<'_> {
         self.many(sql, &[&user_id, &to_millis(now)], read_hold)
     }
 
+    fn open_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>> {
+        let sql =
+            concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = $1 AND remaining <> 0 ORDER BY id");
+        self.many(sql, &[&user_id], read_lot)
+    }
+
+    fn lot(&mut self, user_id: &str, lot_id: i64) -> StoreResult<Option<CreditLot>> {
+        let sql = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = $1 AND id = $2");
+        self.one(sql, &[&user_id, &lot_id], read_lot)
+    }
+
+    fn insert_lot(&mut self, lot: &CreditLot) -> StoreResult<()> {
+        let sql =
+            concat!("INSERT INTO credit_lots (", lot_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        let priority = i16::from(lot.priority);
+        let (effective_at, expires_at) = (to_millis(lot.effective_at), lot.expires_at.map(to_millis));
+        let params: [Param; 10] = [
+            &lot.user_id,
+            &lot.id,
+            &lot.amount,
+            &lot.remaining,
+            &priority,
+            &lot.category.as_str(),
+            &effective_at,
+            &expires_at,
+            &lot.source.as_str(),
+            &lot.reference,
+        ];
+        self.change_one(sql, &params, "the lot was not stored")
+    }
+
+    fn update_lot(&mut self, lot: &CreditLot) -> StoreResult<()> {
+        let sql = "UPDATE credit_lots SET remaining = $3 WHERE user_id = $1 AND id = $2";
+        self.change_one(sql, &[&lot.user_id, &lot.id, &lot.remaining], "the lot to update is not in the database")
+    }
+
+    fn insert_allocations(&mut self, user_id: &str, entry_id: i64, allocations: &[Allocation]) -> StoreResult<()> {
+        let sql = "INSERT INTO lot_allocations (user_id, entry_id, lot_id, seq, amount) VALUES ($1, $2, $3, $4, $5)";
+        for (seq, allocation) in allocations.iter().enumerate() {
+            let seq = i32::try_from(seq).map_err(|_| StoreError::unavailable("an entry with too many allocations"))?;
+            let params: [Param; 5] = [&user_id, &entry_id, &allocation.lot_id, &seq, &allocation.amount];
+            self.change_one(sql, &params, "the allocation was not stored")?;
+        }
+        Ok(())
+    }
+
+    fn allocations(&mut self, user_id: &str, entry_id: i64) -> StoreResult<Vec<Allocation>> {
+        let sql = "SELECT lot_id, amount FROM lot_allocations WHERE user_id = $1 AND entry_id = $2 ORDER BY seq";
+        self.many(sql, &[&user_id, &entry_id], |row| {
+            let c = Cells::new(row, "lot_allocations");
+            Ok(Allocation { lot_id: c.get(0)?, amount: c.get(1)? })
+        })
+    }
+
+    fn all_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>> {
+        let sql = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = $1 ORDER BY id");
+        self.many(sql, &[&user_id], read_lot)
+    }
+
+    fn all_allocations(&mut self, user_id: &str) -> StoreResult<Vec<(i64, Allocation)>> {
+        let sql = "SELECT entry_id, lot_id, amount FROM lot_allocations WHERE user_id = $1 ORDER BY entry_id, seq";
+        self.many(sql, &[&user_id], |row| {
+            let c = Cells::new(row, "lot_allocations");
+            Ok((c.get(0)?, Allocation { lot_id: c.get(1)?, amount: c.get(2)? }))
+        })
+    }
+
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
         self.many("SELECT status, data FROM holds WHERE user_id = $1 ORDER BY created_at, id", &[&user_id], read_hold)
     }
@@ -1068,6 +1136,22 @@ fn read_usage(row: &Row) -> StoreResult<NewUsage> {
     })
 }
 
+fn read_lot(row: &Row) -> StoreResult<CreditLot> {
+    let c = Cells::new(row, "credit_lots");
+    Ok(CreditLot {
+        user_id: c.get(0)?,
+        id: c.get(1)?,
+        amount: c.get(2)?,
+        remaining: c.get(3)?,
+        priority: u8::try_from(c.get::<i16>(4)?).map_err(|_| c.corrupt(4))?,
+        category: c.named(5)?,
+        effective_at: c.time(6)?,
+        expires_at: c.time_opt(7)?,
+        source: c.named(8)?,
+        reference: c.get(9)?,
+    })
+}
+
 fn read_counter(row: &Row) -> StoreResult<UsageCounter> {
     let c = Cells::new(row, "usage_counters");
     Ok(UsageCounter { metric: c.get(0)?, window: c.get(1)?, used: c.amount(2)?, held: c.amount(3)? })
@@ -1172,13 +1256,16 @@ struct UserRows {
     usage: Vec<NewUsage>,
     counters: Vec<UsageCounter>,
     holds: Vec<Hold>,
+    lots: Vec<CreditLot>,
+    allocations: Vec<(i64, Allocation)>,
 }
 
 impl PostgresStore {
     /// Copies every user of `source` (a SQLite store, say) into this database, user by
     /// user, each in one transaction: accounts, ledger entries with their ids, keys and
     /// request fingerprints, payments with theirs, saved cards (saved at the time of the
-    /// copy), and usage events (ids and keys too), counters and holds. Users this database already has are skipped. Stop the writers of
+    /// copy), usage events (ids and keys too), counters, holds, credit lots and their
+    /// allocations. Users this database already has are skipped. Stop the writers of
     /// `source` first; run [`Billing::verify_integrity`](crate::Billing::verify_integrity)
     /// on this database after.
     pub fn copy_from(&self, source: &impl Store) -> Result<CopyReport> {
@@ -1237,6 +1324,12 @@ impl PostgresStore {
             for hold in &rows.holds {
                 tx.insert_hold(hold)?;
             }
+            for lot in &rows.lots {
+                tx.insert_lot(lot)?;
+            }
+            for (entry_id, allocations) in group_by_entry(&rows.allocations) {
+                tx.insert_allocations(user_id, entry_id, &allocations)?;
+            }
             Ok(true)
         };
         self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
@@ -1268,7 +1361,21 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         usage: tx.all_usage(user_id)?,
         counters: tx.all_usage_counters(user_id)?,
         holds: tx.all_holds(user_id)?,
+        lots: tx.all_lots(user_id)?,
+        allocations: tx.all_allocations(user_id)?,
     })
+}
+
+/// Allocations grouped by their entry, each group in its order.
+fn group_by_entry(allocations: &[(i64, Allocation)]) -> Vec<(i64, Vec<Allocation>)> {
+    let mut groups: Vec<(i64, Vec<Allocation>)> = Vec::new();
+    for (entry_id, allocation) in allocations {
+        match groups.last_mut() {
+            Some((last, group)) if last == entry_id => group.push(allocation.clone()),
+            _ => groups.push((*entry_id, vec![allocation.clone()])),
+        }
+    }
+    groups
 }
 
 /// A usage count as the store's `BIGINT`.

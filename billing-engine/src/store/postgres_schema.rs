@@ -163,6 +163,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX holds_by_id ON holds (id);
     CREATE INDEX holds_open ON holds (user_id, expires_at) WHERE status = 'open';
     "#,
+    // 3: credit lots, as the SQLite schema's version 5.
+    r#"
+    CREATE TABLE credit_lots (
+        user_id      TEXT NOT NULL,
+        id           BIGINT NOT NULL,       -- the entry that created it
+        amount       NUMERIC NOT NULL,
+        remaining    NUMERIC NOT NULL,
+        priority     SMALLINT NOT NULL,
+        category     TEXT NOT NULL,
+        effective_at BIGINT NOT NULL,       -- unix ms
+        expires_at   BIGINT,                -- unix ms; NULL: never
+        source       TEXT NOT NULL,
+        reference    TEXT,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX credit_lots_open ON credit_lots (user_id, id) WHERE remaining <> 0;
+
+    CREATE TABLE lot_allocations (
+        user_id  TEXT NOT NULL,
+        entry_id BIGINT NOT NULL,
+        lot_id   BIGINT NOT NULL,
+        seq      INTEGER NOT NULL,          -- its place among the entry's allocations
+        amount   NUMERIC NOT NULL,          -- drawn (+) or given back (-)
+        PRIMARY KEY (user_id, entry_id, lot_id)
+    );
+
+    INSERT INTO credit_lots (user_id, id, amount, remaining, priority, category, effective_at, expires_at, source, reference)
+    SELECT a.user_id, coalesce((SELECT max(l.id) FROM ledger l WHERE l.user_id = a.user_id), 0), a.credits, a.credits,
+           50, 'paid', a.created_at, NULL, 'import', NULL
+    FROM accounts a WHERE a.credits > 0;
+    "#,
 ];
 
 /// Brings the schema of the connection's current schema (`search_path`) up to date, in

@@ -172,6 +172,38 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX holds_by_id ON holds (id);
     CREATE INDEX holds_open ON holds (user_id, expires_at) WHERE status = 'open';
     "#,
+    // 5: credit lots, and what each entry drew from or gave back to each. A balance
+    // stored before becomes one lot that never expires, keyed by the user's last entry.
+    r#"
+    CREATE TABLE credit_lots (
+        user_id      TEXT NOT NULL,
+        id           INTEGER NOT NULL,      -- the entry that created it
+        amount       TEXT NOT NULL,
+        remaining    TEXT NOT NULL,
+        priority     INTEGER NOT NULL,
+        category     TEXT NOT NULL,
+        effective_at INTEGER NOT NULL,      -- unix ms
+        expires_at   INTEGER,               -- unix ms; NULL: never
+        source       TEXT NOT NULL,
+        reference    TEXT,
+        PRIMARY KEY (user_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX credit_lots_open ON credit_lots (user_id, id) WHERE remaining <> '0';
+
+    CREATE TABLE lot_allocations (
+        user_id  TEXT NOT NULL,
+        entry_id INTEGER NOT NULL,
+        lot_id   INTEGER NOT NULL,
+        seq      INTEGER NOT NULL,          -- its place among the entry's allocations
+        amount   TEXT NOT NULL,             -- drawn (+) or given back (-)
+        PRIMARY KEY (user_id, entry_id, lot_id)
+    ) WITHOUT ROWID;
+
+    INSERT INTO credit_lots (user_id, id, amount, remaining, priority, category, effective_at, expires_at, source, reference)
+    SELECT a.user_id, coalesce((SELECT max(l.id) FROM ledger l WHERE l.user_id = a.user_id), 0), a.credits, a.credits,
+           50, 'paid', a.created_at, NULL, 'import', NULL
+    FROM accounts a WHERE CAST(a.credits AS REAL) > 0;
+    "#,
 ];
 
 /// The version `migrate` brings a database to.

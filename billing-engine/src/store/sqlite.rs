@@ -22,6 +22,7 @@ use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
+use crate::lots::{Allocation, CreditLot, LotCategory, LotSource};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
 use crate::time_util::{from_millis, to_millis};
 use crate::usage::{Hold, HoldStatus, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
@@ -610,9 +611,100 @@ impl Transaction for SqliteTx<'_> {
         Ok(holds)
     }
 
+    fn open_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>> {
+        let sql =
+            concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = ?1 AND remaining <> '0' ORDER BY id");
+        self.many(sql, [user_id], lot_from_row)
+    }
+
+    fn lot(&mut self, user_id: &str, lot_id: i64) -> StoreResult<Option<CreditLot>> {
+        let sql = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = ?1 AND id = ?2");
+        self.one(sql, params![user_id, lot_id], lot_from_row)
+    }
+
+    fn insert_lot(&mut self, lot: &CreditLot) -> StoreResult<()> {
+        let sql =
+            concat!("INSERT INTO credit_lots (", lot_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            lot.user_id,
+            lot.id,
+            lot.amount.normalize().to_string(),
+            lot.remaining.normalize().to_string(),
+            lot.priority,
+            lot.category.as_str(),
+            to_millis(lot.effective_at),
+            lot.expires_at.map(to_millis),
+            lot.source.as_str(),
+            lot.reference,
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn update_lot(&mut self, lot: &CreditLot) -> StoreResult<()> {
+        let sql = "UPDATE credit_lots SET remaining = ?3 WHERE user_id = ?1 AND id = ?2";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        // Normalized, so that a spent lot reads `0` and leaves the open lots' index.
+        let remaining = lot.remaining.normalize().to_string();
+        match stmt.execute(params![lot.user_id, lot.id, remaining]).map_err(SqliteError::from)? {
+            1 => Ok(()),
+            _ => Err(StoreError::unavailable("the lot to update is not in the database")),
+        }
+    }
+
+    fn insert_allocations(&mut self, user_id: &str, entry_id: i64, allocations: &[Allocation]) -> StoreResult<()> {
+        let sql = "INSERT INTO lot_allocations (user_id, entry_id, lot_id, seq, amount) VALUES (?1, ?2, ?3, ?4, ?5)";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        for (seq, allocation) in allocations.iter().enumerate() {
+            let amount = allocation.amount.normalize().to_string();
+            stmt.execute(params![user_id, entry_id, allocation.lot_id, seq as i64, amount])
+                .map_err(SqliteError::from)?;
+        }
+        Ok(())
+    }
+
+    fn allocations(&mut self, user_id: &str, entry_id: i64) -> StoreResult<Vec<Allocation>> {
+        let sql = "SELECT lot_id, amount FROM lot_allocations WHERE user_id = ?1 AND entry_id = ?2 ORDER BY seq";
+        self.many(sql, params![user_id, entry_id], |row| {
+            in_table("lot_allocations", row, |row| Ok(Allocation { lot_id: row.get(0)?, amount: parsed(row, 1)? }))
+        })
+    }
+
+    fn all_lots(&mut self, user_id: &str) -> StoreResult<Vec<CreditLot>> {
+        let sql = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = ?1 ORDER BY id");
+        self.many(sql, [user_id], lot_from_row)
+    }
+
+    fn all_allocations(&mut self, user_id: &str) -> StoreResult<Vec<(i64, Allocation)>> {
+        let sql = "SELECT entry_id, lot_id, amount FROM lot_allocations WHERE user_id = ?1 ORDER BY entry_id, seq";
+        self.many(sql, [user_id], |row| {
+            in_table("lot_allocations", row, |row| {
+                Ok((row.get(0)?, Allocation { lot_id: row.get(1)?, amount: parsed(row, 2)? }))
+            })
+        })
+    }
+
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
         self.many("SELECT status, data FROM holds WHERE user_id = ?1 ORDER BY created_at, id", [user_id], hold_from_row)
     }
+}
+
+fn lot_from_row(row: &Row) -> rusqlite::Result<CreditLot> {
+    in_table("credit_lots", row, |row| {
+        Ok(CreditLot {
+            user_id: row.get(0)?,
+            id: row.get(1)?,
+            amount: parsed(row, 2)?,
+            remaining: parsed(row, 3)?,
+            priority: row.get(4)?,
+            category: parsed(row, 5)?,
+            effective_at: from_millis(row.get(6)?),
+            expires_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+            source: parsed(row, 8)?,
+            reference: row.get(9)?,
+        })
+    })
 }
 
 /// A usage amount as SQLite's signed integer: bounded far below it by the input rules.
@@ -832,7 +924,7 @@ macro_rules! parse_column_by_name {
     )*};
 }
 
-parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus);
+parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus, LotCategory, LotSource);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;

@@ -58,9 +58,12 @@ __all__ = [
     "CreatedPayment",
     "DailyLimitReached",
     "DueReport",
+    "CreditLot",
     "Entitlement",
     "Entitlements",
+    "ExpiringCredits",
     "FeatureNotAvailable",
+    "GrantNotFound",
     "HeldUsage",
     "Hold",
     "HoldNotFound",
@@ -227,6 +230,11 @@ class UnknownMetric(BillingError):
 
 class HoldNotFound(BillingError):
     code = "HOLD_NOT_FOUND"
+    http_status = 404
+
+
+class GrantNotFound(BillingError):
+    code = "GRANT_NOT_FOUND"
     http_status = 404
 
 
@@ -411,6 +419,8 @@ def _parse_time(text: str) -> datetime:
 # (`"credits"`), and `to_dict()` gives the JSON shape: decimals as strings, except the
 # seed 003 number fields (plan prices and payment amounts).
 from ._native import (  # noqa: E402
+    CreditLot,
+    ExpiringCredits,
     Entitlement,
     Entitlements,
     HeldUsage,
@@ -714,8 +724,45 @@ class Billing:
     def refund_charge(self, charge_id: int, *, idempotency_key: str, reason: Optional[str] = None) -> Refund:
         return _call(self._native.refund_charge, _id_number("charge_id", charge_id), idempotency_key, reason)
 
-    def grant_credits(self, user_id: str, amount: Money, *, idempotency_key: str, reason: str) -> LedgerEntry:
-        return _call(self._native.grant_credits, user_id, _money("amount", amount), idempotency_key, reason)
+    def grant_credits(
+        self,
+        user_id: str,
+        amount: Money,
+        *,
+        idempotency_key: str,
+        reason: str,
+        expires_at: Optional[Moment] = None,
+        priority: Optional[int] = None,
+        category: str = "promotional",
+    ) -> LedgerEntry:
+        """An admin grant, a lot of its own (``expires_at``, ``priority`` 0-100 in the burn
+        order, ``category`` ``promotional`` or ``paid``), or a correction when negative."""
+        if priority is not None:
+            _check_type("priority", priority, int, "an int")
+            if priority not in range(0, 256):
+                raise _invalid("priority", f"expected 0 to 100, got {priority}")
+        _check_type("category", category, str, "a str")
+        terms = {
+            "expires_at": None if expires_at is None else _moment("expires_at", expires_at),
+            "priority": priority,
+            "category": category,
+        }
+        return _call(
+            self._native.grant_credits,
+            user_id,
+            _money("amount", amount),
+            idempotency_key,
+            reason,
+            json.dumps(terms),
+        )
+
+    def void_grant(self, lot_id: int, *, idempotency_key: str, reason: str) -> LedgerEntry:
+        """Forfeits what remains of a granted lot (``credit_voided``); a retry replays."""
+        return _call(self._native.void_grant, _id_number("lot_id", lot_id), idempotency_key, reason)
+
+    def credit_lots(self, user_id: str) -> List[CreditLot]:
+        """The user's credit lots, live and spent, by id."""
+        return _call(self._native.credit_lots, user_id)
 
     # ---- subscriptions
 

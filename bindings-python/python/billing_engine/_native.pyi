@@ -85,7 +85,11 @@ class NativeBilling:
     def require_feature(self, user_id: str, feature: str) -> Entitlement: ...
     def _charge_loop(self, user_id: str, operation: str, prefix: str, count: int) -> None: ...
     def refund_charge(self, charge_id: int, idempotency_key: str, reason: Optional[str]) -> Refund: ...
-    def grant_credits(self, user_id: str, amount: str, idempotency_key: str, reason: str) -> LedgerEntry: ...
+    def grant_credits(
+        self, user_id: str, amount: str, idempotency_key: str, reason: str, terms_json: str
+    ) -> LedgerEntry: ...
+    def void_grant(self, lot_id: int, idempotency_key: str, reason: str) -> LedgerEntry: ...
+    def credit_lots(self, user_id: str) -> List[CreditLot]: ...
     def activate_subscription(self, user_id: str, plan_code: str, idempotency_key: str) -> SubscriptionDetails: ...
     def cancel_subscription(self, user_id: str, immediate: bool) -> SubscriptionDetails: ...
     def set_autorenew(self, user_id: str, enabled: bool) -> SubscriptionDetails: ...
@@ -123,8 +127,10 @@ Source = Literal["subscription", "freemium", "credits"]
 EntryKind = Literal[
     "free_trial", "import", "charge", "refund", "grant", "subscription_activated", "subscription_canceled",
     "subscription_renewed", "subscription_expired", "credit_purchase", "purchase_refund", "hold_placed",
-    "hold_captured", "hold_released", "hold_expired", "overage",
+    "hold_captured", "hold_released", "hold_expired", "overage", "credit_expired", "credit_voided",
 ]
+LotCategory = Literal["promotional", "paid"]
+LotSource = Literal["free_trial", "grant", "purchase", "import", "refund_reissue"]
 HoldStatus = Literal["open", "captured", "released", "expired"]
 PaymentStatus = Literal["new", "pending", "waiting_for_capture", "succeeded", "canceled", "refunded"]
 Purpose = Literal["plan", "package", "card_binding", "renewal"]
@@ -134,7 +140,7 @@ ErrorCode = Literal[
     "NOT_ENOUGH_CREDITS", "DAILY_LIMIT_REACHED", "NO_SUBSCRIPTION", "INVALID_PLAN", "NO_PAYMENT_METHOD",
     "ACTIVE_SUBSCRIPTION", "IDEMPOTENCY_CONFLICT", "INVALID_CATALOG", "UNKNOWN_USER", "UNKNOWN_OPERATION",
     "CHARGE_NOT_FOUND", "INVALID_ARGUMENT", "QUOTA_EXCEEDED", "FEATURE_NOT_AVAILABLE", "UNKNOWN_METRIC",
-    "HOLD_NOT_FOUND", "PAYMENT_ERROR", "INVALID_WEBHOOK", "BUSY", "STORAGE_FULL", "STORAGE_ERROR",
+    "HOLD_NOT_FOUND", "GRANT_NOT_FOUND", "PAYMENT_ERROR", "INVALID_WEBHOOK", "BUSY", "STORAGE_FULL", "STORAGE_ERROR",
     "INTERNAL_ERROR",
 ]
 
@@ -163,6 +169,7 @@ class BillingState(_Result):
     remaining_today: Optional[int]
     today_resets_at: datetime
     autorenew_enabled: bool
+    credits_expiring: List[ExpiringCredits]
 
 class Quote(_Result):
     allowed: bool
@@ -230,6 +237,7 @@ class BillingMe(_Result):
     daily_photo_limit: Optional[int]
     used_today: int
     remaining_today: Optional[int]
+    credits_expiring: List[ExpiringCredits]
 
 class PaymentMethod(_Result):
     is_attached: bool
@@ -424,3 +432,19 @@ class Entitlements(_Result):
     plan_code: str
     features: List[Entitlement]
     valid_until: Optional[datetime]
+
+class ExpiringCredits(_Result):
+    amount: Decimal
+    expires_at: datetime
+
+class CreditLot(_Result):
+    id: int
+    user_id: str
+    amount: Decimal
+    remaining: Decimal
+    priority: int
+    category: LotCategory
+    effective_at: datetime
+    expires_at: Optional[datetime]
+    source: LotSource
+    reference: Optional[str]

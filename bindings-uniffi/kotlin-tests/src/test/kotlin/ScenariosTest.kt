@@ -8,7 +8,10 @@ import billing.engine.ChargeResult
 import billing.engine.core.CardAction
 import billing.engine.core.ChargeSource
 import billing.engine.core.EntryKind
+import billing.engine.core.GrantTerms
 import billing.engine.core.HoldStatus
+import billing.engine.core.LotCategory
+import billing.engine.core.LotSource
 import billing.engine.core.UsageGroup
 import billing.engine.core.UsageLabels
 import billing.engine.core.UsageRequest
@@ -158,7 +161,7 @@ class ScenariosTest {
         }
         // INTERNAL_ERROR is a caught panic: UniFFI's own InternalException in Kotlin.
         val codes = errorCodes().filter { it != "INTERNAL_ERROR" }
-        assertEquals(21, codes.size)
+        assertEquals(22, codes.size)
         assertEquals(emptyList<String>(), codes.map(camel).filterNot { it in variants })
     }
 
@@ -264,6 +267,21 @@ class ScenariosTest {
         val missing = assertThrows<BillingException.FeatureNotAvailable> { billing.requireFeature("kim", "ai_recognition") }
         assertEquals("basic", missing.cheapestPlan)
         assertEquals(3uL, billing.entitlements("kim").features.first { it.name == "max_chats" }.limit)
+        assertTrue(billing.verifyIntegrity().ok)
+    }
+
+    @Test
+    fun aGrantIsALotThatCanBeVoidedOnce() {
+        billing.registerUser("lee", false)
+        val terms = GrantTerms(null, 10u.toUByte(), LotCategory.PROMOTIONAL)
+        val grant = billing.grantCreditsOn("lee", "5", "g1", "promo", terms)
+        val lot = billing.creditLots("lee").single()
+        assertEquals(Triple(grant.id, LotSource.GRANT, "5"), Triple(lot.id, lot.source, lot.remaining))
+        val voided = billing.voidGrant(lot.id, "v1", "mistake")
+        assertEquals(EntryKind.CREDIT_VOIDED, voided.kind)
+        assertEquals(voided.id, billing.voidGrant(lot.id, "v1", "mistake").id)
+        val missing = assertThrows<BillingException.GrantNotFound> { billing.voidGrant(987654321L, "v2", "none") }
+        assertEquals(987654321L, missing.lotId)
         assertTrue(billing.verifyIntegrity().ok)
     }
 }
