@@ -22,6 +22,7 @@
 //! - [`subscription`]: activation, cancellation, expiry;
 //! - [`ledger`]: entries, idempotency fingerprints, the integrity audit;
 //! - [`payment`]: what a payment buys and the order of its statuses;
+//! - [`lots`]: credit lots, the burn order, draws and restores;
 //! - [`usage`]: metered usage: quota windows, checks, overage and holds;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;

@@ -1,4 +1,4 @@
-//! Credit lots (issue 16): the credit balance as a set of lots, each with its own
+//! Credit lots: the credit balance as a set of lots, each with its own
 //! priority, category and life, and the one order in which spending draws from them.
 //!
 //! A lot is live from the entry that creates it (its `effective_at`) until `expires_at`,
@@ -17,8 +17,8 @@
 //! Each spending entry records what it drew from each lot ([`Allocation`]); giving it
 //! back (a refund, a released hold) restores those allocations in reverse.
 //!
-//! Work in progress on the `credit-lots` branch: the rules and their tests, not yet
-//! wired into the engine's writes.
+//! The engine carries these rules out when it records an entry (`billing::credit_lots`),
+//! and the audit proves each lot's remainder from the allocations.
 
 use std::cmp::Ordering;
 
