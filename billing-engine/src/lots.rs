@@ -258,10 +258,10 @@ pub fn restore(lots: &mut [CreditLot], allocations: &[Allocation], now: OffsetDa
     restored
 }
 
-/// The credits of live lots at `now`: what a read shows, expired lots left out at the
-/// exact instant, whether or not their expiry is recorded yet.
-pub fn live_balance(lots: &[CreditLot], now: OffsetDateTime) -> Decimal {
-    lots.iter().filter(|lot| lot.is_live(now)).map(|lot| lot.remaining).sum()
+/// The credits of `lots` that expired by `now` but whose expiry is not recorded yet:
+/// what a read leaves out of the balance.
+pub fn expired_remainder(lots: &[CreditLot], now: OffsetDateTime) -> Decimal {
+    lots.iter().filter(|lot| lot.has_expired(now)).map(|lot| lot.remaining).sum()
 }
 
 #[cfg(test)]
@@ -316,7 +316,7 @@ mod tests {
         let at_expiry = NOW + Duration::days(1);
         assert!(lots[0].is_live(at_expiry - Duration::milliseconds(1)));
         assert!(!lots[0].is_live(at_expiry) && lots[0].has_expired(at_expiry));
-        assert_eq!(live_balance(&lots, at_expiry), Decimal::ZERO);
+        assert_eq!(expired_remainder(&lots, at_expiry).to_string(), "5", "a read leaves all of it out");
         let drawn = draw(&mut lots, "2".parse().unwrap(), at_expiry);
         assert_eq!((drawn.allocations.len(), drawn.uncovered.to_string()), (0, "2".into()));
     }

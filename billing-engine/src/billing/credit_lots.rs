@@ -148,18 +148,6 @@ impl<S: Store> Billing<S> {
         Ok(())
     }
 
-    /// The credits of the user's lots that expired by `now` but whose expiry is not
-    /// recorded yet: what a read leaves out of the balance.
-    pub(super) fn expired_unrecorded(
-        &self,
-        tx: &mut dyn Transaction,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<Decimal> {
-        let open = tx.open_lots(user_id)?;
-        Ok(open.iter().filter(|lot| lot.has_expired(now)).map(|lot| lot.remaining).sum())
-    }
-
     /// The user's lots, live and spent, by id.
     pub fn credit_lots(&self, user_id: &str) -> Result<Vec<CreditLot>> {
         input::id("user_id", user_id)?;

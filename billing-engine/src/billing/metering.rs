@@ -16,6 +16,7 @@ use crate::charge::{self, Spend};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::{EntryKind, Fingerprint, LedgerEntry, NewEntry, Request};
+use crate::lots::{self, CreditLot};
 use crate::store::{Store, Transaction};
 use crate::time_util;
 use crate::usage::{
@@ -46,10 +47,10 @@ impl<S: Store> Billing<S> {
         usage::checked_usage(&self.catalog, usage)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.account_view(tx, user_id, now)?;
-            let windows = usage::windows_at(&account, &self.catalog, now);
-            let counters = live_counters(tx, user_id, &windows, now)?;
-            usage::check(&windows, &counters, usage, account.credits)
+            let view = self.read_view(tx, user_id, now)?;
+            let windows = usage::windows_at(&view.account, &self.catalog, now);
+            let counters = live_counters(tx, user_id, &windows, &view.expired_holds)?;
+            usage::check(&windows, &counters, usage, view.account.credits)
         })
     }
 
@@ -192,9 +193,9 @@ impl<S: Store> Billing<S> {
         let unit = self.catalog.metric(metric)?.unit.clone();
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.account_view(tx, user_id, now)?;
-            let windows = usage::windows_at(&account, &self.catalog, now);
-            let (used, held) = live_counters(tx, user_id, &windows, now)?.get(metric, &windows.period);
+            let view = self.read_view(tx, user_id, now)?;
+            let windows = usage::windows_at(&view.account, &self.catalog, now);
+            let (used, held) = live_counters(tx, user_id, &windows, &view.expired_holds)?.get(metric, &windows.period);
             let limit = windows.plan.quotas.get(metric).copied();
             Ok(UsageSummary {
                 metric: metric.to_owned(),
@@ -492,16 +493,24 @@ impl<S: Store> Billing<S> {
     /// expired by now given back and every lot that expired by now left out, in memory
     /// (a read writes nothing; the next write records them).
     pub(super) fn account_view(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<Account> {
+        Ok(self.read_view(tx, user_id, now)?.account)
+    }
+
+    /// [`account_view`](Self::account_view), with the expired holds and the open lots it
+    /// read to build it, for the reads that need them too.
+    pub(super) fn read_view(&self, tx: &mut dyn Transaction, user_id: &str, now: OffsetDateTime) -> Result<ReadView> {
         let mut account =
             tx.account(user_id)?.ok_or_else(|| BillingError::UnknownUser { user_id: user_id.to_owned() })?;
         account.roll_forward(&self.catalog, now);
-        for hold in tx.expired_holds(user_id, now)? {
-            let entry = hold_undone(tx, &account, &hold, EntryKind::HoldExpired, now)?;
+        let expired_holds = tx.expired_holds(user_id, now)?;
+        for hold in &expired_holds {
+            let entry = hold_undone(tx, &account, hold, EntryKind::HoldExpired, now)?;
             account.apply(&entry.entry).ok_or_else(|| BillingError::invalid("amount", "the balance overflows"))?;
         }
+        let open_lots = tx.open_lots(user_id)?;
         // Lots that expired by now spend nothing from this instant on.
-        account.credits -= self.expired_unrecorded(tx, user_id, now)?;
-        Ok(account)
+        account.credits -= lots::expired_remainder(&open_lots, now);
+        Ok(ReadView { account, expired_holds, open_lots })
     }
 }
 
@@ -551,16 +560,19 @@ struct Tracked<'a> {
     hold_id: Option<&'a str>,
 }
 
-/// The counters of `windows` as of `now`: holds that expired are left out, whether or
-/// not their expiry is recorded yet.
-fn live_counters(
-    tx: &mut dyn Transaction,
-    user_id: &str,
-    windows: &Windows<'_>,
-    now: OffsetDateTime,
-) -> Result<Counters> {
+/// What a read sees of a user: the account as [`Billing::account_view`] gives it, and
+/// the expired holds and open lots read to build it.
+pub(super) struct ReadView {
+    pub account: Account,
+    pub expired_holds: Vec<Hold>,
+    pub open_lots: Vec<CreditLot>,
+}
+
+/// The counters of `windows`, with `expired` (holds that expired, whether or not their
+/// expiry is recorded yet) left out.
+fn live_counters(tx: &mut dyn Transaction, user_id: &str, windows: &Windows<'_>, expired: &[Hold]) -> Result<Counters> {
     let mut counters = Counters::new(tx.usage_counters(user_id, &windows.period, &windows.day)?);
-    for hold in tx.expired_holds(user_id, now)? {
+    for hold in expired {
         for held in &hold.usage {
             let amount = i64::try_from(held.amount).unwrap_or(i64::MAX);
             counters.add(&held.metric, &held.period_window, 0, -amount);

@@ -238,8 +238,8 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         let now = self.now();
         self.store.read(|tx| {
-            let account = self.account_view(tx, user_id, now)?;
-            self.state_in(tx, &account, now)
+            let view = self.read_view(tx, user_id, now)?;
+            Ok(BillingState::new(&view.account, &view.open_lots, &self.catalog, now))
         })
     }
 
