@@ -26,6 +26,7 @@ enum Call {
     Reserve { user: String, usage: Vec<(String, u64)>, operation: Option<String>, key: String, ttl_s: u64 },
     Settle { hold: String, actual: Option<Vec<(String, u64)>>, key: String, capture: bool },
     Feature { user: String, name: String },
+    VoidGrant { lot_id: i64, key: String, reason: String },
 }
 
 fn db() -> &'static common::Db {
@@ -87,6 +88,9 @@ fuzz_target!(|call: Call| {
         }
         Call::Feature { user, name } => {
             db.refused_changes_nothing(|b| b.require_feature(&user, &name));
+        }
+        Call::VoidGrant { lot_id, key, reason } => {
+            db.refused_changes_nothing(|b| b.void_grant(lot_id, &key, &reason));
         }
     }
 });

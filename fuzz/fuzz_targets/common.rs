@@ -44,7 +44,7 @@ impl Db {
     pub fn dump(&self) -> Vec<String> {
         let conn = self.reader.lock().unwrap();
         let mut rows = Vec::new();
-        for table in ["accounts", "ledger", "payments", "payment_methods", "usage_events", "usage_counters", "holds"] {
+        for table in ["accounts", "ledger", "payments", "payment_methods", "usage_events", "usage_counters", "holds", "credit_lots", "lot_allocations"] {
             let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
             let n = stmt.column_count();
             let mut query = stmt.query([]).unwrap();
