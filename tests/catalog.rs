@@ -138,6 +138,23 @@ name = "Basic""#,
         (base.replace("lock_timeout_ms = 30000", "lock_timeout_ms = -5"), "lock_timeout_ms", "negative"),
         (base.replace("credits = 20\n", "credits = 0\n"), "packages[0].credits", "above zero"),
         (base.replace("lock_timeout_ms = 30000", "lock_timeout_ms = 2147483648"), "lock_timeout_ms", "at most"),
+        // Receipts follow YooKassa's documented lists; a plan's name fits its 128-character
+        // description in every payment text it goes into.
+        (base.replace("vat_code = 1 ", "vat_code = 13 "), "receipt.vat_code", "1 to 12"),
+        (
+            base.replace(r#"payment_subject = "service""#, r#"payment_subject = "services""#),
+            "receipt.payment_subject",
+            "documented",
+        ),
+        (
+            base.replace(
+                r#"receipt = { payment_mode = "full_prepayment" }"#,
+                r#"receipt = { payment_mode = "prepaid" }"#,
+            ),
+            "packages[1].receipt.payment_mode",
+            "documented",
+        ),
+        (base.replace(r#"name = "Basic""#, &format!("name = \"{}\"", "B".repeat(116))), "plans[1].name", "at most 115"),
         // Where the text itself is broken there is no field: the place is line:column.
         ("currency = \"RUB\"\n[[plans]\n".to_owned(), "2:9", "line 2, column 9: unclosed array table"),
         (format!("{base}\n# a comment with a control character \u{1}\n"), &comment_path, &comment_message),
@@ -159,4 +176,18 @@ fn a_missing_file_is_an_invalid_catalog() {
     let err = Catalog::from_toml_file("/nonexistent/tariffs.toml").unwrap_err();
     assert_eq!(err.code(), "INVALID_CATALOG");
     assert!(err.to_string().contains("/nonexistent/tariffs.toml"));
+}
+
+#[test]
+fn a_plan_name_of_115_characters_fits_and_receipt_settings_merge_over_the_catalog_s() {
+    let base = example();
+    let name = "Б".repeat(115); // characters, not bytes
+    let catalog = Catalog::from_toml(&base.replace(r#"name = "Basic""#, &format!("name = \"{name}\""))).unwrap();
+    assert_eq!(catalog.plan("basic").unwrap().name, name);
+    let own = catalog.package("credits_100").unwrap().receipt.clone().unwrap();
+    assert_eq!(
+        (own.vat_code, own.payment_subject.as_str(), own.payment_mode.as_str()),
+        (1, "service", "full_prepayment")
+    );
+    assert_eq!(catalog.receipt_settings(None, Some("credits_20")), catalog.receipt.as_ref());
 }

@@ -334,7 +334,7 @@ fn release_gives_back_the_op_the_credits_and_the_quota() {
     assert_eq!(f.billing.state("ann").unwrap().credits, dec("10"));
     let check = f.billing.check_usage("ann", &usage(&[("tokens", 1000)])).unwrap();
     assert!(check.allowed, "{check:?}");
-    assert_eq!(f.billing.release(&hold.id, "r").unwrap().replayed, true);
+    assert!(f.billing.release(&hold.id, "r").unwrap().replayed);
     assert_audit_ok(&f.billing);
 }
 

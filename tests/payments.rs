@@ -7,8 +7,8 @@ use std::sync::Barrier;
 use std::thread;
 
 use billing_engine::webhook::{sign, SIGNATURE_HEADER};
-use billing_engine::{Billing, EntryKind, PaymentStatus, Purchase, WebhookOutcome, WebhookStatus, YooKassaConfig};
-use common::yookassa::{FakeYooKassa, SECRET_KEY, YOOKASSA_ADDR};
+use billing_engine::{Billing, EntryKind, PaymentStatus, Purchase, WebhookStatus, YooKassaConfig};
+use common::yookassa::{deliver, paying_fixture, FakeYooKassa, SECRET_KEY, YOOKASSA_ADDR};
 use common::{dec, Fixture, TestDb};
 
 const USER: &str = "u1";
@@ -24,16 +24,7 @@ fn setup_shared() -> (FakeYooKassa, Fixture) {
 }
 
 fn setup_with(db: TestDb, adjust: impl FnOnce(&mut YooKassaConfig)) -> (FakeYooKassa, Fixture) {
-    let fake = FakeYooKassa::start();
-    let mut config = fake.config();
-    adjust(&mut config);
-    let f = Fixture::with_yookassa(db, config);
-    f.billing.register_user(USER, true).unwrap();
-    (fake, f)
-}
-
-fn deliver(billing: &Billing, body: &[u8]) -> billing_engine::Result<WebhookOutcome> {
-    billing.handle_yookassa_webhook(body, Some(YOOKASSA_ADDR), &[])
+    paying_fixture(db, USER, adjust)
 }
 
 fn provider_id(f: &Fixture, payment_id: &str) -> String {
@@ -41,8 +32,8 @@ fn provider_id(f: &Fixture, payment_id: &str) -> String {
 }
 
 /// Buys `purchase` and has the user pay; returns the engine's payment id.
-fn buy_and_pay(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_card: bool, key: &str) -> String {
-    let created = f.billing.create_payment(USER, purchase, None, save_card, key).unwrap();
+fn buy_and_pay(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_method: bool, key: &str) -> String {
+    let created = f.billing.create_payment(USER, purchase, None, save_method, key, None).unwrap();
     fake.pay(&created.yookassa_payment_id);
     let outcome = deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
     assert_eq!(outcome.status, WebhookStatus::Applied);
@@ -52,16 +43,16 @@ fn buy_and_pay(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_card: 
 #[test]
 fn a_paid_plan_activates_the_subscription_once_its_notification_arrives() {
     let (fake, f) = setup();
-    let created = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1", None).unwrap();
     assert!(created.confirmation_url.starts_with("https://yoomoney.test/"), "{created:?}");
     let sent = fake.payment(&created.yookassa_payment_id);
     assert_eq!(sent["amount"], serde_json::json!({"value": "699.00", "currency": "RUB"}));
     assert_eq!(sent["metadata"]["payment_id"], created.payment_id.as_str());
     assert_eq!(f.billing.state(USER).unwrap().plan_code, "FREE", "nothing changes before the money arrives");
 
-    let again = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1").unwrap();
+    let again = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-1", None).unwrap();
     assert_eq!(again, created, "the same key returns the same payment");
-    let conflict = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1").unwrap_err();
+    let conflict = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1", None).unwrap_err();
     assert_eq!(conflict.code(), "IDEMPOTENCY_CONFLICT");
     assert_eq!(fake.payments_created(), 1);
 
@@ -85,7 +76,7 @@ fn a_paid_plan_activates_the_subscription_once_its_notification_arrives() {
     assert_eq!((history[0].status.as_str(), history[0].amount), ("succeeded", dec("699.00")));
     assert!(history[0].paid_at.is_some());
 
-    let busy = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2").unwrap_err();
+    let busy = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2", None).unwrap_err();
     assert_eq!(busy.code(), "ACTIVE_SUBSCRIPTION");
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
@@ -129,7 +120,7 @@ const DELIVERY_ENV: &str = "BILLING_DELIVERY_WORKER";
 #[test]
 fn the_same_notification_from_sixteen_threads_in_four_processes_is_applied_once() {
     let (fake, f) = setup_shared();
-    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack", None).unwrap();
     fake.pay(&created.yookassa_payment_id);
     let body_file =
         f.db.dir
@@ -194,7 +185,7 @@ fn delivery_worker_process() {
 #[test]
 fn the_same_notification_from_sixteen_threads_is_applied_once() {
     let (fake, f) = setup_shared();
-    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_100"), None, false, "pack", None).unwrap();
     fake.pay(&created.yookassa_payment_id);
     let body = fake.notification("payment.succeeded", &created.yookassa_payment_id);
     // Half share the fixture's handle, half open their own, as other workers would.
@@ -226,7 +217,7 @@ fn the_same_notification_from_sixteen_threads_is_applied_once() {
 #[test]
 fn forged_untrusted_unsigned_and_broken_notifications_change_nothing() {
     let (fake, f) = setup_with(TestDb::shared(), |config| config.webhook_secrets = vec!["whsec-1".into()]);
-    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "pack").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "pack", None).unwrap();
     let pid = created.yookassa_payment_id;
     // The payment is still pending at YooKassa: a body claiming success is forged.
     let mut forged: serde_json::Value =
@@ -273,7 +264,7 @@ fn forged_untrusted_unsigned_and_broken_notifications_change_nothing() {
 fn late_and_out_of_order_notifications_never_undo_a_final_state() {
     // Without the re-read, only the order rule protects the payment.
     let (fake, f) = setup_with(TestDb::new(), |config| config.verify_by_fetch = false);
-    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy", None).unwrap();
     let pid = created.yookassa_payment_id;
     fake.pay(&pid);
     let succeeded = fake.notification("payment.succeeded", &pid);
@@ -300,13 +291,13 @@ fn late_and_out_of_order_notifications_never_undo_a_final_state() {
 fn a_provider_failure_is_payment_error_and_the_retry_with_the_same_key_pays_once() {
     let (fake, f) = setup();
     fake.fail_next_creates(3); // the first attempt and both of the client's retries
-    let err = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap_err();
+    let err = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy", None).unwrap_err();
     assert_eq!(err.code(), "PAYMENT_ERROR");
     assert_eq!(err.details()["retryable"], true);
     assert!(!err.to_string().contains(SECRET_KEY));
     assert_eq!(f.billing.payments(USER, 10).unwrap().results, vec![], "an unsent payment is not in the history");
 
-    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap();
+    let created = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy", None).unwrap();
     assert_eq!(fake.payments_created(), 1, "YooKassa created the payment once, whatever the 500s said");
     let posts = fake.requests().iter().filter(|r| *r == "POST /payments").count();
     assert_eq!(posts, 4, "three failed attempts, then one that got the first result");
@@ -314,7 +305,7 @@ fn a_provider_failure_is_payment_error_and_the_retry_with_the_same_key_pays_once
 
     // Wrong credentials: refused for good, and the secret is not in the error.
     let (_wrong_fake, wrong) = setup_with(TestDb::new(), |config| config.secret_key = "wrong-secret".into());
-    let err = wrong.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy").unwrap_err();
+    let err = wrong.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy", None).unwrap_err();
     assert_eq!(err.details()["provider_code"], "invalid_credentials");
     assert_eq!(err.details()["retryable"], false);
     assert!(!format!("{err:?}").contains("wrong-secret"));
@@ -442,15 +433,15 @@ fn payment_calls_check_their_input_first() {
     let before = f.snapshot();
     let b = &f.billing;
     let cases = [
-        (b.create_payment(USER, Purchase::Plan("FREE"), None, false, "k").unwrap_err(), "INVALID_PLAN"),
-        (b.create_payment(USER, Purchase::Plan("gold"), None, false, "k").unwrap_err(), "INVALID_PLAN"),
-        (b.create_payment(USER, Purchase::Package("nope"), None, false, "k").unwrap_err(), "INVALID_ARGUMENT"),
+        (b.create_payment(USER, Purchase::Plan("FREE"), None, false, "k", None).unwrap_err(), "INVALID_PLAN"),
+        (b.create_payment(USER, Purchase::Plan("gold"), None, false, "k", None).unwrap_err(), "INVALID_PLAN"),
+        (b.create_payment(USER, Purchase::Package("nope"), None, false, "k", None).unwrap_err(), "INVALID_ARGUMENT"),
         (
-            b.create_payment(USER, Purchase::Plan("basic"), Some("javascript:x"), false, "k").unwrap_err(),
+            b.create_payment(USER, Purchase::Plan("basic"), Some("javascript:x"), false, "k", None).unwrap_err(),
             "INVALID_ARGUMENT",
         ),
-        (b.create_payment(USER, Purchase::Plan("basic"), None, false, "").unwrap_err(), "INVALID_ARGUMENT"),
-        (b.create_payment("ghost", Purchase::Plan("basic"), None, false, "k").unwrap_err(), "UNKNOWN_USER"),
+        (b.create_payment(USER, Purchase::Plan("basic"), None, false, "", None).unwrap_err(), "INVALID_ARGUMENT"),
+        (b.create_payment("ghost", Purchase::Plan("basic"), None, false, "k", None).unwrap_err(), "UNKNOWN_USER"),
         (b.set_autorenew(USER, true).unwrap_err(), "NO_SUBSCRIPTION"),
     ];
     for (err, code) in cases {
@@ -459,7 +450,7 @@ fn payment_calls_check_their_input_first() {
     assert_eq!(f.snapshot(), before);
     let no_provider = Fixture::new();
     no_provider.billing.register_user(USER, true).unwrap();
-    let err = no_provider.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "k").unwrap_err();
+    let err = no_provider.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "k", None).unwrap_err();
     assert_eq!((err.code(), err.details()["provider_code"].as_str()), ("PAYMENT_ERROR", Some("not_configured")));
 }
 
@@ -508,8 +499,8 @@ fn a_partial_refund_takes_back_credits_in_proportion_and_only_once() {
 #[test]
 fn a_plan_bought_twice_before_either_was_paid_adds_the_second_period() {
     let (fake, f) = setup();
-    let first = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1").unwrap();
-    let second = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2").unwrap();
+    let first = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-1", None).unwrap();
+    let second = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-2", None).unwrap();
     let mut ends = Vec::new();
     for created in [&first, &second] {
         fake.pay(&created.yookassa_payment_id);
@@ -536,8 +527,9 @@ fn a_plan_bought_twice_before_either_was_paid_adds_the_second_period() {
 #[test]
 fn a_different_plan_paid_while_one_is_active_starts_its_own_subscription() {
     let (fake, f) = setup();
-    let basic = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-basic").unwrap();
-    let standard = f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-standard").unwrap();
+    let basic = f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "buy-basic", None).unwrap();
+    let standard =
+        f.billing.create_payment(USER, Purchase::Plan("standard"), None, false, "buy-standard", None).unwrap();
     for created in [&basic, &standard] {
         fake.pay(&created.yookassa_payment_id);
         deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
@@ -594,21 +586,22 @@ fn a_refund_too_small_to_take_back_a_credit_is_still_recorded_against_the_credit
 
 #[test]
 fn a_refund_of_more_than_is_left_is_capped_and_the_ledger_says_so() {
-    // Notifications read as sent (no re-read), so one can claim more than the API allows.
+    // The API counts more refunded than the payment's amount (a garbled answer): the
+    // engine takes back what is left, once, and the entry says what was reported.
     let (fake, f) = setup_with(TestDb::new(), |config| config.verify_by_fetch = false);
     let payment_id = buy_and_pay(&fake, &f, Purchase::Package("credits_20"), false, "buy");
     f.billing.refund_payment(&payment_id, Some(dec("100.00")), Some("r1")).unwrap();
     let provider_id = provider_id(&f, &payment_id);
-    let body = serde_json::json!({"type": "notification", "event": "refund.succeeded", "object": {
-        "id": "2f0000ff-000f-5000-9000-1b68e7b15f3f", "payment_id": provider_id, "status": "succeeded",
-        "amount": {"value": "149.00", "currency": "RUB"}}});
-    let outcome = deliver(&f.billing, &serde_json::to_vec(&body).unwrap()).unwrap();
+    let refund_id = fake.refund_in_dashboard(&provider_id, "49.00");
+    fake.patch(&provider_id, serde_json::json!({"refunded_amount": {"value": "200.00", "currency": "RUB"}}));
+    let outcome = deliver(&f.billing, &fake.refund_notification(&refund_id)).unwrap();
     assert_eq!(outcome.status, WebhookStatus::Applied);
     let payment = f.billing.payment(&payment_id).unwrap();
     assert_eq!((payment.status, payment.refunded_amount), (PaymentStatus::Refunded, dec("149.00")));
     let capped = &refund_entries(&f)[0];
     let metadata = capped.metadata.as_ref().unwrap();
-    assert_eq!((metadata["amount"].as_str(), metadata["capped_from"].as_str()), (Some("49.00"), Some("149.00")));
+    assert_eq!((metadata["amount"].as_str(), metadata["capped_from"].as_str()), (Some("49.00"), Some("100.00")));
+    assert_eq!(metadata["refund_id"].as_str(), Some(refund_id.as_str()));
     assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"), "the trial's 10: all 20 went back once");
     assert!(f.billing.verify_integrity().unwrap().ok);
 }
@@ -681,24 +674,54 @@ fn verify_integrity_checks_renewal_payments_too() {
 }
 
 #[test]
-fn notifications_about_objects_yookassa_does_not_have_are_invalid_for_good() {
+fn a_notification_about_a_payment_of_ours_that_yookassa_does_not_have_is_invalid_for_good() {
     let (fake, f) = setup_shared();
-    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "buy").unwrap();
+    // The create request fails: the payment is ours, recorded, but has no provider id.
+    fake.fail_next_creates(3);
+    let err = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "buy", None).unwrap_err();
+    assert_eq!(err.code(), "PAYMENT_ERROR");
+    let ours = f.billing.payments(USER, 10).unwrap();
+    assert!(ours.results.is_empty(), "a payment never accepted is not in the history");
+    let sent = &fake.payment_objects()[0];
+    let payment_id = sent["metadata"]["payment_id"].as_str().unwrap();
+    let before = f.snapshot();
+    let missing = "2f999999-000f-5000-9000-1b68e7b15f3f";
+    let forged = serde_json::json!({"type": "notification", "event": "payment.succeeded", "object": {
+        "id": missing, "status": "succeeded", "amount": {"value": "149.00", "currency": "RUB"},
+        "metadata": {"payment_id": payment_id}}});
+    let err = deliver(&f.billing, &serde_json::to_vec(&forged).unwrap()).unwrap_err();
+    assert_eq!(err.code(), "INVALID_WEBHOOK", "404 on the verifying read of our payment: {err}");
+    assert!(fake.requests().contains(&format!("GET /payments/{missing}")));
+    let garbled = serde_json::to_string(&forged).unwrap().replace(missing, "../../payments/x");
+    assert_eq!(deliver(&f.billing, garbled.as_bytes()).unwrap_err().code(), "INVALID_WEBHOOK");
+    assert_eq!(f.snapshot(), before);
+}
+
+/// A test shop and a live shop posting to one URL, or a payment made elsewhere: nothing
+/// the engine created, so `ignored`, with no call to YooKassa, and YooKassa stops sending.
+#[test]
+fn notifications_about_payments_this_engine_never_created_are_ignored_without_a_fetch() {
+    let (fake, f) = setup_shared();
+    let created = f.billing.create_payment(USER, Purchase::Package("credits_20"), None, false, "buy", None).unwrap();
     fake.pay(&created.yookassa_payment_id);
     let real = String::from_utf8(fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
     let before = f.snapshot();
-    let missing = "2f999999-000f-5000-9000-1b68e7b15f3f";
+    let requests_before = fake.requests().len();
+    let elsewhere = "2f999999-000f-5000-9000-1b68e7b15f3f";
     let refund = format!(
-        r#"{{"type":"notification","event":"refund.succeeded","object":{{"id":"{missing}","payment_id":"{}","status":"succeeded","amount":{{"value":"149.00","currency":"RUB"}}}}}}"#,
-        created.yookassa_payment_id
+        r#"{{"type":"notification","event":"refund.succeeded","object":{{"id":"{elsewhere}","payment_id":"{elsewhere}","status":"succeeded","amount":{{"value":"149.00","currency":"RUB"}}}}}}"#
+    );
+    let method = format!(
+        r#"{{"type":"notification","event":"payment_method.active","object":{{"id":"{elsewhere}","type":"bank_card","saved":true,"status":"active"}}}}"#
     );
     for body in [
-        real.replace(&created.yookassa_payment_id, missing), // 404 on the verifying read
-        refund,                                              // a refund the API does not know
-        real.replace(&created.yookassa_payment_id, "../../payments/x"), // no YooKassa id looks like this
+        real.replace(&created.yookassa_payment_id, elsewhere), // another shop's payment (its metadata names ours)
+        refund,                                                // a refund of a payment made elsewhere
+        method,                                                // a method this engine never saved
     ] {
-        let err = deliver(&f.billing, body.as_bytes()).unwrap_err();
-        assert_eq!(err.code(), "INVALID_WEBHOOK", "{body}: {err}");
+        let outcome = deliver(&f.billing, body.as_bytes()).unwrap();
+        assert_eq!((outcome.status, outcome.payment_id), (WebhookStatus::Ignored, None), "{body}");
     }
+    assert_eq!(fake.requests().len(), requests_before, "no call to YooKassa");
     assert_eq!(f.snapshot(), before);
 }

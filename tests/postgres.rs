@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use billing_engine::store::{PostgresOptions, PostgresStore, Store};
-use billing_engine::{Billing, BillingError, Catalog, HoldStatus, SavedCard, UsageRequest};
+use billing_engine::{Billing, BillingError, Catalog, HoldStatus, SavedMethod, UsageRequest};
 use common::{dec, TestDb};
 
 fn catalog_waiting(lock_timeout_ms: u64) -> Catalog {
@@ -67,6 +67,7 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
         [
             "accounts",
             "credit_lots",
+            "customer_contacts",
             "holds",
             "ledger",
             "lot_allocations",
@@ -91,7 +92,7 @@ fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_i
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.rows("billing_schema", "version"), ["(3)"], "the newest version, written once");
+    assert_eq!(db.rows("billing_schema", "version"), ["(4)"], "the newest version, written once");
     db.execute("UPDATE billing_schema SET version = 99");
     let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");
@@ -259,13 +260,16 @@ fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
     let db = TestDb::postgres();
     let store = PostgresStore::open(&db.location, PostgresOptions::default()).unwrap();
     store.write("u", |_| Ok(())).unwrap(); // the user's lock row exists from here on
-    let card = SavedCard {
+    let card = SavedMethod {
         method_id: "pm-1".into(),
+        method_type: "bank_card".into(),
+        title: Some("Bank card *4444".into()),
         card_type: Some("Mir".into()),
         last4: Some("4444".into()),
         first6: None,
         expiry_month: None,
         expiry_year: None,
+        saved_at: None,
     };
     let (inserted, card_row_taken) = std::sync::mpsc::channel();
     // Behind a mutex: a store's closure is `Send`, and a receiver is not shareable.
@@ -289,12 +293,12 @@ fn a_write_aborted_to_break_a_deadlock_runs_again_and_succeeds() {
                 if runs == 1 {
                     card_row_taken.lock().unwrap().recv().unwrap();
                 }
-                Ok(tx.save_card("u", &card, time::OffsetDateTime::now_utc())?)
+                Ok(tx.save_method("u", &card, time::OffsetDateTime::now_utc())?)
             })
             .unwrap();
     });
     assert_eq!(runs, 2, "aborted once, then run again");
-    assert_eq!(store.read(|tx| Ok(tx.saved_card("u")?)).unwrap(), Some(card));
+    assert_eq!(store.read(|tx| Ok(tx.saved_method("u")?)).unwrap(), Some(card));
 }
 
 /// A URL for `db` whose connections the server lists under `name`.

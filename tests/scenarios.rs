@@ -402,7 +402,7 @@ fn views_have_the_seed_003_shapes() {
         details,
         json!({"plan": "pro", "plan_display": "Standard", "expires_at": "2026-01-31T12:00:00Z",
         "is_active": true, "autorenew_available": false, "autorenew_enabled": false, "card_bound": false,
-        "payment_method": {"is_attached": false, "card_mask": null, "card_brand": null}})
+        "payment_method": {"is_attached": false, "card_mask": null, "card_brand": null, "method_type": null, "title": null}})
     );
     let plans = serde_json::to_value(f.billing.plans()).unwrap();
     let codes: Vec<_> = plans.as_array().unwrap().iter().map(|p| p["code"].as_str().unwrap()).collect();

@@ -17,6 +17,8 @@ use time::UtcOffset;
 
 use crate::error::{BillingError, Result};
 use crate::input;
+use crate::payment;
+use crate::receipt::{ReceiptSettings, MAX_DESCRIPTION_CHARS};
 
 /// Where a charge can be paid from; the catalog's `charge_order` lists them in the order tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,6 +116,8 @@ pub struct Plan {
     pub quota_mode: QuotaMode,
     /// Usage above a quota that is charged in credits instead of refused.
     pub overage: BTreeMap<String, Overage>,
+    /// How the plan appears on a 54-FZ receipt: its own `receipt` over the catalog's.
+    pub receipt: Option<ReceiptSettings>,
 }
 
 impl Plan {
@@ -209,6 +213,8 @@ pub struct Package {
     pub price: Decimal,
     /// How long the credits of one purchase last; `None`: they never expire.
     pub expires_after_days: Option<u32>,
+    /// How the package appears on a 54-FZ receipt: its own `receipt` over the catalog's.
+    pub receipt: Option<ReceiptSettings>,
 }
 
 /// What becomes of credits a refund gives back to a lot that has expired.
@@ -244,6 +250,9 @@ pub struct Catalog {
     pub metrics: BTreeMap<String, Metric>,
     pub features: BTreeMap<String, Feature>,
     pub capture_overrun: CaptureOverrun,
+    /// The catalog's `[receipt]`: how a purchase appears on a 54-FZ receipt when its plan
+    /// or package says nothing else, and how a card binding always does.
+    pub receipt: Option<ReceiptSettings>,
 }
 
 impl Catalog {
@@ -291,6 +300,14 @@ impl Catalog {
     }
 
     /// A paid plan a user can subscribe to, or INVALID_PLAN.
+    /// How a purchase of the plan or package appears on a receipt; the catalog's own
+    /// settings for anything else (a card binding).
+    pub fn receipt_settings(&self, plan_code: Option<&str>, package_code: Option<&str>) -> Option<&ReceiptSettings> {
+        let plan = plan_code.and_then(|code| self.plan(code)).map(|plan| plan.receipt.as_ref());
+        let package = package_code.and_then(|code| self.package(code)).map(|package| package.receipt.as_ref());
+        plan.or(package).unwrap_or(self.receipt.as_ref())
+    }
+
     pub fn paid_plan(&self, code: &str) -> Result<&Plan> {
         match self.plan(code) {
             Some(plan) if !plan.is_free() => Ok(plan),
@@ -363,6 +380,18 @@ struct RawCatalog {
     refund_to_expired: Option<RefundToExpired>,
     #[serde(default)]
     reissue_days: Option<i64>,
+    #[serde(default)]
+    receipt: Option<RawReceipt>,
+}
+
+/// `[receipt]`, or a plan's or package's `receipt = { ... }`; each field it leaves out
+/// comes from the catalog's `[receipt]`, then the defaults.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReceipt {
+    vat_code: Option<i64>,
+    payment_subject: Option<String>,
+    payment_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +472,8 @@ struct RawPlan {
     quota_mode: Option<QuotaMode>,
     #[serde(default)]
     overage: BTreeMap<String, RawOverage>,
+    #[serde(default)]
+    receipt: Option<RawReceipt>,
 }
 
 #[derive(Deserialize)]
@@ -452,6 +483,8 @@ struct RawPackage {
     credits: Amount,
     price: Money,
     expires_after_days: Option<i64>,
+    #[serde(default)]
+    receipt: Option<RawReceipt>,
 }
 
 /// A price: only a decimal string is accepted, so a float never becomes money.
@@ -551,9 +584,13 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
     // feature list is its own declaration of flags.
     let declared_features = !features.is_empty();
 
+    let base_receipt = raw.receipt.as_ref();
+    let receipt = receipt_settings("receipt", None, base_receipt)?;
     let mut plans = Vec::with_capacity(raw.plans.len());
     for (i, plan) in raw.plans.into_iter().enumerate() {
-        let plan = validate_plan(i, plan, &metrics)?;
+        let own_receipt = plan.receipt.clone();
+        let mut plan = validate_plan(i, plan, &metrics)?;
+        plan.receipt = receipt_settings(&format!("plans[{i}].receipt"), own_receipt.as_ref(), base_receipt)?;
         for (name, kind) in plan_features(&plan) {
             match features.get(name) {
                 Some(feature) if feature.kind == kind => {}
@@ -596,7 +633,8 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
             .expires_after_days
             .map(|days| positive_days(&format!("packages[{i}].expires_after_days"), days))
             .transpose()?;
-        packages.push(Package { code, credits, price, expires_after_days });
+        let receipt = receipt_settings(&format!("packages[{i}].receipt"), package.receipt.as_ref(), base_receipt)?;
+        packages.push(Package { code, credits, price, expires_after_days, receipt });
     }
 
     Ok(Catalog {
@@ -615,7 +653,30 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         metrics,
         features,
         capture_overrun: raw.capture_overrun.unwrap_or(CaptureOverrun::Cap),
+        receipt,
     })
+}
+
+/// An item's receipt settings: its own fields over the catalog's `[receipt]`, then the
+/// defaults (`service`, `full_payment`). `None` when neither says anything; a VAT code is
+/// needed once either does.
+fn receipt_settings(
+    path: &str,
+    own: Option<&RawReceipt>,
+    base: Option<&RawReceipt>,
+) -> Result<Option<ReceiptSettings>> {
+    if own.is_none() && base.is_none() {
+        return Ok(None);
+    }
+    let (own, base) = (own.cloned().unwrap_or_default(), base.cloned().unwrap_or_default());
+    let vat_code = own.vat_code.or(base.vat_code).ok_or_else(|| invalid(format!("{path}.vat_code"), "required"))?;
+    let settings = ReceiptSettings {
+        vat_code: u8::try_from(vat_code).unwrap_or(0),
+        payment_subject: own.payment_subject.or(base.payment_subject).unwrap_or_else(|| "service".into()),
+        payment_mode: own.payment_mode.or(base.payment_mode).unwrap_or_else(|| "full_payment".into()),
+    };
+    settings.check().map_err(|(field, message)| invalid(format!("{path}.{field}"), message))?;
+    Ok(Some(settings))
 }
 
 /// Every feature a plan names, with the kind its value shows.
@@ -667,6 +728,14 @@ fn validate_quotas(
 fn validate_plan(i: usize, raw: RawPlan, metrics: &BTreeMap<String, Metric>) -> Result<Plan> {
     let at = |field: &str| format!("plans[{i}].{field}");
     let code = non_empty_code(&at("code"), raw.code)?;
+    // The longest text the plan's name goes into must fit the provider's limit.
+    if payment::renewal_description(&raw.name).chars().count() > MAX_DESCRIPTION_CHARS {
+        let longest = MAX_DESCRIPTION_CHARS - payment::renewal_description("").chars().count();
+        return Err(invalid(
+            at("name"),
+            format!("at most {longest} characters, so that payment descriptions fit {MAX_DESCRIPTION_CHARS}"),
+        ));
+    }
     let price = price(&at("price"), raw.price.0)?;
     let old_price = raw.old_price.map(|p| self::price(&at("old_price"), p.0)).transpose()?;
     let ops_limit = optional_count(&at("ops_limit"), raw.ops_limit)?;
@@ -748,6 +817,7 @@ fn validate_plan(i: usize, raw: RawPlan, metrics: &BTreeMap<String, Metric>) -> 
         daily_quotas,
         quota_mode: raw.quota_mode.unwrap_or(QuotaMode::Hard),
         overage,
+        receipt: None,
     })
 }
 

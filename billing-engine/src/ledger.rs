@@ -428,8 +428,8 @@ impl NewEntry {
     }
 
     /// Money given back for `payment` (already counted in its `refunded_amount`), keyed by
-    /// the provider's refund id: `applied` of the `reported` amount, the credits it takes
-    /// back, and the subscription it cut short, if it did.
+    /// the refunded total it brings the payment to: `applied` of the `reported` amount,
+    /// the credits it takes back, and the subscription it cut short, if it did.
     pub(crate) fn purchase_refund(refund: &PaymentRefund<'_>, now: OffsetDateTime) -> Self {
         let payment = refund.payment;
         let mut new = Self::new(&payment.user_id, EntryKind::PurchaseRefund, now);
@@ -549,10 +549,11 @@ impl NewEntry {
     }
 }
 
-/// What one provider refund of a payment did, for its `purchase_refund` entry.
+/// What one move of a payment's refunded total did, for its `purchase_refund` entry.
 pub(crate) struct PaymentRefund<'a> {
     pub payment: &'a Payment,
-    pub refund_id: &'a str,
+    /// The provider's refund, when the engine knows which one moved the total.
+    pub refund_id: Option<&'a str>,
     pub reported: Decimal,
     pub applied: Decimal,
     pub credits_taken: Decimal,

@@ -24,6 +24,7 @@
 //! - [`payment`]: what a payment buys and the order of its statuses;
 //! - [`lots`]: credit lots, the burn order, draws and restores;
 //! - [`usage`]: metered usage: quota windows, checks, overage and holds;
+//! - [`receipt`]: 54-FZ receipts and the rules they follow;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
 //! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
@@ -44,6 +45,7 @@ pub mod plan_card;
 pub mod provider;
 #[cfg(feature = "python")]
 mod python;
+pub mod receipt;
 #[cfg(feature = "python")]
 pub use python::_restore;
 pub mod store;
@@ -64,7 +66,7 @@ pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
 pub use lots::{CreditLot, ExpiringCredits, GrantTerms, LotCategory, LotSource};
 pub use payment::{
     CreatedPayment, DueReport, PaidPeriod, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView,
-    PaymentStatus, Purpose, SavedCard,
+    PaymentStatus, Purpose, SavedMethod,
 };
 pub use plan_card::{CardAction, CardDetails, PlanCard};
 pub use provider::{PaymentProvider, ProviderError};

@@ -22,6 +22,23 @@ use crate::error::Result;
 use crate::ledger::{CancelReason, EntryKind, NewEntry, PaymentRefund};
 use crate::subscription::Subscription;
 
+/// What a plan payment is called at the provider and on its receipt.
+pub(crate) fn plan_description(plan_name: &str) -> String {
+    format!("{plan_name} plan")
+}
+
+/// What a renewal is called: the longest description, which the catalog keeps within
+/// [`MAX_DESCRIPTION_CHARS`](crate::receipt::MAX_DESCRIPTION_CHARS) by limiting plan names.
+pub(crate) fn renewal_description(plan_name: &str) -> String {
+    format!("{plan_name} plan renewal")
+}
+
+pub(crate) fn package_description(credits: Decimal) -> String {
+    format!("{credits} credits")
+}
+
+pub(crate) const BINDING_DESCRIPTION: &str = "Card binding";
+
 /// What a payment pays for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,17 +149,34 @@ impl FromStr for PaymentStatus {
     }
 }
 
-/// A card saved at the provider for payments without the user present.
+/// A payment method saved at the provider for payments without the user present: a
+/// bank card, a YooMoney wallet, an SBP account, ...
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedCard {
+pub struct SavedMethod {
     /// The provider's payment method id, sent as `payment_method_id` on renewals.
     pub method_id: String,
-    /// `Visa`, `MasterCard`, `Mir`, ... as the provider names it.
+    /// The provider's type of method: `bank_card`, `yoo_money`, `sbp`, ... (methods saved
+    /// before types were recorded were all cards).
+    #[serde(default = "bank_card")]
+    pub method_type: String,
+    /// How the provider names the method to its owner (`Bank card *4444`,
+    /// `YooMoney wallet 410011758831136`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `Visa`, `MasterCard`, `Mir`, ... as the provider names it; cards only.
     pub card_type: Option<String>,
     pub last4: Option<String>,
     pub first6: Option<String>,
     pub expiry_month: Option<String>,
     pub expiry_year: Option<String>,
+    /// When the engine saved it: a renewal declined before this may be tried again with
+    /// it (see `renewals.rs`). `None` for methods saved before this was recorded.
+    #[serde(default, with = "crate::time_util::serde_iso::option")]
+    pub saved_at: Option<OffsetDateTime>,
+}
+
+fn bank_card() -> String {
+    "bank_card".to_owned()
 }
 
 /// One payment as the engine records it.
@@ -168,9 +202,11 @@ pub struct Payment {
     pub save_payment_method: bool,
     pub return_url: Option<String>,
     pub confirmation_url: Option<String>,
-    /// For renewals: `"{subscription id}@{period end}"`, one renewal per period.
+    /// For renewals: `"{subscription id}@{period end}"` for a period's first attempt, and
+    /// `"{subscription id}@{period end}#{n}"` for its n-th, made after a decline once
+    /// another method is bound (see `renewals.rs`). One payment per attempt.
     pub renewal_of: Option<String>,
-    /// The provider's id of the last refund of this payment.
+    /// The provider's id of the last refund of this payment the engine was told of.
     pub refund_id: Option<String>,
     /// Money given back so far, over every (partial) refund; at most `amount`. The
     /// payment is `refunded` once this reaches `amount`.
@@ -228,6 +264,11 @@ impl Payment {
             .map_or(credits, |share| share.round_dp_with_strategy(places, RoundingStrategy::ToZero))
     }
 
+    /// The subscription period a renewal pays for, whichever attempt it is.
+    pub fn renewed_period(&self) -> Option<&str> {
+        self.renewal_of.as_deref().map(|key| key.split_once('#').map_or(key, |(period, _)| period))
+    }
+
     /// Metadata sent with the payment, so a notification can be matched to the engine's
     /// record even before the provider's id is stored.
     pub fn provider_metadata(&self) -> Vec<(String, String)> {
@@ -276,7 +317,7 @@ pub(crate) fn status_effects(
         (Purpose::Renewal, PaymentStatus::Succeeded) => {
             let plan = payment.plan_code.as_deref().and_then(|code| catalog.plan(code));
             match (account.subscription.as_mut(), plan) {
-                (Some(sub), Some(plan)) if payment.renewal_of.as_deref() == Some(sub.period_key().as_str()) => {
+                (Some(sub), Some(plan)) if payment.renewed_period() == Some(sub.period_key().as_str()) => {
                     payment.paid_period = Some(sub.extend(plan));
                     Ok(vec![NewEntry::subscription(EntryKind::SubscriptionRenewed, &user_id, sub, Some(payment), now)])
                 }
@@ -294,14 +335,15 @@ pub(crate) fn status_effects(
     }
 }
 
-/// Records on `payment` a provider refund `refund_id` of `reported` money, capped to what
-/// is left, and takes back its share from `account`: a package's credits by
+/// Records on `payment` `reported` money newly refunded (by the provider's refund
+/// `refund_id`, when it is known), capped to what is left, and takes back its share from
+/// `account`: a package's credits by
 /// [`Payment::credits_taken_back`], or, once the whole payment is refunded, what is still
 /// ahead of the period it bought ([`Subscription::take_back`]). Returns the refund's
 /// entry; the credits move when it is applied.
 pub(crate) fn refund_effects(
     payment: &mut Payment,
-    refund_id: &str,
+    refund_id: Option<&str>,
     reported: Decimal,
     account: &mut Account,
     now: OffsetDateTime,
@@ -309,7 +351,9 @@ pub(crate) fn refund_effects(
     let applied = reported.min(payment.refundable()).max(Decimal::ZERO);
     let refunded_before = payment.refunded_amount;
     payment.refunded_amount += applied;
-    payment.refund_id = Some(refund_id.to_owned());
+    if let Some(refund_id) = refund_id {
+        payment.refund_id = Some(refund_id.to_owned());
+    }
     payment.updated_at = now;
     if payment.refunded_amount == payment.amount {
         payment.status = PaymentStatus::Refunded;
@@ -344,19 +388,25 @@ pub struct CreatedPayment {
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PaymentMethodView {
     pub is_attached: bool,
-    /// `•••• 4444`
+    /// `•••• 4444`; cards only.
     pub card_mask: Option<String>,
     pub card_brand: Option<String>,
+    /// `bank_card`, `yoo_money`, `sbp`, ... as the provider names the type.
+    pub method_type: Option<String>,
+    /// The provider's name of the method: `Bank card *4444`, `YooMoney wallet 4100…`.
+    pub title: Option<String>,
 }
 
-impl From<Option<&SavedCard>> for PaymentMethodView {
-    fn from(card: Option<&SavedCard>) -> Self {
-        match card {
+impl From<Option<&SavedMethod>> for PaymentMethodView {
+    fn from(method: Option<&SavedMethod>) -> Self {
+        match method {
             None => Self::default(),
-            Some(card) => Self {
+            Some(method) => Self {
                 is_attached: true,
-                card_mask: card.last4.as_ref().map(|last4| format!("•••• {last4}")),
-                card_brand: card.card_type.clone(),
+                card_mask: method.last4.as_ref().map(|last4| format!("•••• {last4}")),
+                card_brand: method.card_type.clone(),
+                method_type: Some(method.method_type.clone()),
+                title: method.title.clone(),
             },
         }
     }

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::account::Account;
 use crate::catalog::{Catalog, Plan, Tier};
-use crate::payment::{PaymentMethodView, SavedCard};
+use crate::payment::{PaymentMethodView, SavedMethod};
 use crate::subscription::Subscription;
 
 /// One plan card. `label_key` names the button's text for the client's translations.
@@ -95,7 +95,7 @@ pub fn plan_cards(
     catalog: &Catalog,
     account: &Account,
     now: OffsetDateTime,
-    card: Option<&SavedCard>,
+    card: Option<&SavedMethod>,
 ) -> Vec<PlanCard> {
     let active = account.active_subscription(now);
     let ended = account.subscription.as_ref().filter(|sub| !sub.is_active(now));

@@ -4,9 +4,11 @@
 
 use rust_decimal::Decimal;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use crate::error::BillingError;
-use crate::payment::{PaymentStatus, SavedCard};
+use crate::payment::{PaymentStatus, SavedMethod};
+use crate::receipt::Receipt;
 
 /// A payment to create at the provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +21,18 @@ pub struct PaymentRequest {
     pub save_payment_method: bool,
     pub pay_with: PayWith,
     pub metadata: Vec<(String, String)>,
+    /// The 54-FZ receipt, when the shop sends receipts.
+    pub receipt: Option<Receipt>,
+}
+
+/// A refund to ask the provider for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRequest {
+    pub provider_payment_id: String,
+    pub amount: Decimal,
+    pub currency: String,
+    /// The 54-FZ receipt of the refund, when the shop sends receipts.
+    pub receipt: Option<Receipt>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,12 +51,32 @@ pub struct ProviderPayment {
     pub amount: Decimal,
     pub currency: String,
     pub confirmation_url: Option<String>,
-    /// The card, when the provider saved it for later payments.
-    pub saved_card: Option<SavedCard>,
+    /// The id of the method paid with, saved or not.
+    pub method_id: Option<String>,
+    /// The method paid with, when the provider saved it for later payments.
+    pub saved_method: Option<SavedMethod>,
     /// `metadata.payment_id`: the engine's id of this payment.
     pub engine_payment_id: Option<String>,
+    /// Money refunded so far, over all the payment's refunds, as the provider counts it.
+    pub refunded_amount: Decimal,
+    /// When the money was taken: the capture time, or the creation time of a payment
+    /// that needed no capture. `None` before it succeeded.
+    pub paid_at: Option<OffsetDateTime>,
+    /// Why a canceled payment was canceled (`insufficient_funds`, `permission_revoked`,
+    /// ...), as the provider names it.
+    pub cancellation_reason: Option<String>,
     /// The provider's object as received, kept with the payment.
     pub raw: Value,
+}
+
+/// A saved payment method as the provider reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderMethod {
+    pub method: SavedMethod,
+    /// Whether payments can be made with it without the user present.
+    pub active: bool,
+    /// The provider's status word (`active`, `inactive`, `pending`).
+    pub status: String,
 }
 
 /// A refund as the provider reports it.
@@ -65,9 +99,11 @@ impl ProviderRefund {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notification {
     /// `payment.*`: the payment reached `status`.
-    Payment { event: String, status: PaymentStatus, payment: ProviderPayment },
+    Payment { event: String, status: PaymentStatus, payment: Box<ProviderPayment> },
     /// A refund succeeded.
     Refund { event: String, refund: ProviderRefund },
+    /// `payment_method.active`: a saved method's state changed.
+    PaymentMethod { event: String, method: ProviderMethod },
     /// An event the engine does not act on.
     Other { event: String },
 }
@@ -90,6 +126,9 @@ pub enum ProviderError {
     BadResponse { message: String },
     #[error("no payment provider is configured")]
     NotConfigured,
+    /// The request breaks a limit the provider enforces; it was not sent.
+    #[error("{field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
 }
 
 impl ProviderError {
@@ -105,12 +144,16 @@ impl ProviderError {
             Self::Refused { code, .. } => code,
             Self::BadResponse { .. } => "bad_response",
             Self::NotConfigured => "not_configured",
+            Self::InvalidRequest { .. } => "invalid_request",
         }
     }
 }
 
 impl From<ProviderError> for BillingError {
     fn from(error: ProviderError) -> Self {
+        if let ProviderError::InvalidRequest { field, reason } = error {
+            return BillingError::invalid(field, reason);
+        }
         let description = match &error {
             ProviderError::Refused { description, .. } => description.clone(),
             other => other.to_string(),
@@ -139,15 +182,11 @@ pub trait PaymentProvider: Send + Sync {
         idempotence_key: &str,
     ) -> Result<ProviderPayment, ProviderError>;
 
-    fn create_refund(
-        &self,
-        provider_payment_id: &str,
-        amount: Decimal,
-        currency: &str,
-        idempotence_key: &str,
-    ) -> Result<ProviderRefund, ProviderError>;
+    fn create_refund(&self, request: &RefundRequest, idempotence_key: &str) -> Result<ProviderRefund, ProviderError>;
 
     fn get_refund(&self, refund_id: &str) -> Result<ProviderRefund, ProviderError>;
+
+    fn get_payment_method(&self, method_id: &str) -> Result<ProviderMethod, ProviderError>;
 
     /// Reads a notification body in this provider's format. A body that is not one of its
     /// notifications, or that names an id none of its objects can have, is

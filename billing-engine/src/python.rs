@@ -13,6 +13,7 @@ use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
 use crate::lots::{CreditLot, ExpiringCredits, LotCategory, LotSource};
+use crate::receipt::CustomerContact;
 use crate::usage::{
     Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
     UsageSummary, UsageTotal,
@@ -96,6 +97,7 @@ macro_rules! plain_results {
             Charge,
             CreatedPayment,
             CreditLot,
+            CustomerContact,
             DueReport,
             Entitlement,
             Entitlements,

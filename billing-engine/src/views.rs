@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::account::{next_local_midnight, Account};
 use crate::catalog::{Catalog, ChargeSource, Plan};
 use crate::lots::{CreditLot, ExpiringCredits};
-use crate::payment::{PaymentMethodView, SavedCard};
+use crate::payment::{PaymentMethodView, SavedMethod};
 
 /// Everything a client needs to show a user's billing at a glance. `None` means
 /// unlimited or not applicable.
@@ -133,7 +133,7 @@ pub struct SubscriptionDetails {
 }
 
 impl SubscriptionDetails {
-    pub(crate) fn new(account: &Account, catalog: &Catalog, now: OffsetDateTime, card: Option<&SavedCard>) -> Self {
+    pub(crate) fn new(account: &Account, catalog: &Catalog, now: OffsetDateTime, card: Option<&SavedMethod>) -> Self {
         let plan = account.current_plan(catalog, now);
         let active = account.active_subscription(now);
         let payment_method = PaymentMethodView::from(card);

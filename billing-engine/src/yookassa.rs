@@ -12,10 +12,13 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 use crate::error::{BillingError, Result};
-use crate::payment::{PaymentStatus, SavedCard};
+use crate::payment::{PaymentStatus, SavedMethod};
 use crate::provider::{
-    Notification, PayWith, PaymentProvider, PaymentRequest, ProviderError, ProviderPayment, ProviderRefund,
+    Notification, PayWith, PaymentProvider, PaymentRequest, ProviderError, ProviderMethod, ProviderPayment,
+    ProviderRefund, RefundRequest,
 };
+use crate::receipt::{Receipt, MAX_DESCRIPTION_CHARS, TAX_SYSTEM_CODES};
+use crate::time_util::parse_iso;
 use crate::webhook::{NetworkList, WebhookChecks};
 
 pub const DEFAULT_API_URL: &str = "https://api.yookassa.ru/v3";
@@ -39,6 +42,12 @@ pub struct YooKassaConfig {
     pub timeout: Duration,
     /// Extra attempts after a network error or a 5xx answer.
     pub retries: u32,
+    /// Send a 54-FZ receipt with every payment and refund (the shop fiscalizes through
+    /// YooKassa). The catalog then needs a `[receipt]` table, and each payment a
+    /// customer contact (see [`crate::receipt`]).
+    pub receipts: bool,
+    /// The shop's tax system on its receipts (1–6); optional for YooKassa.
+    pub tax_system_code: Option<u8>,
 }
 
 impl fmt::Debug for YooKassaConfig {
@@ -54,6 +63,8 @@ impl fmt::Debug for YooKassaConfig {
             .field("verify_by_fetch", &self.verify_by_fetch)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("receipts", &self.receipts)
+            .field("tax_system_code", &self.tax_system_code)
             .finish()
     }
 }
@@ -70,12 +81,15 @@ impl YooKassaConfig {
             verify_by_fetch: true,
             timeout: Duration::from_secs(10),
             retries: 2,
+            receipts: false,
+            tax_system_code: None,
         }
     }
 
     /// Reads `YOOKASSA_SHOP_ID`, `YOOKASSA_SECRET_KEY` (both required),
-    /// `YOOKASSA_WEBHOOK_SECRET` (comma-separated for rotation), `YOOKASSA_API_URL` and
-    /// `YOOKASSA_RETURN_URL`.
+    /// `YOOKASSA_WEBHOOK_SECRET` (comma-separated for rotation), `YOOKASSA_API_URL`,
+    /// `YOOKASSA_RETURN_URL`, `YOOKASSA_RECEIPTS` (`true` or `1` sends receipts) and
+    /// `YOOKASSA_TAX_SYSTEM_CODE`.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
@@ -89,6 +103,16 @@ impl YooKassaConfig {
             config.api_url = url;
         }
         config.return_url = var("YOOKASSA_RETURN_URL");
+        config.receipts = var("YOOKASSA_RECEIPTS").is_some_and(|on| matches!(on.trim(), "1" | "true" | "on"));
+        if let Some(code) = var("YOOKASSA_TAX_SYSTEM_CODE") {
+            let code = code.trim().parse().map_err(|_| {
+                BillingError::invalid(
+                    "YOOKASSA_TAX_SYSTEM_CODE",
+                    format!("expected a number from 1 to 6, got `{code}`"),
+                )
+            })?;
+            config.tax_system_code = Some(code);
+        }
         if let Some(secrets) = var("YOOKASSA_WEBHOOK_SECRET") {
             config.webhook_secrets =
                 secrets.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
@@ -109,6 +133,9 @@ impl YooKassaConfig {
         }
         if self.timeout.is_zero() {
             return Err(BillingError::invalid("timeout", "must be positive"));
+        }
+        if let Some(code) = self.tax_system_code.filter(|code| !TAX_SYSTEM_CODES.contains(code)) {
+            return Err(BillingError::invalid("tax_system_code", format!("expected 1 to 6, got {code}")));
         }
         let networks = match &self.trusted_networks {
             None => NetworkList::yookassa(),
@@ -153,6 +180,7 @@ impl YooKassa {
     }
 
     fn post(&self, path: &str, body: &Value, idempotence_key: &str) -> Result<Value, ProviderError> {
+        check_limits(body, idempotence_key)?;
         self.send(path, Some((body, idempotence_key)))
     }
 
@@ -208,6 +236,65 @@ fn transport_failure(error: &ureq::Error) -> &'static str {
     }
 }
 
+/// The limits YooKassa enforces on a request, checked before it is sent, so that a
+/// request it would refuse fails with the field to fix: a description of at most 128
+/// characters, at most 16 metadata keys of at most 32 characters with string values of
+/// at most 512, and an `Idempotence-Key` of 1 to 64 characters.
+fn check_limits(body: &Value, idempotence_key: &str) -> Result<(), ProviderError> {
+    let refuse = |field: &'static str, reason: String| Err(ProviderError::InvalidRequest { field, reason });
+    if idempotence_key.is_empty() || idempotence_key.len() > 64 {
+        return refuse("idempotence_key", format!("1 to 64 characters, got {}", idempotence_key.len()));
+    }
+    let description_chars = body.get("description").and_then(Value::as_str).map_or(0, |d| d.chars().count());
+    if description_chars > MAX_DESCRIPTION_CHARS {
+        return refuse("description", format!("at most {MAX_DESCRIPTION_CHARS} characters, got {description_chars}"));
+    }
+    if let Some(metadata) = body.get("metadata").and_then(Value::as_object) {
+        if metadata.len() > 16 {
+            return refuse("metadata", format!("at most 16 keys, got {}", metadata.len()));
+        }
+        for (key, value) in metadata {
+            if key.chars().count() > 32 {
+                return refuse("metadata", format!("a key has at most 32 characters: `{key}`"));
+            }
+            if value.as_str().is_none_or(|v| v.chars().count() > 512) {
+                return refuse("metadata", format!("the value of `{key}` must be a string of at most 512 characters"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `receipt` object of a payment or refund, in YooKassa's format.
+fn receipt_json(receipt: &Receipt) -> Value {
+    let mut customer = Map::new();
+    if let Some(email) = &receipt.customer.email {
+        customer.insert("email".into(), json!(email));
+    }
+    if let Some(phone) = &receipt.customer.phone {
+        customer.insert("phone".into(), json!(phone));
+    }
+    let items: Vec<Value> = receipt
+        .items
+        .iter()
+        .map(|item| {
+            json!({
+                "description": item.description,
+                "quantity": item.quantity.normalize().to_string(),
+                "amount": money(item.amount, &item.currency),
+                "vat_code": item.settings.vat_code,
+                "payment_subject": item.settings.payment_subject,
+                "payment_mode": item.settings.payment_mode,
+            })
+        })
+        .collect();
+    let mut body = json!({ "customer": customer, "items": items });
+    if let Some(code) = receipt.tax_system_code {
+        body["tax_system_code"] = json!(code);
+    }
+    body
+}
+
 /// A 4xx answer: YooKassa's `{"type": "error", "code", "description"}` body.
 fn refusal(status: u16, body: Option<Value>) -> ProviderError {
     let body = body.unwrap_or(Value::Null);
@@ -237,6 +324,9 @@ impl PaymentProvider for YooKassa {
             }
             PayWith::SavedMethod { method_id } => body["payment_method_id"] = json!(method_id),
         }
+        if let Some(receipt) = &request.receipt {
+            body["receipt"] = receipt_json(receipt);
+        }
         parse_payment(&self.post("/payments", &body, idempotence_key)?)
     }
 
@@ -253,19 +343,21 @@ impl PaymentProvider for YooKassa {
         parse_payment(&self.post(&path, &json!({}), idempotence_key)?)
     }
 
-    fn create_refund(
-        &self,
-        provider_payment_id: &str,
-        amount: Decimal,
-        currency: &str,
-        idempotence_key: &str,
-    ) -> Result<ProviderRefund, ProviderError> {
-        let body = json!({ "payment_id": provider_payment_id, "amount": money(amount, currency) });
+    fn create_refund(&self, request: &RefundRequest, idempotence_key: &str) -> Result<ProviderRefund, ProviderError> {
+        let mut body =
+            json!({ "payment_id": request.provider_payment_id, "amount": money(request.amount, &request.currency) });
+        if let Some(receipt) = &request.receipt {
+            body["receipt"] = receipt_json(receipt);
+        }
         parse_refund(&self.post("/refunds", &body, idempotence_key)?)
     }
 
     fn get_refund(&self, refund_id: &str) -> Result<ProviderRefund, ProviderError> {
         parse_refund(&self.get(&format!("/refunds/{}", path_segment(refund_id)?))?)
+    }
+
+    fn get_payment_method(&self, method_id: &str) -> Result<ProviderMethod, ProviderError> {
+        parse_method_object(&self.get(&format!("/payment_methods/{}", path_segment(method_id)?))?)
     }
 
     fn read_notification(&self, body: &[u8]) -> Result<Notification> {
@@ -295,6 +387,11 @@ pub(crate) fn read_notification(body: &[u8]) -> Result<Notification> {
             refuse_foreign_id(&refund.payment_id)?;
             return Ok(Notification::Refund { event, refund });
         }
+        "payment_method.active" => {
+            let method = parse_method_object(object).map_err(|e| not_an_object("payment method", e))?;
+            refuse_foreign_id(&method.method.method_id)?;
+            return Ok(Notification::PaymentMethod { event, method });
+        }
         _ => return Ok(Notification::Other { event }),
     };
     if object.get("status").and_then(Value::as_str) != Some(claimed.as_str()) {
@@ -302,7 +399,7 @@ pub(crate) fn read_notification(body: &[u8]) -> Result<Notification> {
     }
     let payment = parse_payment(object).map_err(|e| not_an_object("payment", e))?;
     refuse_foreign_id(&payment.id)?;
-    Ok(Notification::Payment { event, status: claimed, payment })
+    Ok(Notification::Payment { event, status: claimed, payment: Box::new(payment) })
 }
 
 /// A notification about an id no YooKassa object can have is forged or garbled.
@@ -347,26 +444,60 @@ fn parse_payment(object: &Value) -> Result<ProviderPayment, ProviderError> {
     let (amount, currency) =
         parse_money(object.get("amount")).ok_or_else(|| bad(format!("payment {id}: bad `amount`")))?;
     let method = object.get("payment_method").filter(|m| m.get("saved").and_then(Value::as_bool) == Some(true));
-    let saved_card = method.and_then(|method| {
-        let card = method.get("card").cloned().unwrap_or(Value::Null);
-        Some(SavedCard {
-            method_id: text(method, "id")?,
-            card_type: text(&card, "card_type"),
-            last4: text(&card, "last4"),
-            first6: text(&card, "first6"),
-            expiry_month: text(&card, "expiry_month"),
-            expiry_year: text(&card, "expiry_year"),
-        })
-    });
+    let refunded_amount = match object.get("refunded_amount") {
+        None | Some(Value::Null) => Decimal::ZERO,
+        found => parse_money(found).ok_or_else(|| bad(format!("payment {id}: bad `refunded_amount`")))?.0,
+    };
+    let time = |field: &str| text(object, field).and_then(|t| parse_iso(&t));
+    let paid_at =
+        (status == PaymentStatus::Succeeded).then(|| time("captured_at").or_else(|| time("created_at"))).flatten();
     Ok(ProviderPayment {
         confirmation_url: object.get("confirmation").and_then(|c| text(c, "confirmation_url")),
         engine_payment_id: object.get("metadata").and_then(|m| text(m, "payment_id")),
+        cancellation_reason: object.get("cancellation_details").and_then(|c| text(c, "reason")),
+        method_id: object.get("payment_method").and_then(|m| text(m, "id")),
+        saved_method: method.and_then(parse_method),
         id,
         status,
         amount,
         currency,
-        saved_card,
+        refunded_amount,
+        paid_at,
         raw: object.clone(),
+    })
+}
+
+/// A payment method as YooKassa describes it, inside a payment or on its own: a bank
+/// card with its `card`, a YooMoney wallet, an SBP account, ... each with its `title`.
+fn parse_method(method: &Value) -> Option<SavedMethod> {
+    let text = |value: &Value, field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+    let card = method.get("card").cloned().unwrap_or(Value::Null);
+    Some(SavedMethod {
+        method_id: text(method, "id")?,
+        method_type: text(method, "type").unwrap_or_else(|| "bank_card".to_owned()),
+        title: text(method, "title"),
+        card_type: text(&card, "card_type"),
+        last4: text(&card, "last4"),
+        first6: text(&card, "first6"),
+        expiry_month: text(&card, "expiry_month"),
+        expiry_year: text(&card, "expiry_year"),
+        saved_at: None,
+    })
+}
+
+/// A payment method object (`GET /payment_methods/{id}`, `payment_method.active`). Its
+/// `status` is `active` once payments can be made with it; an object without a status is
+/// active when it is `saved`.
+fn parse_method_object(object: &Value) -> Result<ProviderMethod, ProviderError> {
+    let method = parse_method(object)
+        .ok_or_else(|| ProviderError::BadResponse { message: "payment method without `id`".into() })?;
+    let saved = object.get("saved").and_then(Value::as_bool).unwrap_or(false);
+    let status = object.get("status").and_then(Value::as_str).map(str::to_owned);
+    let active = status.as_deref().map_or(saved, |status| status == "active" && saved);
+    Ok(ProviderMethod {
+        method,
+        active,
+        status: status.unwrap_or_else(|| if saved { "active" } else { "inactive" }.into()),
     })
 }
 
@@ -410,6 +541,68 @@ mod tests {
     }
 
     #[test]
+    fn requests_past_yookassa_s_limits_are_refused_before_they_are_sent() {
+        let field = |body: Value, key: &str| match check_limits(&body, key) {
+            Err(ProviderError::InvalidRequest { field, .. }) => field,
+            other => panic!("{body}: {other:?}"),
+        };
+        let fits = json!({"description": "д".repeat(128), "metadata": {"k".repeat(32): "v".repeat(512)}});
+        assert!(check_limits(&fits, &"k".repeat(64)).is_ok());
+        assert_eq!(field(fits.clone(), &"k".repeat(65)), "idempotence_key");
+        assert_eq!(field(fits, ""), "idempotence_key");
+        assert_eq!(field(json!({"description": "d".repeat(129)}), "k"), "description");
+        let seventeen: Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+        assert_eq!(field(json!({ "metadata": seventeen }), "k"), "metadata");
+        assert_eq!(field(json!({"metadata": {"k".repeat(33): "v"}}), "k"), "metadata");
+        assert_eq!(field(json!({"metadata": {"k": "v".repeat(513)}}), "k"), "metadata");
+        assert_eq!(field(json!({"metadata": {"k": 1}}), "k"), "metadata");
+        let err = BillingError::from(ProviderError::InvalidRequest { field: "metadata", reason: "17 keys".into() });
+        assert_eq!((err.code(), err.details()["field"].as_str()), ("INVALID_ARGUMENT", Some("metadata")));
+    }
+
+    #[test]
+    fn a_payment_object_says_what_was_refunded_and_when_the_money_was_taken() {
+        let mut object = json!({
+            "id": "2f0a", "status": "succeeded", "amount": {"value": "149.00", "currency": "RUB"},
+            "refunded_amount": {"value": "50.00", "currency": "RUB"},
+            "captured_at": "2026-03-02T10:16:05Z", "created_at": "2026-03-02T10:15:42.387Z",
+            "cancellation_details": {"party": "yoo_money", "reason": "permission_revoked"},
+            "payment_method": {"type": "yoo_money", "id": "pm-9", "saved": true, "title": "YooMoney wallet 4100"}
+        });
+        let payment = parse_payment(&object).unwrap();
+        assert_eq!(payment.refunded_amount, "50.00".parse().unwrap());
+        assert_eq!(payment.paid_at.map(crate::time_util::iso).as_deref(), Some("2026-03-02T10:16:05Z"));
+        assert_eq!(payment.cancellation_reason.as_deref(), Some("permission_revoked"));
+        let method = payment.saved_method.unwrap();
+        assert_eq!(
+            (method.method_type.as_str(), method.title.as_deref(), method.last4),
+            ("yoo_money", Some("YooMoney wallet 4100"), None)
+        );
+        object.as_object_mut().unwrap().remove("captured_at");
+        let paid_at = parse_payment(&object).unwrap().paid_at.map(crate::time_util::iso);
+        assert_eq!(paid_at.as_deref(), Some("2026-03-02T10:15:42.387Z"), "no capture: when it was created");
+        object["status"] = json!("pending");
+        assert_eq!(parse_payment(&object).unwrap().paid_at, None);
+        object["refunded_amount"] = json!({"value": 50});
+        assert!(matches!(parse_payment(&object), Err(ProviderError::BadResponse { .. })));
+    }
+
+    #[test]
+    fn a_receipt_goes_out_in_yookassa_s_shape() {
+        use crate::receipt::{CustomerContact, ReceiptSettings};
+        let settings =
+            ReceiptSettings { vat_code: 4, payment_subject: "service".into(), payment_mode: "full_payment".into() };
+        let customer = CustomerContact::new(None, Some("+79001234567")).unwrap();
+        let receipt = Receipt::single(customer, "Pro plan", "299".parse().unwrap(), "RUB", settings, Some(1));
+        assert_eq!(
+            receipt_json(&receipt),
+            json!({"customer": {"phone": "79001234567"}, "tax_system_code": 1, "items": [{
+                "description": "Pro plan", "quantity": "1", "amount": {"value": "299.00", "currency": "RUB"},
+                "vat_code": 4, "payment_subject": "service", "payment_mode": "full_payment"}]})
+        );
+    }
+
+    #[test]
     fn amounts_go_out_with_two_places() {
         assert_eq!(money("299".parse().unwrap(), "RUB"), json!({"value": "299.00", "currency": "RUB"}));
         assert_eq!(money("1.5".parse().unwrap(), "RUB")["value"], "1.50");
@@ -431,15 +624,24 @@ mod tests {
             "YOOKASSA_SHOP_ID" => Some("42".into()),
             "YOOKASSA_SECRET_KEY" => Some("k".into()),
             "YOOKASSA_WEBHOOK_SECRET" => Some("new, old".into()),
+            "YOOKASSA_RECEIPTS" => Some("true".into()),
+            "YOOKASSA_TAX_SYSTEM_CODE" => Some("2".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(config.webhook_secrets, ["new", "old"]);
         assert_eq!(config.api_url, DEFAULT_API_URL);
+        assert_eq!((config.receipts, config.tax_system_code), (true, Some(2)));
+        let bad = YooKassaConfig::from_vars(|name| match name {
+            "YOOKASSA_SHOP_ID" | "YOOKASSA_SECRET_KEY" => Some("x".into()),
+            "YOOKASSA_TAX_SYSTEM_CODE" => Some("usn".into()),
+            _ => None,
+        });
+        assert_eq!(bad.unwrap_err().details()["field"], "YOOKASSA_TAX_SYSTEM_CODE");
     }
 
     #[test]
-    fn a_payment_object_gives_its_saved_card_only_when_saved() {
+    fn a_payment_object_gives_its_saved_method_only_when_saved() {
         let mut object = json!({
             "id": "2f0a", "status": "waiting_for_capture", "amount": {"value": "1.00", "currency": "RUB"},
             "metadata": {"payment_id": "p1"},
@@ -449,10 +651,10 @@ mod tests {
         let payment = parse_payment(&object).unwrap();
         assert_eq!(payment.status, PaymentStatus::WaitingForCapture);
         assert_eq!(payment.engine_payment_id.as_deref(), Some("p1"));
-        let card = payment.saved_card.unwrap();
+        let card = payment.saved_method.unwrap();
         assert_eq!((card.method_id.as_str(), card.last4.as_deref()), ("pm-1", Some("4444")));
         object["payment_method"]["saved"] = json!(false);
-        assert_eq!(parse_payment(&object).unwrap().saved_card, None);
+        assert_eq!(parse_payment(&object).unwrap().saved_method, None);
         object["status"] = json!("refunded");
         assert!(matches!(parse_payment(&object), Err(ProviderError::BadResponse { .. })));
     }

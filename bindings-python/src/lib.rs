@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use billing_engine::input;
 use billing_engine::ledger::AllowancePeriod;
+use billing_engine::receipt::CustomerContact;
 use billing_engine::{
     Billing, BillingError, BillingMe, BillingState, CardDetails, Catalog, Charge, ChargeRequest, Clock, CreatedPayment,
     DueReport, Durability, ImportedSubscription, IntegrityReport, LedgerEntry, LocalOptions, ManualClock, Mismatch,
@@ -114,7 +115,7 @@ struct NativeYooKassaConfig(YooKassaConfig);
 #[pymethods]
 impl NativeYooKassaConfig {
     #[new]
-    #[pyo3(signature = (shop_id, secret_key, api_url, return_url, webhook_secrets, trusted_networks, verify_by_fetch, timeout_s, retries))]
+    #[pyo3(signature = (shop_id, secret_key, api_url, return_url, webhook_secrets, trusted_networks, verify_by_fetch, timeout_s, retries, receipts, tax_system_code))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         shop_id: String,
@@ -126,6 +127,8 @@ impl NativeYooKassaConfig {
         verify_by_fetch: bool,
         timeout_s: f64,
         retries: u32,
+        receipts: bool,
+        tax_system_code: Option<u8>,
     ) -> PyResult<Self> {
         let timeout = Duration::try_from_secs_f64(timeout_s)
             .ok()
@@ -139,6 +142,8 @@ impl NativeYooKassaConfig {
         config.verify_by_fetch = verify_by_fetch;
         config.timeout = timeout;
         config.retries = retries;
+        config.receipts = receipts;
+        config.tax_system_code = tax_system_code;
         Ok(Self(config))
     }
 
@@ -157,6 +162,8 @@ impl NativeYooKassaConfig {
             "verify_by_fetch": c.verify_by_fetch,
             "timeout_s": c.timeout.as_secs_f64(),
             "retries": c.retries,
+            "receipts": c.receipts,
+            "tax_system_code": c.tax_system_code,
         }))
     }
 }
@@ -434,7 +441,7 @@ impl NativeBilling {
         run(py, || self.0.set_autorenew(user_id, enabled))
     }
 
-    #[pyo3(signature = (user_id, plan_code, package_code, return_url, save_payment_method, idempotency_key))]
+    #[pyo3(signature = (user_id, plan_code, package_code, return_url, save_payment_method, idempotency_key, customer_email, customer_phone))]
     #[allow(clippy::too_many_arguments)]
     fn create_payment(
         &self,
@@ -445,13 +452,36 @@ impl NativeBilling {
         return_url: Option<&str>,
         save_payment_method: bool,
         idempotency_key: &str,
+        customer_email: Option<&str>,
+        customer_phone: Option<&str>,
     ) -> PyResult<CreatedPayment> {
         let purchase = match (plan_code, package_code) {
             (Some(plan), None) => Purchase::Plan(plan),
             (None, Some(package)) => Purchase::Package(package),
             _ => return Err(invalid("plan_code", "give exactly one of plan_code and package_code")),
         };
-        run(py, || self.0.create_payment(user_id, purchase, return_url, save_payment_method, idempotency_key))
+        run(py, || {
+            let contact = match (customer_email, customer_phone) {
+                (None, None) => None,
+                (email, phone) => Some(CustomerContact::new(email, phone)?),
+            };
+            self.0.create_payment(user_id, purchase, return_url, save_payment_method, idempotency_key, contact.as_ref())
+        })
+    }
+
+    #[pyo3(signature = (user_id, email, phone))]
+    fn set_customer_contact(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> PyResult<CustomerContact> {
+        run(py, || self.0.set_customer_contact(user_id, email, phone))
+    }
+
+    fn customer_contact(&self, py: Python<'_>, user_id: &str) -> PyResult<Option<CustomerContact>> {
+        run(py, || self.0.customer_contact(user_id))
     }
 
     #[pyo3(signature = (user_id, return_url))]
@@ -569,6 +599,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SubscriptionPlan>()?;
     m.add_class::<WebhookOutcome>()?;
     m.add_class::<CreditLot>()?;
+    m.add_class::<CustomerContact>()?;
     m.add_class::<ExpiringCredits>()?;
     m.add_class::<Entitlement>()?;
     m.add_class::<Entitlements>()?;

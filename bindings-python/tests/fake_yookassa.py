@@ -56,6 +56,15 @@ class FakeYooKassa:
     def decline_recurring(self, on: bool) -> None:
         self._call("/decline_recurring", {"on": on})
 
+    def require_receipts(self, on: bool) -> None:
+        """The shop fiscalizes through YooKassa: a payment or refund needs a valid receipt."""
+        self._call("/receipts", {"on": on})
+
+    def refund_in_dashboard(self, payment_id: str, amount: str) -> str:
+        """The shop refunds in YooKassa's dashboard; returns the refund's id."""
+        refund: Dict[str, Any] = self._call("/refund", {"id": payment_id, "amount": amount})
+        return str(refund["id"])
+
     def notification(self, event: str, object_id: str) -> bytes:
         return json.dumps(self._call(f"/notification?event={event}&id={object_id}")).encode()
 
@@ -69,6 +78,12 @@ class FakeYooKassa:
     @property
     def refunds(self) -> Dict[str, Dict[str, Any]]:
         result: Dict[str, Dict[str, Any]] = self._call("/state")["refunds"]
+        return result
+
+    @property
+    def receipts(self) -> List[Dict[str, Any]]:
+        """The receipts accepted, as ``{"path", "receipt"}``, oldest first."""
+        result: List[Dict[str, Any]] = self._call("/state")["receipts"]
         return result
 
     @property

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple, Union
 
 TARIFFS = Path(__file__).resolve().parents[2] / "examples" / "tariffs.toml"
 START = "2026-01-01T09:00:00Z"
-TABLES = ("accounts", "ledger", "payments", "payment_methods")
+TABLES = ("accounts", "ledger", "payments", "payment_methods", "customer_contacts")
 
 
 def on_postgres() -> bool:

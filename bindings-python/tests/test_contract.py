@@ -202,7 +202,7 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
         "autorenew_available": False,
         "autorenew_enabled": False,
         "card_bound": False,
-        "payment_method": {"is_attached": False, "card_mask": None, "card_brand": None},
+        "payment_method": {"is_attached": False, "card_mask": None, "card_brand": None, "method_type": None, "title": None},
     }
     plans = billing.plans()
     assert [p.code for p in plans] == ["FREE", "basic", "standard", "premium"]
@@ -222,7 +222,9 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
     current = billing.plan_cards("hana")[1]
     assert current.details is not None and current.details.expires_at.tzinfo is not None
     assert (current.action, current.to_dict()["details"]["payment_method"]["is_attached"]) == ("bind_card", False)
-    assert billing.payment_method("hana").to_dict() == {"is_attached": False, "card_mask": None, "card_brand": None}
+    assert billing.payment_method("hana").to_dict() == {
+        "is_attached": False, "card_mask": None, "card_brand": None, "method_type": None, "title": None
+    }
     assert billing.payments("hana").to_dict() == {"results": []}
     json.dumps([p.to_dict() for p in plans])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -209,3 +210,43 @@ def test_a_declined_renewal_stops_renewing_and_the_plan_runs_out(
     clock.set(expires + timedelta(hours=1))
     assert paying.process_due().expired == 1
     assert paying.billing_me("hal").plan_code == "FREE" and paying.verify_integrity().ok
+
+
+def test_receipts_go_to_the_contact_given_or_kept_and_a_missing_one_sends_nothing(
+    db: str, catalog: be.Catalog, clock: be.ManualClock, yookassa: FakeYooKassa, yookassa_config: be.YooKassaConfig
+) -> None:
+    yookassa.require_receipts(True)
+    config = dataclasses.replace(yookassa_config, receipts=True, tax_system_code=2)
+    shop = be.Billing.open(db, catalog, clock=clock, yookassa=config)
+    shop.register_user("ida")
+    with pytest.raises(be.InvalidArgument) as missing:
+        shop.create_payment("ida", plan_code="basic", idempotency_key="buy")
+    assert missing.value.details["field"] == "customer_contact" and yookassa.payments == {}
+    with pytest.raises(be.InvalidArgument) as bad:
+        shop.set_customer_contact("ida", phone="12-34")
+    assert bad.value.details["field"] == "phone" and shop.customer_contact("ida") is None
+
+    created = shop.create_payment("ida", plan_code="basic", idempotency_key="buy", customer_email="ida@example.ru")
+    kept = shop.customer_contact("ida")
+    assert kept is not None and kept.to_dict() == {"email": "ida@example.ru", "phone": None}
+    yookassa.pay(created.yookassa_payment_id)
+    deliver(shop, yookassa.notification("payment.succeeded", created.yookassa_payment_id))
+    shop.refund_payment(created.payment_id, amount="100.00", idempotency_key="part")
+    receipts = yookassa.receipts
+    assert [r["path"] for r in receipts] == ["/payments", "/refunds"]
+    payment_item, refund_item = receipts[0]["receipt"]["items"][0], receipts[1]["receipt"]["items"][0]
+    assert receipts[0]["receipt"]["customer"] == {"email": "ida@example.ru"}
+    assert receipts[0]["receipt"]["tax_system_code"] == 2
+    assert (payment_item["description"], payment_item["amount"]["value"], payment_item["vat_code"]) == ("Basic plan", "299.00", 1)
+    assert refund_item["amount"]["value"] == "100.00"
+
+
+def test_a_refund_heard_of_before_the_payment_s_success_is_not_lost(paying: be.Billing, yookassa: FakeYooKassa) -> None:
+    paying.register_user("jon")
+    created = paying.create_payment("jon", package_code="credits_20", idempotency_key="pkg")
+    yookassa.pay(created.yookassa_payment_id)
+    refund_id = yookassa.refund_in_dashboard(created.yookassa_payment_id, "149.00")
+    assert deliver(paying, yookassa.notification("refund.succeeded", refund_id)).status == "applied"
+    assert deliver(paying, yookassa.notification("payment.succeeded", created.yookassa_payment_id)).status == "duplicate"
+    payment = paying.payment(created.payment_id)
+    assert (payment.status, payment.refunded_amount, paying.state("jon").credits) == ("refunded", Decimal("149.00"), Decimal("10"))

@@ -16,6 +16,7 @@ for the host's real authentication.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -27,6 +28,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 import billing_engine as be
+
+log = logging.getLogger("billing")
 
 
 class AutoRenewRequest(BaseModel):
@@ -161,15 +164,22 @@ def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAP
 
     @app.post("/billing/webhook/yookassa")
     async def yookassa_webhook(request: Request) -> Dict[str, Any]:
-        # 200 for applied/duplicate/ignored; 400 (INVALID_WEBHOOK) is final; 502
-        # (PAYMENT_ERROR) makes YooKassa deliver it again later.
+        # YooKassa sends a notification again for 24 hours after anything but a 200. So
+        # everything the engine will never apply is answered 200: applied, duplicate,
+        # ignored (not ours), and rejected (INVALID_WEBHOOK, logged). Only a failure a
+        # retry can help is a 5xx: PAYMENT_ERROR (502, the API could not be reached to
+        # verify it) and BUSY (503), through the error handler above.
         # In the thread pool like the sync routes: verifying may call the YooKassa API.
-        outcome = await run_in_threadpool(
-            billing.handle_yookassa_webhook,
-            await request.body(),
-            remote_addr=request.client.host if request.client else None,
-            headers=dict(request.headers),
-        )
+        try:
+            outcome = await run_in_threadpool(
+                billing.handle_yookassa_webhook,
+                await request.body(),
+                remote_addr=request.client.host if request.client else None,
+                headers=dict(request.headers),
+            )
+        except be.InvalidWebhook as rejected:
+            log.warning("YooKassa notification rejected: %s", rejected)
+            return {"status": "rejected", **rejected.to_dict()}
         return outcome.to_dict()
 
     # ---- seed 000: the app's own billing screen and its internal charge calls

@@ -236,6 +236,7 @@ impl Fixture {
             self.db.rows("ledger", "id"),
             self.db.rows("payments", "id"),
             self.db.rows("payment_methods", "user_id"),
+            self.db.rows("customer_contacts", "user_id"),
         ]
     }
 }

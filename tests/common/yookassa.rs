@@ -28,6 +28,29 @@ impl Drop for FakeYooKassa {
     }
 }
 
+/// A fake YooKassa, and a fixture on `db` that pays through it with `user` registered;
+/// `adjust` changes the engine's config first.
+pub fn paying_fixture(
+    db: super::TestDb,
+    user: &str,
+    adjust: impl FnOnce(&mut billing_engine::YooKassaConfig),
+) -> (FakeYooKassa, super::Fixture) {
+    let fake = FakeYooKassa::start();
+    let mut config = fake.config();
+    adjust(&mut config);
+    let f = super::Fixture::with_yookassa(db, config);
+    f.billing.register_user(user, true).unwrap();
+    (fake, f)
+}
+
+/// Hands `body` to the engine as a notification from inside YooKassa's networks.
+pub fn deliver(
+    billing: &billing_engine::Billing,
+    body: &[u8],
+) -> billing_engine::Result<billing_engine::WebhookOutcome> {
+    billing.handle_yookassa_webhook(body, Some(YOOKASSA_ADDR), &[])
+}
+
 /// The engine's config for the fake at `api_url`.
 pub fn config_for(api_url: &str) -> billing_engine::YooKassaConfig {
     let mut config = billing_engine::YooKassaConfig::new(SHOP_ID, SECRET_KEY);
@@ -104,6 +127,11 @@ impl FakeYooKassa {
         self.state()["payments"][id].clone()
     }
 
+    /// Every payment object, in no particular order.
+    pub fn payment_objects(&self) -> Vec<Value> {
+        self.state()["payments"].as_object().map(|p| p.values().cloned().collect()).unwrap_or_default()
+    }
+
     pub fn payments_created(&self) -> usize {
         self.state()["payments"].as_object().map_or(0, |p| p.len())
     }
@@ -132,6 +160,52 @@ impl FakeYooKassa {
 
     pub fn decline_recurring(&self, decline: bool) {
         self.post("/decline_recurring", json!({ "on": decline }));
+    }
+
+    /// Charges of saved methods are declined for `reason` (`permission_revoked`, ...).
+    pub fn decline_recurring_for(&self, reason: &str) {
+        self.post("/decline_recurring", json!({ "on": true, "reason": reason }));
+    }
+
+    /// The user pays with a method of `method_type` (`yoo_money`, `sbp`, `bank_card`).
+    pub fn pay_with(&self, id: &str, method_type: &str) {
+        self.post("/pay", json!({ "id": id, "method_type": method_type }));
+    }
+
+    /// The shop fiscalizes through YooKassa: every payment and refund needs a receipt.
+    pub fn require_receipts(&self, on: bool) {
+        self.post("/receipts", json!({ "on": on }));
+    }
+
+    /// The receipts YooKassa accepted, as `(path, receipt)`, oldest first.
+    pub fn receipts(&self) -> Vec<(String, Value)> {
+        let receipts = self.state()["receipts"].as_array().cloned().unwrap_or_default();
+        receipts.into_iter().map(|r| (r["path"].as_str().unwrap().to_owned(), r["receipt"].clone())).collect()
+    }
+
+    /// The shop refunds `amount` in YooKassa's dashboard; returns the refund's id.
+    pub fn refund_in_dashboard(&self, payment_id: &str, amount: &str) -> String {
+        self.post("/refund", json!({ "id": payment_id, "amount": amount }))["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Overwrites fields of a payment as the API shows it.
+    pub fn patch(&self, payment_id: &str, fields: Value) {
+        self.post("/patch", json!({ "id": payment_id, "fields": fields }));
+    }
+
+    /// A saved method's status changes (`inactive`: it can no longer be charged).
+    pub fn set_method_status(&self, method_id: &str, status: &str) {
+        self.post("/method_status", json!({ "id": method_id, "status": status }));
+    }
+
+    /// The API has `object`, one of its `kind` (`payments`, `refunds`, `payment_methods`).
+    pub fn put(&self, kind: &str, object: &Value) {
+        self.post("/put", json!({ "kind": kind, "object": object }));
+    }
+
+    /// The next object YooKassa creates gets `id`.
+    pub fn next_id(&self, id: &str) {
+        self.post("/next_id", json!({ "id": id }));
     }
 
     pub fn refunds_pending(&self, pending: bool) {

@@ -20,19 +20,39 @@ What it follows of YooKassa's documented API (https://yookassa.ru/developers, AP
 - `POST /payments/{id}/capture` and `/cancel` act only on a `waiting_for_capture` payment.
 - `POST /refunds` refunds a `succeeded` payment in full or in part, never more than is left;
   the payment keeps its status and counts `refunded_amount`.
+- `GET /payment_methods/{id}`: a saved method, `active` or `inactive`.
+- A `receipt` (54-FZ), when sent with a payment or refund, follows the documented rules
+  ("Параметры чека", yookassa.ru/developers/payment-acceptance/receipts/54fz/parameters-values):
+  a `customer` with an `email` or a `phone` (E.164 digits); 1 to 100 `items`, each with a
+  `description` of 1 to 128 characters, a positive `quantity`, an `amount` in the payment's
+  currency, a `vat_code` from 1 to 12, and a `payment_subject` and `payment_mode` from the
+  documented lists; items that add up to the payment's or refund's amount; an optional
+  `tax_system_code` from 1 to 6. A shop with receipts on must send one with every payment
+  and refund: otherwise 400 `invalid_request`, parameter `receipt`.
 
 The control API under `/_control` (no auth) plays the user, the network and YooKassa:
-- `POST /_control/pay {"id"}`: the user pays (a two-stage payment is held); the card is
-  saved when the payment asked for it.
+- `POST /_control/pay {"id", "method_type"}`: the user pays (a two-stage payment is held)
+  with a `bank_card` (the default), a `yoo_money` wallet or `sbp`; the method is saved when
+  the payment asked for it.
+- `POST /_control/receipts {"on"}`: the shop fiscalizes through YooKassa (receipts required).
+- `POST /_control/refund {"id", "amount"}`: the shop refunds in YooKassa's dashboard, not
+  through the API (the engine learns of it from notifications only).
+- `POST /_control/patch {"id", "fields"}`: overwrites fields of a payment as the API shows it.
+- `POST /_control/put {"kind", "object"}`: the API has `object` (of `payments`, `refunds` or
+  `payment_methods`) as it is, for samples of real objects.
+- `POST /_control/method_status {"id", "status"}`: a saved method becomes `inactive`, ...
+- `POST /_control/next_id {"id"}`: the next object created gets this id.
 - `POST /_control/set_status {"id", "status"}`.
 - `POST /_control/fail {"path", "count", "status", "delay_s"}`: the next `count` calls whose
   path starts with `path` answer `status` (a 5xx), after doing their work, the worst case
   for a client; with `delay_s` they answer that much later (a timeout for a short client).
-- `POST /_control/decline_recurring {"on"}`: charges of saved cards are declined.
+- `POST /_control/decline_recurring {"on", "reason"}`: charges of saved methods are declined,
+  for `insufficient_funds` or the `reason` given (`permission_revoked`).
 - `POST /_control/refunds_pending {"on"}`: new refunds stay `pending`.
-- `GET /_control/state`: `{"payments", "refunds", "requests"}`, requests as `METHOD path`.
+- `GET /_control/state`: `{"payments", "refunds", "methods", "requests", "receipts"}`,
+  requests as `METHOD path`, receipts as `{"path", "receipt"}` in the order they came.
 - `GET /_control/notification?event=E&id=ID`: a notification carrying the object as the API
-  has it now (a payment, or for `refund.*` events a refund).
+  has it now (a payment; a refund for `refund.*`; a method for `payment_method.*`).
 """
 
 from __future__ import annotations
@@ -60,13 +80,87 @@ def error(status: int, code: str, description: str) -> Answer:
 
 
 def card(method_id: str, saved: bool) -> Dict[str, Any]:
-    return {
-        "type": "bank_card",
-        "id": method_id,
-        "saved": saved,
-        "title": "Bank card *4444",
-        "card": {"first6": "555555", "last4": "4444", "expiry_month": "12", "expiry_year": "2030", "card_type": "MasterCard"},
-    }
+    return method_object("bank_card", method_id, saved)
+
+
+def method_object(kind: str, method_id: str, saved: bool) -> Dict[str, Any]:
+    """A payment method object as YooKassa's docs show each type."""
+    found: Dict[str, Any] = {"type": kind, "id": method_id, "saved": saved, "status": "active" if saved else "inactive"}
+    if kind == "bank_card":
+        found["title"] = "Bank card *4444"
+        found["card"] = {"first6": "555555", "last4": "4444", "expiry_month": "12", "expiry_year": "2030",
+                         "card_type": "MasterCard", "issuer_country": "RU"}
+    elif kind == "yoo_money":
+        found["title"] = "YooMoney wallet 410011758831136"
+        found["account_number"] = "410011758831136"
+    elif kind == "sbp":
+        found["title"] = "SBP"
+        found["sbp_operation_id"] = "1027088AE4CB48CB81287833347A8777"
+        found["payer_bank_details"] = {"bank_id": "100000000111", "bic": "044525225"}
+    return found
+
+
+VAT_CODES = range(1, 13)
+TAX_SYSTEM_CODES = range(1, 7)
+PAYMENT_SUBJECTS = {
+    "commodity", "excise", "job", "service", "gambling_bet", "gambling_prize", "lottery", "lottery_prize",
+    "intellectual_activity", "payment", "agent_commission", "composite", "another", "property_right",
+    "non_operating_gain", "insurance_premium", "sales_tax", "resort_fee", "fine", "tax", "lien", "cost",
+    "pension_insurance_with_payouts", "casino", "marked",
+}
+PAYMENT_MODES = {
+    "full_prepayment", "partial_prepayment", "advance", "full_payment", "partial_payment", "credit", "credit_payment",
+}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+PHONE = re.compile(r"^\d{7,15}$")
+
+
+def receipt_error(receipt: Any, total: Dict[str, Any]) -> Optional[Answer]:
+    """The documented rules of a receipt for a payment or refund of ``total``."""
+    def bad(why: str) -> Answer:
+        return 400, {"type": "error", "code": "invalid_request", "parameter": "receipt",
+                     "description": f"Receipt is missing or illegal: {why}"}
+
+    if not isinstance(receipt, dict):
+        return bad("no receipt")
+    customer = receipt.get("customer") or {}
+    email, phone = customer.get("email"), customer.get("phone")
+    if email is None and phone is None:
+        return bad("customer: an email or a phone is required")
+    if email is not None and not (isinstance(email, str) and EMAIL.match(email)):
+        return bad("customer.email")
+    if phone is not None and not (isinstance(phone, str) and PHONE.match(phone)):
+        return bad("customer.phone: E.164 digits")
+    code = receipt.get("tax_system_code")
+    if code is not None and code not in TAX_SYSTEM_CODES:
+        return bad("tax_system_code")
+    items = receipt.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= 100:
+        return bad("items: 1 to 100")
+    cents = Decimal(0)
+    for item in items:
+        description = item.get("description")
+        if not isinstance(description, str) or not 1 <= len(description) <= 128:
+            return bad("items.description: 1 to 128 characters")
+        try:
+            quantity = Decimal(str(item.get("quantity")))
+        except InvalidOperation:
+            return bad("items.quantity")
+        if quantity <= 0:
+            return bad("items.quantity must be positive")
+        amount = item.get("amount")
+        if money_error(amount) or amount.get("currency") != total.get("currency"):
+            return bad("items.amount")
+        if item.get("vat_code") not in VAT_CODES or isinstance(item.get("vat_code"), bool):
+            return bad("items.vat_code")
+        if item.get("payment_subject") not in PAYMENT_SUBJECTS:
+            return bad("items.payment_subject")
+        if item.get("payment_mode") not in PAYMENT_MODES:
+            return bad("items.payment_mode")
+        cents += quantity * Decimal(amount["value"])
+    if cents != Decimal(total["value"]):
+        return bad(f"the items add up to {cents}, not {total['value']}")
+    return None
 
 
 def money_error(amount: Any) -> Optional[Answer]:
@@ -95,7 +189,12 @@ class Fake:
         self.answered: Dict[str, Tuple[str, Answer]] = {}
         self.faults: List[Dict[str, Any]] = []
         self.decline_recurring = False
+        self.decline_reason = "insufficient_funds"
         self.refunds_pending = False
+        self.receipts_required = False
+        self.receipts: List[Dict[str, Any]] = []
+        self.methods: Dict[str, Dict[str, Any]] = {}
+        self.forced_id: Optional[str] = None
         self.next_id = 0
 
     # ---- the API
@@ -110,7 +209,8 @@ class Fake:
                 return error(401, "invalid_credentials", "Authentication by given credentials failed"), 0
             if method == "GET":
                 kind, _, object_id = path.strip("/").partition("/")
-                found = {"payments": self.payments, "refunds": self.refunds}.get(kind, {}).get(object_id)
+                objects = {"payments": self.payments, "refunds": self.refunds, "payment_methods": self.methods}
+                found = objects.get(kind, {}).get(object_id)
                 answer: Answer = (200, found) if found else error(404, "not_found", "Not found")
             else:
                 answer = self.post_once(path, body, headers.get("Idempotence-Key") or "")
@@ -143,8 +243,19 @@ class Fake:
         return answer
 
     def new_id(self) -> str:
+        if self.forced_id:
+            forced, self.forced_id = self.forced_id, None
+            return forced
         self.next_id += 1
         return f"2f{self.next_id:06x}-000f-5000-9000-1b68e7b15f3f"
+
+    def check_receipt(self, path: str, body: Dict[str, Any]) -> Optional[Answer]:
+        if "receipt" not in body and not self.receipts_required:
+            return None
+        bad = receipt_error(body.get("receipt"), body.get("amount") or {})
+        if bad is None:
+            self.receipts.append({"path": path, "receipt": body["receipt"]})
+        return bad
 
     def post(self, path: str, body: Dict[str, Any]) -> Answer:
         parts = path.strip("/").split("/")
@@ -170,9 +281,11 @@ class Fake:
         return error(404, "not_found", "Not found")
 
     def create_payment(self, body: Dict[str, Any]) -> Answer:
-        bad = money_error(body.get("amount")) or metadata_error(body.get("metadata"))
+        bad = money_error(body.get("amount")) or metadata_error(body.get("metadata")) or self.check_receipt("/payments", body)
         if bad:
             return bad
+        if len(str(body.get("description") or "")) > 128:
+            return error(400, "invalid_request", "description: at most 128 characters")
         object_id = self.new_id()
         payment: Dict[str, Any] = {
             "id": object_id,
@@ -187,12 +300,20 @@ class Fake:
             "test": True,
             "created_at": "2026-01-01T12:00:00.000Z",
         }
-        if "payment_method_id" in body:  # a saved card, charged without the user
-            declined = self.decline_recurring
+        if body.get("receipt"):
+            payment["receipt_registration"] = "pending"
+        if "payment_method_id" in body:  # a saved method, charged without the user
+            method_id = str(body["payment_method_id"])
+            saved = self.methods.get(method_id)
+            declined = self.decline_recurring or saved is None or saved["status"] != "active"
             payment.update(status="canceled" if declined else "succeeded", paid=not declined)
-            payment["payment_method"] = card(str(body["payment_method_id"]), True)
+            payment["payment_method"] = dict(saved) if saved else card(method_id, False)
             if declined:
-                payment["cancellation_details"] = {"party": "payment_network", "reason": "insufficient_funds"}
+                reason = self.decline_reason if saved and saved["status"] == "active" else "permission_revoked"
+                party = "yoo_money" if reason == "permission_revoked" else "payment_network"
+                payment["cancellation_details"] = {"party": party, "reason": reason}
+            else:
+                payment.update(captured_at="2026-01-01T12:00:01.000Z", refundable=True)
         else:
             confirmation = body.get("confirmation") or {}
             if confirmation.get("type") != "redirect" or not confirmation.get("return_url"):
@@ -206,7 +327,7 @@ class Fake:
         return 200, payment
 
     def create_refund(self, body: Dict[str, Any]) -> Answer:
-        bad = money_error(body.get("amount"))
+        bad = money_error(body.get("amount")) or self.check_receipt("/refunds", body)
         if bad:
             return bad
         payment = self.payments.get(str(body.get("payment_id", "")))
@@ -245,18 +366,45 @@ class Fake:
 
     def control_locked(self, method: str, path: str, query: Dict[str, List[str]], data: Dict[str, Any]) -> Answer:
         if method == "GET" and path == "/state":
-            return 200, {"payments": self.payments, "refunds": self.refunds, "requests": self.requests}
+            return 200, {"payments": self.payments, "refunds": self.refunds, "methods": self.methods,
+                         "requests": self.requests, "receipts": self.receipts}
         if method == "GET" and path == "/notification":
             event, object_id = query["event"][0], query["id"][0]
-            kind = self.refunds if event.startswith("refund.") else self.payments
-            return 200, {"type": "notification", "event": event, "object": kind[object_id]}
+            kinds = {"refund": self.refunds, "payment_method": self.methods, "payment": self.payments}
+            return 200, {"type": "notification", "event": event, "object": kinds[event.split(".")[0]][object_id]}
         if method != "POST":
             return error(404, "not_found", path)
         if path == "/pay":
             payment = self.payments[data["id"]]
             held = not payment["capture"]
             payment.update(status="waiting_for_capture" if held else "succeeded", paid=True, refundable=not held)
-            payment["payment_method"] = card(f"pm-{payment['id']}", bool(payment.get("save_payment_method")))
+            if not held:
+                payment["captured_at"] = "2026-01-01T12:01:00.000Z"
+            saved = bool(payment.get("save_payment_method"))
+            paid_with = method_object(data.get("method_type", "bank_card"), f"pm-{payment['id']}", saved)
+            payment["payment_method"] = paid_with
+            if saved:
+                self.methods[paid_with["id"]] = dict(paid_with)
+        elif path == "/receipts":
+            self.receipts_required = bool(data["on"])
+        elif path == "/refund":
+            payment = self.payments[data["id"]]
+            amount = {"value": data["amount"], "currency": payment["amount"]["currency"]}
+            refund = {"id": self.new_id(), "payment_id": payment["id"], "status": "succeeded", "amount": amount,
+                      "created_at": "2026-01-01T12:20:00.000Z"}
+            self.settle_refund(refund)
+            self.refunds[refund["id"]] = refund
+            return 200, refund
+        elif path == "/patch":
+            self.payments[data["id"]].update(data["fields"])
+        elif path == "/put":
+            kinds = {"payments": self.payments, "refunds": self.refunds, "payment_methods": self.methods}
+            kinds[data["kind"]][data["object"]["id"]] = data["object"]
+        elif path == "/method_status":
+            found = self.methods[data["id"]]
+            found.update(status=data["status"], saved=data["status"] == "active")
+        elif path == "/next_id":
+            self.forced_id = str(data["id"])
         elif path == "/set_status":
             target = self.refunds if data["id"] in self.refunds else self.payments
             target[data["id"]]["status"] = data["status"]
@@ -267,6 +415,7 @@ class Fake:
                                 "status": int(data.get("status", 0)), "delay_s": float(data.get("delay_s", 0))})
         elif path == "/decline_recurring":
             self.decline_recurring = bool(data["on"])
+            self.decline_reason = str(data.get("reason", "insufficient_funds"))
         elif path == "/refunds_pending":
             self.refunds_pending = bool(data["on"])
         else:

@@ -18,9 +18,10 @@ use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::Request;
 use crate::payment::{
-    CreatedPayment, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
+    self, CreatedPayment, Payment, PaymentHistory, PaymentHistoryItem, PaymentMethodView, PaymentStatus, Purpose,
 };
-use crate::provider::{PayWith, PaymentProvider, PaymentRequest, ProviderError};
+use crate::provider::{PayWith, PaymentProvider, PaymentRequest, ProviderError, RefundRequest};
+use crate::receipt::{CustomerContact, Receipt};
 use crate::store::{Store, Transaction};
 use crate::webhook::WebhookChecks;
 #[cfg(feature = "yookassa")]
@@ -33,6 +34,9 @@ pub(super) struct PaymentSetup {
     pub(super) provider: Arc<dyn PaymentProvider>,
     pub(super) checks: WebhookChecks,
     return_url: Option<String>,
+    /// `Some` when every payment and refund carries a 54-FZ receipt: the shop's tax
+    /// system, if it names one.
+    receipts: Option<Option<u8>>,
 }
 
 /// What a payment created by [`Billing::create_payment`] buys.
@@ -47,7 +51,17 @@ impl<S: Store> Billing<S> {
     #[cfg(feature = "yookassa")]
     pub fn with_yookassa(self, config: &YooKassaConfig) -> Result<Self> {
         let (client, checks) = config.build()?;
-        Ok(self.with_provider(Arc::new(client), checks, config.return_url.clone()))
+        if config.receipts && self.catalog.receipt.is_none() {
+            return Err(BillingError::invalid(
+                "receipts",
+                "receipts are on, so the catalog needs a [receipt] table with a vat_code",
+            ));
+        }
+        let mut billing = self.with_provider(Arc::new(client), checks, config.return_url.clone());
+        if let Some(setup) = billing.payments.as_mut() {
+            setup.receipts = config.receipts.then_some(config.tax_system_code);
+        }
+        Ok(billing)
     }
 
     /// Takes payments through any [`PaymentProvider`]; its notifications are read by the
@@ -58,8 +72,15 @@ impl<S: Store> Billing<S> {
         checks: WebhookChecks,
         return_url: Option<String>,
     ) -> Self {
-        self.payments = Some(PaymentSetup { provider, checks, return_url });
+        self.payments = Some(PaymentSetup { provider, checks, return_url, receipts: None });
         self
+    }
+
+    /// Whether a payment of `user_id` can carry the receipt the shop must send: receipts
+    /// are off, or the user has a contact.
+    pub(super) fn can_send_receipt(&self, tx: &mut dyn Transaction, user_id: &str) -> Result<bool> {
+        let receipts_on = self.payments.as_ref().is_some_and(|setup| setup.receipts.is_some());
+        Ok(!receipts_on || tx.customer_contact(user_id)?.is_some())
     }
 
     pub(super) fn setup(&self) -> Result<&PaymentSetup> {
@@ -69,6 +90,12 @@ impl<S: Store> Billing<S> {
     /// Creates a payment for a paid plan or a credit package and returns where to send
     /// the user to pay. Idempotent by key: a repeat returns the same payment, and a
     /// repeat after a failure sends the same attempt again instead of creating another.
+    ///
+    /// `contact` is where the receipt goes; it is kept as the user's contact (see
+    /// [`set_customer_contact`](Self::set_customer_contact)) for the receipts of later
+    /// renewals and refunds. When the shop sends receipts, a payment with no contact,
+    /// given or kept, is INVALID_ARGUMENT (`customer_contact`) before anything is written
+    /// or sent.
     pub fn create_payment(
         &self,
         user_id: &str,
@@ -76,9 +103,12 @@ impl<S: Store> Billing<S> {
         return_url: Option<&str>,
         save_payment_method: bool,
         idempotency_key: &str,
+        contact: Option<&CustomerContact>,
     ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
+        let contact = contact.map(|c| CustomerContact::new(c.email.as_deref(), c.phone.as_deref())).transpose()?;
+        let contact = contact.as_ref();
         let setup = self.setup()?;
         let return_url = self.return_url(setup, return_url)?;
         let now = self.now();
@@ -86,7 +116,7 @@ impl<S: Store> Billing<S> {
             Purchase::Plan(code) => {
                 let plan = self.catalog.paid_plan(code)?;
                 let mut payment =
-                    self.new_payment(user_id, Purpose::Plan, plan.price, format!("{} plan", plan.name), now);
+                    self.new_payment(user_id, Purpose::Plan, plan.price, payment::plan_description(&plan.name), now);
                 payment.plan_code = Some(plan.code.clone());
                 payment
             }
@@ -98,7 +128,7 @@ impl<S: Store> Billing<S> {
                     user_id,
                     Purpose::Package,
                     package.price,
-                    format!("{} credits", package.credits),
+                    payment::package_description(package.credits),
                     now,
                 );
                 payment.package_code = Some(package.code.clone());
@@ -128,6 +158,7 @@ impl<S: Store> Billing<S> {
             if payment.purpose == Purpose::Plan {
                 refuse_if_subscribed(&account, now)?;
             }
+            self.keep_contact(tx, setup, user_id, contact, now)?;
             tx.insert_payment(&payment, Some(&fingerprint))?;
             Ok(payment.clone())
         })?;
@@ -143,11 +174,13 @@ impl<S: Store> Billing<S> {
         let setup = self.setup()?;
         let return_url = self.return_url(setup, return_url)?;
         let now = self.now();
-        let mut payment = self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, "Card binding".into(), now);
+        let mut payment =
+            self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, payment::BINDING_DESCRIPTION.into(), now);
         payment.save_payment_method = true;
         payment.return_url = Some(return_url.clone());
         let payment = self.store.write(user_id, |tx| {
             self.current_account(tx, user_id, now)?;
+            self.keep_contact(tx, setup, user_id, None, now)?;
             tx.insert_payment(&payment, None)?;
             Ok(payment.clone())
         })?;
@@ -216,12 +249,79 @@ impl<S: Store> Billing<S> {
         amount: Decimal,
         key: &str,
     ) -> Result<Option<Payment>> {
-        let refund = setup.provider.create_refund(provider_id, amount, &payment.currency, key)?;
+        let receipt = self.receipt(setup, payment, amount)?;
+        let request = RefundRequest {
+            provider_payment_id: provider_id.to_owned(),
+            amount,
+            currency: payment.currency.clone(),
+            receipt,
+        };
+        let refund = setup.provider.create_refund(&request, key)?;
         if !refund.succeeded() {
             return Ok(None);
         }
-        let (_, recorded) = self.record_refund(&refund)?;
-        recorded.map(Some).ok_or_else(|| unknown_payment(&payment.id))
+        // What the refund takes back follows the payment's refunded total as the API
+        // counts it, the one number every path (this answer, `refund.succeeded`, a late
+        // `payment.succeeded`) agrees on.
+        let object = setup.provider.get_payment(provider_id)?;
+        Ok(Some(self.record_payment_state(&payment.id, &object, Some(&refund.id))?.1))
+    }
+
+    /// Where the user's receipts go, set or replaced: an email, a phone, or both (see
+    /// [`CustomerContact::new`]).
+    pub fn set_customer_contact(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> Result<CustomerContact> {
+        input::id("user_id", user_id)?;
+        let contact = CustomerContact::new(email, phone)?;
+        let now = self.now();
+        self.store.write(user_id, |tx| {
+            self.current_account(tx, user_id, now)?;
+            tx.set_customer_contact(user_id, &contact, now)?;
+            Ok(contact.clone())
+        })
+    }
+
+    /// Where the user's receipts go, if set.
+    pub fn customer_contact(&self, user_id: &str) -> Result<Option<CustomerContact>> {
+        input::id("user_id", user_id)?;
+        self.store.read(|tx| Ok(tx.customer_contact(user_id)?))
+    }
+
+    /// Keeps a contact given with a payment as the user's; when receipts are on, refuses
+    /// a payment for which no contact is given or kept.
+    fn keep_contact(
+        &self,
+        tx: &mut dyn Transaction,
+        setup: &PaymentSetup,
+        user_id: &str,
+        given: Option<&CustomerContact>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        match given {
+            Some(contact) => Ok(tx.set_customer_contact(user_id, contact, now)?),
+            None if setup.receipts.is_some() && tx.customer_contact(user_id)?.is_none() => Err(no_contact()),
+            None => Ok(()),
+        }
+    }
+
+    /// The 54-FZ receipt for `amount` of `payment`, when the shop sends receipts: the
+    /// item the payment is for, as the catalog describes it, to the user's contact.
+    fn receipt(&self, setup: &PaymentSetup, payment: &Payment, amount: Decimal) -> Result<Option<Receipt>> {
+        let Some(tax_system_code) = setup.receipts else { return Ok(None) };
+        let contact = self.store.read(|tx| Ok(tx.customer_contact(&payment.user_id)?))?.ok_or_else(no_contact)?;
+        let settings = self
+            .catalog
+            .receipt_settings(payment.plan_code.as_deref(), payment.package_code.as_deref())
+            .cloned()
+            .ok_or_else(|| BillingError::invalid("receipts", "the catalog has no [receipt] table"))?;
+        let receipt =
+            Receipt::single(contact, &payment.description, amount, &payment.currency, settings, tax_system_code);
+        receipt.check(amount)?;
+        Ok(Some(receipt))
     }
 
     fn return_url(&self, setup: &PaymentSetup, given: Option<&str>) -> Result<String> {
@@ -290,9 +390,10 @@ impl<S: Store> Billing<S> {
             save_payment_method: payment.save_payment_method,
             pay_with,
             metadata: payment.provider_metadata(),
+            receipt: self.receipt(setup, &payment, payment.amount)?,
         };
         match setup.provider.create_payment(&request, &payment.provider_key) {
-            Ok(object) => Ok(self.record_payment_state(&payment.id, &object)?.1),
+            Ok(object) => Ok(self.record_payment_state(&payment.id, &object, None)?.1),
             Err(error) => {
                 if !error.is_retryable() {
                     self.store.write(&payment.user_id, |tx| self.after_refusal(tx, &payment.id))?;
@@ -328,7 +429,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.read(|tx| {
             self.current_account(tx, user_id, now)?;
-            Ok(PaymentMethodView::from(tx.saved_card(user_id)?.as_ref()))
+            Ok(PaymentMethodView::from(tx.saved_method(user_id)?.as_ref()))
         })
     }
 
@@ -368,6 +469,10 @@ fn created(payment: &Payment) -> Result<CreatedPayment> {
         yookassa_payment_id: payment.provider_payment_id.clone().ok_or_else(|| missing("provider id"))?,
         confirmation_url: payment.confirmation_url.clone().ok_or_else(|| missing("confirmation_url"))?,
     })
+}
+
+fn no_contact() -> BillingError {
+    BillingError::invalid("customer_contact", "receipts are on: give an email or a phone for the receipt")
 }
 
 pub(super) fn unknown_payment(payment_id: &str) -> BillingError {

@@ -516,7 +516,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.write(user_id, |tx| {
             let mut account = self.current_account(tx, user_id, now)?;
-            let card = tx.saved_card(user_id)?;
+            let card = tx.saved_method(user_id)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             if enabled && card.is_none() {
                 return Err(BillingError::NoPaymentMethod);
@@ -551,7 +551,7 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         self.store.read(|tx| {
             let account = self.account_view(tx, user_id, now)?;
-            let card = tx.saved_card(user_id)?;
+            let card = tx.saved_method(user_id)?;
             Ok(plan_card::plan_cards(&self.catalog, &account, now, card.as_ref()))
         })
     }
@@ -627,7 +627,7 @@ impl<S: Store> Billing<S> {
         account: &Account,
         now: OffsetDateTime,
     ) -> Result<SubscriptionDetails> {
-        let card = tx.saved_card(&account.user_id)?;
+        let card = tx.saved_method(&account.user_id)?;
         Ok(SubscriptionDetails::new(account, &self.catalog, now, card.as_ref()))
     }
 

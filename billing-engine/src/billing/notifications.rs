@@ -1,6 +1,12 @@
 //! Applying what the provider reports, in its answers and in notifications, exactly
-//! once: a payment's status moves forward only ([`PaymentStatus::can_become`]), and the
-//! move is what applies its effects (`payment::status_effects`, `payment::refund_effects`).
+//! once: a payment's status moves forward only ([`PaymentStatus::can_become`]), its
+//! refunded total only grows, and each move is what applies its effects
+//! (`payment::status_effects`, `payment::refund_effects`). So whatever order the
+//! notifications come in, the end state is the state the provider's API reports.
+//!
+//! A notification about an object the engine never created (another shop posting to the
+//! same URL, a payment made elsewhere) is `ignored` before any call to the provider, so
+//! that the provider stops sending it.
 
 use time::OffsetDateTime;
 
@@ -8,16 +14,21 @@ use super::checkout::{unknown_payment, PaymentSetup};
 use super::Billing;
 use crate::error::{BillingError, Result};
 use crate::ledger::Request;
-use crate::payment::{self, Payment, PaymentStatus, Purpose};
-use crate::provider::{Notification, ProviderError, ProviderPayment, ProviderRefund};
+use crate::payment::{self, Payment, PaymentStatus, Purpose, SavedMethod};
+use crate::provider::{Notification, ProviderError, ProviderMethod, ProviderPayment, ProviderRefund};
 use crate::store::{Store, Transaction};
 use crate::webhook::{WebhookOutcome, WebhookStatus};
 
+/// The cancellation reason YooKassa gives when the user revoked the permission to charge
+/// a saved method.
+const PERMISSION_REVOKED: &str = "permission_revoked";
+
 impl<S: Store> Billing<S> {
     /// Handles a YooKassa notification: checks it (see [`crate::webhook`]), then applies
-    /// it at most once. INVALID_WEBHOOK means reject it for good (answer 400);
-    /// PAYMENT_ERROR means the API could not be reached to verify or finish it (answer
-    /// 5xx, so YooKassa sends it again). The body is read by the configured provider.
+    /// it at most once. INVALID_WEBHOOK means reject it for good: nothing will ever apply
+    /// it. PAYMENT_ERROR means the API could not be reached to verify or finish it, and
+    /// a retry can help (answer 5xx, so YooKassa sends it again). The body is read by
+    /// the configured provider.
     pub fn handle_yookassa_webhook(
         &self,
         body: &[u8],
@@ -34,6 +45,9 @@ impl<S: Store> Billing<S> {
         match setup.provider.read_notification(body)? {
             Notification::Other { event } => Ok(outcome(WebhookStatus::Ignored, event, None)),
             Notification::Payment { event, status: claimed, payment: reported } => {
+                if self.store.read(|tx| find_payment(tx, &reported))?.is_none() {
+                    return Ok(outcome(WebhookStatus::Ignored, event, None));
+                }
                 let object = if setup.checks.verify_by_fetch {
                     let actual = setup.provider.get_payment(&reported.id).map_err(unknown_to_the_provider)?;
                     if !claimed.may_precede(actual.status) {
@@ -46,7 +60,7 @@ impl<S: Store> Billing<S> {
                     }
                     actual
                 } else {
-                    reported
+                    *reported
                 };
                 let (status, payment) = self.apply_notified_payment(&object)?;
                 if let Some(payment) = &payment {
@@ -55,45 +69,66 @@ impl<S: Store> Billing<S> {
                 Ok(outcome(status, event, payment.as_ref()))
             }
             Notification::Refund { event, refund: reported } => {
-                let refund = if setup.checks.verify_by_fetch {
-                    setup.provider.get_refund(&reported.id).map_err(unknown_to_the_provider)?
-                } else {
-                    reported.clone()
+                let Some(ours) = self.store.read(|tx| Ok(tx.payment_by_provider_id(&reported.payment_id)?))? else {
+                    return Ok(outcome(WebhookStatus::Ignored, event, None));
                 };
-                if !refund.succeeded() || refund.payment_id != reported.payment_id {
-                    return Err(BillingError::InvalidWebhook {
-                        reason: format!("`{event}`, but the API reports refund {} as {}", refund.id, refund.status),
-                    });
+                if setup.checks.verify_by_fetch {
+                    verify_refund(
+                        &setup.provider.get_refund(&reported.id).map_err(unknown_to_the_provider)?,
+                        &reported,
+                    )?;
                 }
-                let (status, payment) = self.record_refund(&refund)?;
-                Ok(outcome(status, event, payment.as_ref()))
+                // A refund object cannot say what the payment's refunds add up to, and
+                // it may come before the payment's own success: the payment as the API
+                // has it now says both.
+                let object = setup.provider.get_payment(&reported.payment_id).map_err(unknown_to_the_provider)?;
+                let (status, payment) = self.record_payment_state(&ours.id, &object, Some(&reported.id))?;
+                Ok(outcome(status, event, Some(&payment)))
+            }
+            Notification::PaymentMethod { event, method: reported } => {
+                let method_id = &reported.method.method_id;
+                let Some((user_id, _)) = self.store.read(|tx| Ok(tx.saved_method_by_id(method_id)?))? else {
+                    return Ok(outcome(WebhookStatus::Ignored, event, None));
+                };
+                let method = if setup.checks.verify_by_fetch {
+                    setup.provider.get_payment_method(method_id).map_err(unknown_to_the_provider)?
+                } else {
+                    reported
+                };
+                let now = self.now();
+                let status = self.store.write(&user_id, |tx| self.apply_method_state(tx, &user_id, &method, now))?;
+                Ok(outcome(status, event, None))
             }
         }
     }
 
-    /// Records the provider's view of one of our payments, in one transaction.
+    /// Records the provider's view of one of our payments, in one transaction;
+    /// `refund_id` names the refund that led to reading it, if one did.
     pub(super) fn record_payment_state(
         &self,
         payment_id: &str,
         object: &ProviderPayment,
+        refund_id: Option<&str>,
     ) -> Result<(WebhookStatus, Payment)> {
         let now = self.now();
         let owner = self.payment(payment_id)?.user_id;
         self.store.write(&owner, |tx| {
             let mut payment = tx.payment(payment_id)?.ok_or_else(|| unknown_payment(payment_id))?;
-            let status = self.apply_payment_state(tx, &mut payment, object, now)?;
+            let status = self.apply_payment_state(tx, &mut payment, object, refund_id, now)?;
             Ok((status, payment))
         })
     }
 
-    /// Moves `payment` to the status the provider reports, if that is a step forward, and
-    /// applies what reaching it means. This is the only place a payment's status changes
-    /// after it was sent, so each effect happens once.
+    /// Brings `payment` to the state the provider reports: its status, if that is a step
+    /// forward, then its refunded total, if that grew, applying what each move means.
+    /// This is the only place a payment changes after it was sent, so each effect
+    /// happens once.
     fn apply_payment_state(
         &self,
         tx: &mut dyn Transaction,
         payment: &mut Payment,
         object: &ProviderPayment,
+        refund_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<WebhookStatus> {
         let newly_linked = payment.provider_payment_id.is_none();
@@ -101,23 +136,119 @@ impl<S: Store> Billing<S> {
             payment.provider_payment_id = Some(object.id.clone());
             payment.confirmation_url = object.confirmation_url.clone();
         }
-        if !payment.status.can_become(object.status) {
-            if newly_linked {
-                tx.update_payment(payment)?;
-            }
-            return Ok(if object.status == payment.status { WebhookStatus::Duplicate } else { WebhookStatus::Ignored });
+        let moved = payment.status.can_become(object.status);
+        if moved {
+            self.apply_status(tx, payment, object, now)?;
         }
+        let refunded = self.apply_refunded_total(tx, payment, object, refund_id, now)?;
+        if moved || refunded || newly_linked {
+            tx.update_payment(payment)?;
+        }
+        let as_reported = match payment.status {
+            PaymentStatus::Refunded => PaymentStatus::Succeeded,
+            status => status,
+        };
+        Ok(match (moved || refunded, object.status == as_reported) {
+            (true, _) => WebhookStatus::Applied,
+            (false, true) => WebhookStatus::Duplicate,
+            (false, false) => WebhookStatus::Ignored,
+        })
+    }
+
+    fn apply_status(
+        &self,
+        tx: &mut dyn Transaction,
+        payment: &mut Payment,
+        object: &ProviderPayment,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         payment.status = object.status;
         payment.payload = Some(object.raw.clone());
         payment.updated_at = now;
         if object.status == PaymentStatus::Succeeded {
-            payment.paid_at = Some(now);
+            payment.paid_at = Some(object.paid_at.unwrap_or(now));
         }
-        if let Some(card) = object.saved_card.as_ref().filter(|_| payment.save_payment_method) {
-            tx.save_card(&payment.user_id, card, now)?;
+        if let Some(method) = object.saved_method.as_ref().filter(|_| payment.save_payment_method) {
+            tx.save_method(&payment.user_id, &SavedMethod { saved_at: Some(now), ..method.clone() }, now)?;
         }
-        self.apply_effects(tx, payment, now)?;
-        tx.update_payment(payment)?;
+        if object.cancellation_reason.as_deref() == Some(PERMISSION_REVOKED) {
+            self.forget_method(tx, &payment.user_id, object.method_id.as_deref(), now)?;
+        }
+        self.apply_effects(tx, payment, now)
+    }
+
+    /// Records money the provider has refunded on `payment` since the engine last looked,
+    /// once per move of the total (the entry is keyed by the total it reaches).
+    fn apply_refunded_total(
+        &self,
+        tx: &mut dyn Transaction,
+        payment: &mut Payment,
+        object: &ProviderPayment,
+        refund_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let paid = matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded);
+        if !paid || object.refunded_amount <= payment.refunded_amount || payment.refundable().is_zero() {
+            return Ok(false);
+        }
+        let key = format!("refunded:{}:{}", payment.id, object.refunded_amount.normalize());
+        if tx.entry_by_key(&payment.user_id, &key)?.is_some() {
+            return Ok(false);
+        }
+        let reported = object.refunded_amount - payment.refunded_amount;
+        let request = Request { action: "payment_refund", target: &key, amount: None, metadata: None };
+        let mut account = self.current_account(tx, &payment.user_id, now)?;
+        let entry = payment::refund_effects(payment, refund_id, reported, &mut account, now);
+        self.record(tx, &mut account, entry.keyed(&key, &request))?;
+        tx.update_account(&account)?;
+        Ok(true)
+    }
+
+    /// Forgets the user's saved method when it is the one the provider says can no longer
+    /// be charged (any, when the provider does not say which), and turns renewal off, so
+    /// the engine never promises a renewal it cannot make.
+    fn forget_method(
+        &self,
+        tx: &mut dyn Transaction,
+        user_id: &str,
+        method_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let Some(saved) = tx.saved_method(user_id)? else { return Ok(false) };
+        if method_id.is_some_and(|id| id != saved.method_id) {
+            return Ok(false);
+        }
+        tx.forget_method(user_id)?;
+        let mut account = self.current_account(tx, user_id, now)?;
+        if let Some(sub) = account.subscription.as_mut().filter(|sub| sub.autorenew) {
+            sub.autorenew = false;
+            tx.update_account(&account)?;
+        }
+        Ok(true)
+    }
+
+    /// `payment_method.active`: an active method is confirmed with what the provider says
+    /// of it; one that is not (revoked, expired) is forgotten.
+    fn apply_method_state(
+        &self,
+        tx: &mut dyn Transaction,
+        user_id: &str,
+        reported: &ProviderMethod,
+        now: OffsetDateTime,
+    ) -> Result<WebhookStatus> {
+        // Read again under the user's lock: another method may have been bound since.
+        let Some(saved) = tx.saved_method(user_id)?.filter(|m| m.method_id == reported.method.method_id) else {
+            return Ok(WebhookStatus::Ignored);
+        };
+        if !reported.active {
+            self.forget_method(tx, user_id, Some(&saved.method_id), now)?;
+            return Ok(WebhookStatus::Applied);
+        }
+        let confirmed = SavedMethod { saved_at: saved.saved_at, ..reported.method.clone() };
+        if confirmed == saved {
+            return Ok(WebhookStatus::Duplicate);
+        }
+        tx.save_method(user_id, &confirmed, saved.saved_at.unwrap_or(now))?;
         Ok(WebhookStatus::Applied)
     }
 
@@ -139,36 +270,6 @@ impl<S: Store> Billing<S> {
         Ok(tx.update_account(&account)?)
     }
 
-    /// Records a succeeded refund of one of our payments, once per provider refund, with
-    /// what it takes back (see `payment::refund_effects`).
-    pub(super) fn record_refund(&self, refund: &ProviderRefund) -> Result<(WebhookStatus, Option<Payment>)> {
-        let now = self.now();
-        let Some(owner) = self.store.read(|tx| Ok(tx.payment_by_provider_id(&refund.payment_id)?))? else {
-            return Ok((WebhookStatus::Ignored, None));
-        };
-        self.store.write(&owner.user_id, |tx| {
-            let Some(mut payment) = tx.payment_by_provider_id(&refund.payment_id)? else {
-                return Ok((WebhookStatus::Ignored, None));
-            };
-            if !matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::Refunded) {
-                return Ok((WebhookStatus::Ignored, Some(payment)));
-            }
-            let key = format!("refund:{}", refund.id);
-            // Applied before (a refund recorded before refunds were keyed has only `refund_id`).
-            let recorded = payment.refund_id.as_deref() == Some(refund.id.as_str());
-            if recorded || tx.entry_by_key(&payment.user_id, &key)?.is_some() {
-                return Ok((WebhookStatus::Duplicate, Some(payment)));
-            }
-            let request = Request { action: "payment_refund", target: &refund.id, amount: None, metadata: None };
-            let mut account = self.current_account(tx, &payment.user_id, now)?;
-            let entry = payment::refund_effects(&mut payment, &refund.id, refund.amount, &mut account, now);
-            self.record(tx, &mut account, entry.keyed(&key, &request))?;
-            tx.update_account(&account)?;
-            tx.update_payment(&payment)?;
-            Ok((WebhookStatus::Applied, Some(payment)))
-        })
-    }
-
     fn apply_notified_payment(&self, object: &ProviderPayment) -> Result<(WebhookStatus, Option<Payment>)> {
         let now = self.now();
         let Some(owner) = self.store.read(|tx| find_payment(tx, object))? else {
@@ -184,7 +285,7 @@ impl<S: Store> Billing<S> {
                     ),
                 });
             }
-            let status = self.apply_payment_state(tx, &mut payment, object, now)?;
+            let status = self.apply_payment_state(tx, &mut payment, object, None, now)?;
             Ok((status, Some(payment)))
         })
     }
@@ -200,7 +301,7 @@ impl<S: Store> Billing<S> {
         match payment.status {
             PaymentStatus::WaitingForCapture => {
                 let canceled = setup.provider.cancel_payment(provider_id, &format!("{}-cancel", payment.id))?;
-                self.record_payment_state(&payment.id, &canceled).map(drop)
+                self.record_payment_state(&payment.id, &canceled, None).map(drop)
             }
             // Captured after all: refund what is left, under a key of its own so a repeat
             // refunds once.
@@ -223,9 +324,20 @@ fn find_payment(tx: &mut dyn Transaction, object: &ProviderPayment) -> Result<Op
     Ok(tx.payment(ours)?.filter(|payment| payment.provider_payment_id.is_none()))
 }
 
-/// The verifying read: an object the provider does not have was never created there,
-/// so the notification is forged or misrouted, and final (a retry would be refused
-/// again). Only a provider that could not answer makes it worth retrying.
+/// A refund notification must name a refund the API has, succeeded, of that payment.
+fn verify_refund(actual: &ProviderRefund, reported: &ProviderRefund) -> Result<()> {
+    if actual.succeeded() && actual.payment_id == reported.payment_id {
+        return Ok(());
+    }
+    Err(BillingError::InvalidWebhook {
+        reason: format!("`refund.succeeded`, but the API reports refund {} as {}", actual.id, actual.status),
+    })
+}
+
+/// The verifying read of an object of a payment the engine did create: one the provider
+/// does not have was never created there, so the notification is forged, and final (a
+/// retry would be refused again). Only a provider that could not answer makes it worth
+/// retrying.
 fn unknown_to_the_provider(error: ProviderError) -> BillingError {
     match error {
         ProviderError::NotFound { message } => {

@@ -68,7 +68,8 @@ use crate::account::Account;
 use crate::error::{BillingError, Result};
 use crate::ledger::{LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot};
-use crate::payment::{Payment, SavedCard};
+use crate::payment::{Payment, SavedMethod};
+use crate::receipt::CustomerContact;
 use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 use time::OffsetDateTime;
 
@@ -219,10 +220,27 @@ pub trait Transaction {
     /// All payments of a user, oldest first.
     fn all_payments(&mut self, user_id: &str) -> StoreResult<Vec<Payment>>;
 
-    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>>;
+    fn saved_method(&mut self, user_id: &str) -> StoreResult<Option<SavedMethod>>;
 
-    /// Saves or replaces the user's card.
-    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()>;
+    /// Saves or replaces the user's payment method.
+    fn save_method(&mut self, user_id: &str, method: &SavedMethod, now: OffsetDateTime) -> StoreResult<()>;
+
+    /// The user a saved method belongs to, with the method, by the provider's method id.
+    fn saved_method_by_id(&mut self, method_id: &str) -> StoreResult<Option<(String, SavedMethod)>>;
+
+    /// Forgets the user's saved method: it was revoked or is no longer active.
+    fn forget_method(&mut self, user_id: &str) -> StoreResult<()>;
+
+    /// Where the user's 54-FZ receipts go.
+    fn customer_contact(&mut self, user_id: &str) -> StoreResult<Option<CustomerContact>>;
+
+    /// Saves or replaces the user's receipt contact.
+    fn set_customer_contact(
+        &mut self,
+        user_id: &str,
+        contact: &CustomerContact,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
 
     // ---- metered usage ----
 

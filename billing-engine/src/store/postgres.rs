@@ -38,7 +38,8 @@ use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot};
-use crate::payment::{PaidPeriod, Payment, SavedCard};
+use crate::payment::{PaidPeriod, Payment, SavedMethod};
+use crate::receipt::CustomerContact;
 use crate::time_util::{from_millis, to_millis};
 use crate::usage::{Hold, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 
@@ -757,15 +758,50 @@ impl Transaction for PgTx<'_> {
         self.many(sql, &[&user_id], read_payment)
     }
 
-    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>> {
+    fn saved_method(&mut self, user_id: &str) -> StoreResult<Option<SavedMethod>> {
         let sql = "SELECT card FROM payment_methods WHERE user_id = $1";
         self.one(sql, &[&user_id], |row| Cells::new(row, "payment_methods").json(0))
     }
 
-    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()> {
-        let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES ($1, $2, $3) \
-                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
-        self.change_one(sql, &[&user_id, &Json(card), &to_millis(now)], "the card was not saved")
+    fn save_method(&mut self, user_id: &str, method: &SavedMethod, now: OffsetDateTime) -> StoreResult<()> {
+        let sql = "INSERT INTO payment_methods (user_id, card, saved_at, method_id) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at, \
+                   method_id = excluded.method_id";
+        let params: [Param; 4] = [&user_id, &Json(method), &to_millis(now), &method.method_id];
+        self.change_one(sql, &params, "the payment method was not saved")
+    }
+
+    fn saved_method_by_id(&mut self, method_id: &str) -> StoreResult<Option<(String, SavedMethod)>> {
+        let sql = "SELECT user_id, card FROM payment_methods WHERE method_id = $1";
+        self.one(sql, &[&method_id], |row| {
+            let cells = Cells::new(row, "payment_methods");
+            Ok((cells.get(0)?, cells.json(1)?))
+        })
+    }
+
+    fn forget_method(&mut self, user_id: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM payment_methods WHERE user_id = $1", &[&user_id]).map(drop)
+    }
+
+    fn customer_contact(&mut self, user_id: &str) -> StoreResult<Option<CustomerContact>> {
+        let sql = "SELECT email, phone FROM customer_contacts WHERE user_id = $1";
+        self.one(sql, &[&user_id], |row| {
+            let cells = Cells::new(row, "customer_contacts");
+            Ok(CustomerContact { email: cells.get(0)?, phone: cells.get(1)? })
+        })
+    }
+
+    fn set_customer_contact(
+        &mut self,
+        user_id: &str,
+        contact: &CustomerContact,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let sql = "INSERT INTO customer_contacts (user_id, email, phone, updated_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, phone = excluded.phone, \
+                   updated_at = excluded.updated_at";
+        let params: [Param; 4] = [&user_id, &contact.email, &contact.phone, &to_millis(now)];
+        self.change_one(sql, &params, "the contact was not saved")
     }
 
     fn append_usage(&mut self, new: &NewUsage) -> StoreResult<i64> {
@@ -1252,7 +1288,8 @@ struct UserRows {
     account: Option<Account>,
     entries: Vec<(LedgerEntry, Option<String>)>,
     payments: Vec<(Payment, Option<String>)>,
-    card: Option<SavedCard>,
+    method: Option<SavedMethod>,
+    contact: Option<CustomerContact>,
     usage: Vec<NewUsage>,
     counters: Vec<UsageCounter>,
     holds: Vec<Hold>,
@@ -1312,8 +1349,11 @@ impl PostgresStore {
             for (payment, request_hash) in &rows.payments {
                 tx.insert_payment(payment, request_hash.as_deref())?;
             }
-            if let Some(card) = &rows.card {
-                tx.save_card(user_id, card, now)?;
+            if let Some(method) = &rows.method {
+                tx.save_method(user_id, method, method.saved_at.unwrap_or(now))?;
+            }
+            if let Some(contact) = &rows.contact {
+                tx.set_customer_contact(user_id, contact, now)?;
             }
             for usage in &rows.usage {
                 tx.copy_usage(usage)?;
@@ -1357,7 +1397,8 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         account: tx.account(user_id)?,
         entries,
         payments,
-        card: tx.saved_card(user_id)?,
+        method: tx.saved_method(user_id)?,
+        contact: tx.customer_contact(user_id)?,
         usage: tx.all_usage(user_id)?,
         counters: tx.all_usage_counters(user_id)?,
         holds: tx.all_holds(user_id)?,

@@ -194,6 +194,20 @@ const MIGRATIONS: &[&str] = &[
            50, 'paid', a.created_at, NULL, 'import', NULL
     FROM accounts a WHERE a.credits > 0;
     "#,
+    // 4: saved methods by the provider's id, and receipt contacts, as the SQLite
+    // schema's version 6.
+    r#"
+    ALTER TABLE payment_methods ADD COLUMN method_id TEXT;
+    UPDATE payment_methods SET method_id = card->>'method_id';
+    CREATE INDEX payment_methods_by_id ON payment_methods (method_id);
+
+    CREATE TABLE customer_contacts (
+        user_id    TEXT PRIMARY KEY,
+        email      TEXT,
+        phone      TEXT,
+        updated_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema of the connection's current schema (`search_path`) up to date, in

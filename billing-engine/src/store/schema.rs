@@ -204,6 +204,19 @@ const MIGRATIONS: &[&str] = &[
            50, 'paid', a.created_at, NULL, 'import', NULL
     FROM accounts a WHERE CAST(a.credits AS REAL) > 0;
     "#,
+    // 6: saved methods found by the provider's id (its notifications name only that),
+    // and where each user's 54-FZ receipts go.
+    r#"
+    ALTER TABLE payment_methods ADD COLUMN method_id TEXT;
+    UPDATE payment_methods SET method_id = json_extract(card, '$.method_id');
+    CREATE INDEX payment_methods_by_id ON payment_methods (method_id);
+    CREATE TABLE customer_contacts (
+        user_id    TEXT PRIMARY KEY,
+        email      TEXT,
+        phone      TEXT,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version `migrate` brings a database to.

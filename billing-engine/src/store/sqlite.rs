@@ -23,7 +23,8 @@ use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot, LotCategory, LotSource};
-use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedCard};
+use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedMethod};
+use crate::receipt::CustomerContact;
 use crate::time_util::{from_millis, to_millis};
 use crate::usage::{Hold, HoldStatus, NewUsage, UsageCounter, UsageGroup, UsageRecord, UsageTotal};
 
@@ -449,18 +450,52 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, params![user_id], payment_from_row)
     }
 
-    fn saved_card(&mut self, user_id: &str) -> StoreResult<Option<SavedCard>> {
+    fn saved_method(&mut self, user_id: &str) -> StoreResult<Option<SavedMethod>> {
         let card: Option<String> =
             self.one("SELECT card FROM payment_methods WHERE user_id = ?1", [user_id], |row| row.get(0))?;
         Ok(card.map(|json| serde_json::from_str(&json)).transpose().map_err(SqliteError::from)?)
     }
 
-    fn save_card(&mut self, user_id: &str, card: &SavedCard, now: OffsetDateTime) -> StoreResult<()> {
-        let sql = "INSERT INTO payment_methods (user_id, card, saved_at) VALUES (?1, ?2, ?3) \
-                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at";
-        let card = serde_json::to_string(card).map_err(SqliteError::from)?;
+    fn save_method(&mut self, user_id: &str, method: &SavedMethod, now: OffsetDateTime) -> StoreResult<()> {
+        let sql = "INSERT INTO payment_methods (user_id, card, saved_at, method_id) VALUES (?1, ?2, ?3, ?4) \
+                   ON CONFLICT (user_id) DO UPDATE SET card = excluded.card, saved_at = excluded.saved_at, \
+                   method_id = excluded.method_id";
+        let json = serde_json::to_string(method).map_err(SqliteError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
-        stmt.execute(params![user_id, card, to_millis(now)]).map_err(SqliteError::from)?;
+        stmt.execute(params![user_id, json, to_millis(now), method.method_id]).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn saved_method_by_id(&mut self, method_id: &str) -> StoreResult<Option<(String, SavedMethod)>> {
+        let sql = "SELECT user_id, card FROM payment_methods WHERE method_id = ?1";
+        let found: Option<(String, String)> = self.one(sql, [method_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let parse = |(user, json): (String, String)| serde_json::from_str(&json).map(|method| (user, method));
+        Ok(found.map(parse).transpose().map_err(SqliteError::from)?)
+    }
+
+    fn forget_method(&mut self, user_id: &str) -> StoreResult<()> {
+        let mut stmt =
+            self.conn.prepare_cached("DELETE FROM payment_methods WHERE user_id = ?1").map_err(SqliteError::from)?;
+        stmt.execute([user_id]).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn customer_contact(&mut self, user_id: &str) -> StoreResult<Option<CustomerContact>> {
+        let sql = "SELECT email, phone FROM customer_contacts WHERE user_id = ?1";
+        self.one(sql, [user_id], |row| Ok(CustomerContact { email: row.get(0)?, phone: row.get(1)? }))
+    }
+
+    fn set_customer_contact(
+        &mut self,
+        user_id: &str,
+        contact: &CustomerContact,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let sql = "INSERT INTO customer_contacts (user_id, email, phone, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                   ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, phone = excluded.phone, \
+                   updated_at = excluded.updated_at";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![user_id, contact.email, contact.phone, to_millis(now)]).map_err(SqliteError::from)?;
         Ok(())
     }
 

@@ -59,6 +59,7 @@ __all__ = [
     "DailyLimitReached",
     "DueReport",
     "CreditLot",
+    "CustomerContact",
     "Entitlement",
     "Entitlements",
     "ExpiringCredits",
@@ -420,6 +421,7 @@ def _parse_time(text: str) -> datetime:
 # seed 003 number fields (plan prices and payment amounts).
 from ._native import (  # noqa: E402
     CreditLot,
+    CustomerContact,
     ExpiringCredits,
     Entitlement,
     Entitlements,
@@ -578,11 +580,16 @@ class YooKassaConfig:
     verify_by_fetch: bool = True
     timeout_s: float = 10
     retries: int = 2
+    #: Send a 54-FZ receipt with every payment and refund; the catalog then needs a
+    #: ``[receipt]`` table and each user a contact.
+    receipts: bool = False
+    tax_system_code: Optional[int] = None
 
     @classmethod
     def from_env(cls) -> YooKassaConfig:
         """Reads ``YOOKASSA_SHOP_ID``, ``YOOKASSA_SECRET_KEY``, ``YOOKASSA_WEBHOOK_SECRET``
-        (comma-separated for several), ``YOOKASSA_API_URL`` and ``YOOKASSA_RETURN_URL``."""
+        (comma-separated for several), ``YOOKASSA_API_URL``, ``YOOKASSA_RETURN_URL``,
+        ``YOOKASSA_RECEIPTS`` and ``YOOKASSA_TAX_SYSTEM_CODE``."""
         fields = json.loads(_call(_native.NativeYooKassaConfig.from_env_json))
         fields["webhook_secret"] = fields.pop("webhook_secrets")
         return cls(**fields)
@@ -602,6 +609,8 @@ class YooKassaConfig:
             self.verify_by_fetch,
             _seconds("timeout_s", self.timeout_s),
             _count("retries", self.retries),
+            self.receipts,
+            None if self.tax_system_code is None else _count("tax_system_code", self.tax_system_code),
         )
 
 
@@ -786,8 +795,14 @@ class Billing:
         return_url: Optional[str] = None,
         save_payment_method: bool = False,
         idempotency_key: str,
+        customer_email: Optional[str] = None,
+        customer_phone: Optional[str] = None,
     ) -> CreatedPayment:
-        """A payment for a paid plan or a credit package (exactly one of the two)."""
+        """A payment for a paid plan or a credit package (exactly one of the two).
+
+        ``customer_email`` / ``customer_phone``: where its 54-FZ receipt goes, kept as the
+        user's contact for later renewals and refunds. With receipts on, a payment with
+        no contact, given or kept, raises ``InvalidArgument`` before anything is sent."""
         return _call(
                 self._native.create_payment,
                 user_id,
@@ -796,7 +811,18 @@ class Billing:
                 return_url,
                 save_payment_method,
                 idempotency_key,
+                customer_email,
+                customer_phone,
             )
+
+    def set_customer_contact(
+        self, user_id: str, *, email: Optional[str] = None, phone: Optional[str] = None
+    ) -> CustomerContact:
+        """Where the user's receipts go: an email, a phone (digits, country code first), or both."""
+        return _call(self._native.set_customer_contact, user_id, email, phone)
+
+    def customer_contact(self, user_id: str) -> Optional[CustomerContact]:
+        return _call(self._native.customer_contact, user_id)
 
     def start_card_binding(self, user_id: str, *, return_url: Optional[str] = None) -> CreatedPayment:
         return _call(self._native.start_card_binding, user_id, return_url)
@@ -817,7 +843,9 @@ class Billing:
         remote_addr: Optional[str] = None,
         headers: Union[Mapping[str, str], Iterable[Tuple[str, str]], None] = None,
     ) -> WebhookOutcome:
-        """INVALID_WEBHOOK: answer 400 (never valid); PAYMENT_ERROR: answer 5xx (retry later)."""
+        """``InvalidWebhook``: nothing will ever apply it (answer 200, so YooKassa stops
+        sending it, and log it); ``PaymentError``: the API could not be reached, a retry can
+        help (answer 5xx)."""
         _check_type("body", body, (bytes, bytearray, memoryview), "bytes")
         return _call(self._native.handle_yookassa_webhook, bytes(body), remote_addr, _headers(headers))
 

@@ -36,6 +36,8 @@ class NativeYooKassaConfig:
         verify_by_fetch: bool,
         timeout_s: float,
         retries: int,
+        receipts: bool,
+        tax_system_code: Optional[int],
     ) -> None: ...
     @staticmethod
     def from_env_json() -> str: ...
@@ -101,7 +103,11 @@ class NativeBilling:
         return_url: Optional[str],
         save_payment_method: bool,
         idempotency_key: str,
+        customer_email: Optional[str],
+        customer_phone: Optional[str],
     ) -> CreatedPayment: ...
+    def set_customer_contact(self, user_id: str, email: Optional[str], phone: Optional[str]) -> CustomerContact: ...
+    def customer_contact(self, user_id: str) -> Optional[CustomerContact]: ...
     def start_card_binding(self, user_id: str, return_url: Optional[str]) -> CreatedPayment: ...
     def refund_payment(self, payment_id: str, amount: Optional[str], idempotency_key: Optional[str]) -> Payment: ...
     def handle_yookassa_webhook(
@@ -243,6 +249,12 @@ class PaymentMethod(_Result):
     is_attached: bool
     card_mask: Optional[str]
     card_brand: Optional[str]
+    method_type: Optional[str]
+    title: Optional[str]
+
+class CustomerContact(_Result):
+    email: Optional[str]
+    phone: Optional[str]
 
 class SubscriptionDetails(_Result):
     plan: str
