@@ -315,7 +315,7 @@ fn a_provider_failure_is_payment_error_and_the_retry_with_the_same_key_pays_once
 fn card_binding_saves_the_card_and_gives_the_ruble_back() {
     let (fake, f) = setup();
     assert!(!f.billing.payment_method(USER).unwrap().is_attached);
-    let created = f.billing.start_card_binding(USER, Some("https://app.example/card")).unwrap();
+    let created = f.billing.start_card_binding(USER, Some("https://app.example/card"), None).unwrap();
     let sent = fake.payment(&created.yookassa_payment_id);
     assert_eq!((sent["amount"]["value"].as_str(), sent["capture"].as_bool()), (Some("1.00"), Some(false)));
 
@@ -333,6 +333,7 @@ fn card_binding_saves_the_card_and_gives_the_ruble_back() {
         (true, Some("•••• 4444"), Some("MasterCard"))
     );
     assert!(f.billing.subscription_details(USER).unwrap().card_bound);
+    assert!(f.billing.payments(USER, 10).unwrap().results.is_empty(), "a binding buys nothing: not in the history");
     let late = deliver(&f.billing, &fake.notification("payment.canceled", &created.yookassa_payment_id)).unwrap();
     assert_eq!(late.status, WebhookStatus::Duplicate);
     assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"), "binding buys nothing");
@@ -403,7 +404,7 @@ fn a_declined_renewal_lets_the_subscription_end_and_the_user_falls_back_to_free(
     assert_eq!((report.renewals_created, report.renewals_sent), (1, 1));
     let details = f.billing.subscription_details(USER).unwrap();
     assert!(details.is_active && !details.autorenew_enabled, "active to the end, no more attempts");
-    assert_eq!(f.billing.payments(USER, 1).unwrap().results[0].status, "canceled");
+    assert_eq!(f.billing.payments(USER, 1).unwrap().results[0].status, "failed", "declined: seed 003's `failed`");
 
     f.advance_hours(13);
     let report = f.billing.process_due().unwrap();
@@ -724,4 +725,45 @@ fn notifications_about_payments_this_engine_never_created_are_ignored_without_a_
     }
     assert_eq!(fake.requests().len(), requests_before, "no call to YooKassa");
     assert_eq!(f.snapshot(), before);
+}
+
+/// Twenty clicks of "pay" at once, one key: the key is claimed in the store before the
+/// provider is called, so one call sends the payment and the others wait for its answer.
+///
+/// Mutation tried: `send` without `claim_sending` (each call that finds the payment
+/// `new` sends it): several `POST /payments` reach the provider.
+#[test]
+fn concurrent_calls_with_one_key_send_the_payment_to_the_provider_once() {
+    let (fake, f) = setup();
+    fake.fail("/payments", 20, 0, 0.3); // a slow provider: every create answers late
+    let barrier = Barrier::new(20);
+    let created: Vec<_> = thread::scope(|s| {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    f.billing.create_payment(USER, Purchase::Plan("basic"), None, false, "click", None).unwrap()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    let sent = fake.requests().iter().filter(|r| r.as_str() == "POST /payments").count();
+    assert_eq!(sent, 1, "one call reached the provider");
+    assert!(created.windows(2).all(|pair| pair[0] == pair[1]), "every call answers with the one payment");
+    assert_eq!(fake.payments_created(), 1);
+}
+
+#[test]
+fn a_binding_under_a_key_holds_one_ruble_however_often_it_is_started() {
+    let (fake, f) = setup();
+    let first = f.billing.start_card_binding(USER, None, Some("bind-1")).unwrap();
+    for _ in 0..5 {
+        assert_eq!(f.billing.start_card_binding(USER, None, Some("bind-1")).unwrap(), first);
+    }
+    assert_eq!(fake.payments_created(), 1);
+    let other_url = f.billing.start_card_binding(USER, Some("https://app.example/other"), Some("bind-1"));
+    assert_eq!(other_url.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
+    f.billing.start_card_binding(USER, None, None).unwrap();
+    assert_eq!(fake.payments_created(), 2, "without a key, each call is a binding of its own");
 }

@@ -22,7 +22,7 @@ fn card<'a>(cards: &'a [PlanCard], code: &str) -> &'a PlanCard {
 }
 
 fn bind_card(fake: &FakeYooKassa, billing: &Billing) {
-    let created = billing.start_card_binding(USER, Some("https://app.example/card")).unwrap();
+    let created = billing.start_card_binding(USER, Some("https://app.example/card"), None).unwrap();
     fake.pay(&created.yookassa_payment_id);
     let body = fake.notification("payment.waiting_for_capture", &created.yookassa_payment_id);
     let outcome = billing.handle_yookassa_webhook(&body, Some(YOOKASSA_ADDR), &[]).unwrap();

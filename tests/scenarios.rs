@@ -152,7 +152,7 @@ fn daily_limit_rolls_over_at_midnight_in_the_catalog_offset() {
         panic!("expected DAILY_LIMIT_REACHED, got {err:?}")
     };
     assert_eq!(limit, 3);
-    assert_eq!(billing_engine::time_util::iso(resets_at), "2026-03-10T21:00:00Z");
+    assert_eq!(billing_engine::time_util::iso(resets_at), "2026-03-10T21:00:00.000Z");
     f.clock.set_iso("2026-03-10T20:59:59Z").unwrap();
     assert_eq!(f.billing.charge("d", "assistant", "k3", None).unwrap_err().code(), "DAILY_LIMIT_REACHED");
     // 00:00 local, still 21:00 UTC "yesterday": a new day.
@@ -286,7 +286,7 @@ fn import_user_keeps_credits_and_clamps_freemium_use() {
     };
     let state = f.billing.import_user("subscriber", dec("0"), 0, Some(sub)).unwrap();
     assert_eq!((state.plan_code.as_str(), state.subscription_ops_used), ("basic", Some(0)));
-    assert_eq!(billing_engine::time_util::iso(state.expires_at.unwrap()), "2026-01-20T00:00:00Z");
+    assert_eq!(billing_engine::time_util::iso(state.expires_at.unwrap()), "2026-01-20T00:00:00.000Z");
     let past = ImportedSubscription {
         plan_code: "basic".into(),
         expires_at: billing_engine::time_util::parse_iso("2025-01-01T00:00:00Z"),
@@ -400,7 +400,7 @@ fn views_have_the_seed_003_shapes() {
     let details = serde_json::to_value(f.billing.subscription_details("w").unwrap()).unwrap();
     assert_eq!(
         details,
-        json!({"plan": "pro", "plan_display": "Standard", "expires_at": "2026-01-31T12:00:00Z",
+        json!({"plan": "pro", "plan_display": "Standard", "expires_at": "2026-01-31T12:00:00.000Z",
         "is_active": true, "autorenew_available": false, "autorenew_enabled": false, "card_bound": false,
         "payment_method": {"is_attached": false, "card_mask": null, "card_brand": null, "method_type": null, "title": null}})
     );

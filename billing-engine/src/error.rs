@@ -111,9 +111,16 @@ impl BillingError {
         }
     }
 
+    /// The message for the bindings: the error's text, cut to [`MAX_MESSAGE_CHARS`], so
+    /// that an error about a 10 MB field is not 10 MB.
+    pub fn message(&self) -> String {
+        bounded(&self.to_string(), MAX_MESSAGE_CHARS)
+    }
+
     /// Machine-readable details for the bindings (`required`/`available` for
     /// NOT_ENOUGH_CREDITS, the offending field for INVALID_ARGUMENT, ...). Decimals and
-    /// times are strings, as everywhere in JSON.
+    /// times are strings, as everywhere in JSON; a string that repeats the caller's input
+    /// is cut to [`MAX_ECHO_CHARS`].
     pub fn details(&self) -> Map<String, Value> {
         let value = match self {
             Self::NotEnoughCredits { required, available, expired } => json!({
@@ -152,7 +159,9 @@ impl BillingError {
             Self::NoSubscription | Self::NoPaymentMethod | Self::StorageFull => json!({}),
         };
         match value {
-            Value::Object(map) => map,
+            Value::Object(map) => {
+                map.into_iter().map(|(key, value)| (key, bounded_value(value, MAX_ECHO_CHARS))).collect()
+            }
             _ => Map::new(),
         }
     }
@@ -166,6 +175,26 @@ impl BillingError {
 
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument { field, message: message.into() }
+    }
+}
+
+/// The most characters of one value an error's details repeat.
+pub const MAX_ECHO_CHARS: usize = 256;
+/// The most characters of an error's message: a sentence and a bounded echo.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// `text`, cut to `max` characters and marked with `…` when it was longer.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+fn bounded_value(value: Value, max: usize) -> Value {
+    match value {
+        Value::String(text) => Value::String(bounded(&text, max)),
+        other => other,
     }
 }
 
@@ -219,6 +248,20 @@ pub type Result<T, E = BillingError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_repeats_a_bounded_part_of_a_huge_input() {
+        let huge = "x".repeat(10_000_000);
+        let err = BillingError::invalid("return_url", format!("expected an http(s) URL, got `{huge}`"));
+        assert_eq!(err.message().chars().count(), MAX_MESSAGE_CHARS + 1, "cut, and marked with …");
+        assert!(err.message().ends_with('…'));
+        let plan = BillingError::InvalidPlan { plan_code: huge.clone(), reason: "unknown" };
+        let details = plan.details();
+        assert_eq!(details["plan_code"].as_str().unwrap().chars().count(), MAX_ECHO_CHARS + 1);
+        assert_eq!(details["reason"], "unknown", "short values stay whole");
+        let cyrillic = BillingError::UnknownMetric { metric: "м".repeat(300) };
+        assert!(cyrillic.details()["metric"].as_str().unwrap().starts_with(&"м".repeat(MAX_ECHO_CHARS)));
+    }
 
     /// One of each variant, so that a new variant without a row in the table fails here.
     fn every_variant() -> Vec<BillingError> {

@@ -748,13 +748,16 @@ pub(crate) fn audit_payments(user_id: &str, payments: &[Payment], entries: &[Led
             found(format!("credit_purchase@{id}"), format!("{credits:?}"), format!("{want:?}"));
         }
 
-        let periods: Vec<Option<String>> =
+        // Compared as times: entries written before times printed with milliseconds
+        // say `…:00Z` for `…:00.000Z`.
+        let periods: Vec<Option<OffsetDateTime>> =
             referring(id, &[EntryKind::SubscriptionActivated, EntryKind::SubscriptionRenewed])
                 .iter()
-                .map(|e| e.metadata.as_ref().and_then(|m| m["expires_at"].as_str()).map(str::to_owned))
+                .map(|e| {
+                    e.metadata.as_ref().and_then(|m| m["expires_at"].as_str()).and_then(crate::time_util::parse_iso)
+                })
                 .collect();
-        let want: Vec<Option<String>> =
-            payment.paid_period.iter().map(|period| Some(crate::time_util::iso(period.end))).collect();
+        let want: Vec<Option<OffsetDateTime>> = payment.paid_period.iter().map(|period| Some(period.end)).collect();
         if periods != want {
             found(format!("subscription_paid@{id}"), format!("{periods:?}"), format!("{want:?}"));
         }

@@ -22,6 +22,12 @@ use crate::error::Result;
 use crate::ledger::{CancelReason, EntryKind, NewEntry, PaymentRefund};
 use crate::subscription::Subscription;
 
+/// Cancellation reasons that mean nobody finished the payment, or the shop canceled it,
+/// rather than that it failed: the user never confirmed it, a held payment was not
+/// captured in time, the shop released it. YooKassa's names; any other reason (the
+/// bank's, the network's, the provider's) is a failure.
+pub const CANCELED_NOT_FAILED: [&str; 3] = ["expired_on_confirmation", "expired_on_capture", "canceled_by_merchant"];
+
 /// What a plan payment is called at the provider and on its receipt.
 pub(crate) fn plan_description(plan_name: &str) -> String {
     format!("{plan_name} plan")
@@ -264,6 +270,27 @@ impl Payment {
             .map_or(credits, |share| share.round_dp_with_strategy(places, RoundingStrategy::ToZero))
     }
 
+    /// Seed 003's word for the payment's status: `pending` until it is final (a payment
+    /// held for capture too), `failed` for a canceled payment the bank, the network or
+    /// the provider refused, `canceled` for one nobody finished or the shop canceled
+    /// ([`CANCELED_NOT_FAILED`]), else the status itself.
+    pub fn history_status(&self) -> &'static str {
+        match self.status {
+            PaymentStatus::New | PaymentStatus::Pending | PaymentStatus::WaitingForCapture => "pending",
+            PaymentStatus::Canceled
+                if !self.cancellation_reason().is_some_and(|r| CANCELED_NOT_FAILED.contains(&r)) =>
+            {
+                "failed"
+            }
+            status => status.as_str(),
+        }
+    }
+
+    /// The provider's reason for canceling it, from its last payment object.
+    pub fn cancellation_reason(&self) -> Option<&str> {
+        self.payload.as_ref()?.get("cancellation_details")?.get("reason")?.as_str()
+    }
+
     /// The subscription period a renewal pays for, whichever attempt it is.
     pub fn renewed_period(&self) -> Option<&str> {
         self.renewal_of.as_deref().map(|key| key.split_once('#').map_or(key, |(period, _)| period))
@@ -427,8 +454,8 @@ pub struct PaymentHistoryItem {
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub amount: Decimal,
     pub currency: String,
-    /// `pending`, `succeeded`, `canceled` or `refunded`; a payment held for capture
-    /// shows as `pending`.
+    /// `pending`, `succeeded`, `failed`, `canceled` or `refunded` (see
+    /// [`Payment::history_status`]).
     pub status: String,
     #[serde(with = "crate::time_util::serde_iso::option")]
     pub paid_at: Option<OffsetDateTime>,
@@ -440,15 +467,11 @@ pub struct PaymentHistoryItem {
 
 impl From<&Payment> for PaymentHistoryItem {
     fn from(payment: &Payment) -> Self {
-        let status = match payment.status {
-            PaymentStatus::New | PaymentStatus::WaitingForCapture => PaymentStatus::Pending,
-            status => status,
-        };
         Self {
             id: payment.id.clone(),
             amount: payment.amount,
             currency: payment.currency.clone(),
-            status: status.as_str().to_owned(),
+            status: payment.history_status().to_owned(),
             paid_at: payment.paid_at,
             description: payment.description.clone(),
             refunded_amount: payment.refunded_amount,
@@ -502,6 +525,32 @@ mod tests {
         assert_eq!(taken(&whole, "0"), "0");
         assert_eq!(taken(&whole, "148.99"), "19", "19.9987 is still rounded down");
         assert_eq!(taken(&payment("20.5"), "50.00"), "6.8", "the package's own precision");
+    }
+
+    #[test]
+    fn the_history_says_failed_for_a_refusal_and_canceled_for_a_payment_nobody_finished() {
+        let mut payment: Payment = serde_json::from_value(serde_json::json!({
+            "id": "p", "user_id": "u", "purpose": "renewal", "plan_code": "basic", "package_code": null,
+            "amount": "299.00", "currency": "RUB", "credits": null, "description": "", "status": "canceled",
+            "provider_payment_id": "2f", "provider_key": "k", "save_payment_method": false, "return_url": null,
+            "confirmation_url": null, "renewal_of": null, "refund_id": null, "payload": null,
+            "idempotency_key": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "paid_at": null
+        }))
+        .unwrap();
+        let with_reason = |payment: &mut Payment, reason: &str| {
+            payment.payload = Some(serde_json::json!({"cancellation_details": {"party": "x", "reason": reason}}));
+            PaymentHistoryItem::from(&*payment).status
+        };
+        assert_eq!(PaymentHistoryItem::from(&payment).status, "failed", "refused before the provider had it");
+        assert_eq!(with_reason(&mut payment, "insufficient_funds"), "failed");
+        assert_eq!(with_reason(&mut payment, "permission_revoked"), "failed");
+        assert_eq!(with_reason(&mut payment, "expired_on_confirmation"), "canceled");
+        assert_eq!(with_reason(&mut payment, "canceled_by_merchant"), "canceled");
+        payment.status = WaitingForCapture;
+        assert_eq!(PaymentHistoryItem::from(&payment).status, "pending");
+        payment.status = Refunded;
+        assert_eq!(PaymentHistoryItem::from(&payment).status, "refunded");
     }
 
     #[test]

@@ -17,9 +17,13 @@ pub fn from_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH + Duration::milliseconds(ms)
 }
 
-/// ISO 8601 / RFC 3339 in UTC, as every JSON view prints times.
+/// ISO 8601 / RFC 3339 in UTC with milliseconds, `2026-01-31T12:00:00.000Z`, as every
+/// JSON view prints times: the precision of the store, in the form every JavaScript
+/// client parses.
 pub fn iso(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default()
+    const FORMAT: &[time::format_description::FormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
 }
 
 pub fn parse_iso(text: &str) -> Option<OffsetDateTime> {

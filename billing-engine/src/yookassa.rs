@@ -571,7 +571,7 @@ mod tests {
         });
         let payment = parse_payment(&object).unwrap();
         assert_eq!(payment.refunded_amount, "50.00".parse().unwrap());
-        assert_eq!(payment.paid_at.map(crate::time_util::iso).as_deref(), Some("2026-03-02T10:16:05Z"));
+        assert_eq!(payment.paid_at.map(crate::time_util::iso).as_deref(), Some("2026-03-02T10:16:05.000Z"));
         assert_eq!(payment.cancellation_reason.as_deref(), Some("permission_revoked"));
         let method = payment.saved_method.unwrap();
         assert_eq!(

@@ -35,7 +35,7 @@ use billing_engine::error::{ERROR_CODES, INTERNAL_ERROR};
 
 fn native_error(error: &BillingError) -> PyErr {
     let details = Value::Object(error.details()).to_string();
-    NativeError::new_err((error.code(), error.to_string(), details))
+    NativeError::new_err((error.code(), error.message(), details))
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> PyErr {
@@ -484,9 +484,15 @@ impl NativeBilling {
         run(py, || self.0.customer_contact(user_id))
     }
 
-    #[pyo3(signature = (user_id, return_url))]
-    fn start_card_binding(&self, py: Python<'_>, user_id: &str, return_url: Option<&str>) -> PyResult<CreatedPayment> {
-        run(py, || self.0.start_card_binding(user_id, return_url))
+    #[pyo3(signature = (user_id, return_url, idempotency_key))]
+    fn start_card_binding(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        return_url: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> PyResult<CreatedPayment> {
+        run(py, || self.0.start_card_binding(user_id, return_url, idempotency_key))
     }
 
     #[pyo3(signature = (payment_id, amount, idempotency_key))]

@@ -144,7 +144,7 @@ def test_the_ledger_pages_newest_first_and_proves_the_balance(billing: be.Billin
     assert (report.ok, report.users_checked, report.entries_checked, report.mismatches) == (True, 1, 7, [])
     # to_dict() is JSON-ready: decimals as strings, times as ISO 8601 UTC.
     data = json.loads(json.dumps(entries[0].to_dict()))
-    assert (data["credits_balance_after"], data["created_at"], data["kind"]) == ("8.50", "2026-01-01T09:00:00Z", "charge")
+    assert (data["credits_balance_after"], data["created_at"], data["kind"]) == ("8.50", "2026-01-01T09:00:00.000Z", "charge")
 
 
 def test_subscriptions_activate_cancel_and_refuse_what_they_must(billing: be.Billing, db: str) -> None:

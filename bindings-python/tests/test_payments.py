@@ -250,3 +250,23 @@ def test_a_refund_heard_of_before_the_payment_s_success_is_not_lost(paying: be.B
     assert deliver(paying, yookassa.notification("payment.succeeded", created.yookassa_payment_id)).status == "duplicate"
     payment = paying.payment(created.payment_id)
     assert (payment.status, payment.refunded_amount, paying.state("jon").credits) == ("refunded", Decimal("149.00"), Decimal("10"))
+
+
+def test_an_error_about_a_huge_field_repeats_a_bounded_part_of_it(paying: be.Billing) -> None:
+    paying.register_user("kai")
+    with pytest.raises(be.InvalidArgument) as huge:
+        paying.create_payment("kai", plan_code="basic", idempotency_key="k", return_url="ftp://" + "x" * 1_000_000)
+    assert len(str(huge.value)) <= 513 and str(huge.value).endswith("…")
+    assert huge.value.details["field"] == "return_url" and len(huge.value.details["message"]) <= 257
+
+
+def test_a_binding_under_a_key_is_made_once_and_stays_out_of_the_history(
+    paying: be.Billing, yookassa: FakeYooKassa
+) -> None:
+    paying.register_user("lev")
+    first = paying.start_card_binding("lev", idempotency_key="bind")
+    assert paying.start_card_binding("lev", idempotency_key="bind") == first
+    assert len(yookassa.payments) == 1
+    yookassa.pay(first.yookassa_payment_id)
+    deliver(paying, yookassa.notification("payment.waiting_for_capture", first.yookassa_payment_id))
+    assert paying.payment_method("lev").is_attached and paying.payments("lev").results == []

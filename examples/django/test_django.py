@@ -27,7 +27,7 @@ def clock() -> be.ManualClock:
 
 @pytest.fixture
 def billing(tmp_path: Path, clock: be.ManualClock) -> Iterator[be.Billing]:
-    instance = be.Billing.open(new_database(tmp_path), be.Catalog.from_toml_file(HERE.parent / "tariffs.toml"), clock=clock)
+    instance = be.Billing.open(new_database(tmp_path), be.Catalog.from_toml_file(HERE.parent / "web_tariffs.toml"), clock=clock)
     engine.use(instance)
     yield instance
     engine.use(None)
@@ -48,7 +48,7 @@ def test_views_answer_the_engine_and_its_errors(billing: be.Billing) -> None:
 
 def test_process_due_ends_a_subscription_once_when_its_period_is_over(billing: be.Billing, clock: be.ManualClock) -> None:
     billing.register_user("u2")
-    details = billing.activate_subscription("u2", "basic", idempotency_key="paid-outside")
+    details = billing.activate_subscription("u2", "PRO_MONTHLY", idempotency_key="paid-outside")
     billing.cancel_subscription("u2")  # no renewal: it runs to its end
     assert details.expires_at is not None
 
@@ -101,3 +101,46 @@ def test_usage_routes_and_the_metered_chat(billing: be.Billing) -> None:
     assert refused.status_code == 429
     assert billing.verify_integrity().ok
 
+
+
+def test_hostile_requests_get_a_4xx_in_the_one_error_shape_and_nothing_is_an_html_page(billing: be.Billing) -> None:
+    billing.register_user("eve")
+    client = Client(headers={"X-User-Id": "eve"})
+    post = client.post
+    json_type = "application/json"
+    probes = [
+        ("malformed JSON", post("/billing/charge-generation", "{", content_type=json_type), 400, "BAD_REQUEST"),
+        ("not an object", post("/billing/charge-generation", "[1]", content_type=json_type), 400, "BAD_REQUEST"),
+        ("invalid UTF-8", post("/billing/charge-generation", b"{\"a\": \"\xff\"}", content_type=json_type), 400, "BAD_REQUEST"),
+        ("a form body", post("/billing/charge-generation", {"idempotency_key": "k"}), 400, "BAD_REQUEST"),
+        ("a key that is a number", post("/billing/charge-generation", {"idempotency_key": 5}, content_type=json_type), 400, "INVALID_ARGUMENT"),
+        ("lone surrogate", post("/billing/create-payment/", '{"plan_code": "\\ud800"}', content_type=json_type), 400, "INVALID_ARGUMENT"),
+        ("surrogate key", post("/billing/charge-generation", '{"idempotency_key": "\\ud800"}', content_type=json_type), 400, "INVALID_ARGUMENT"),
+        ("limit of 2**32", client.get("/billing/payments/", {"limit": 2**32}), 400, "INVALID_ARGUMENT"),
+        ("before past i64", client.get("/billing/ledger", {"before": 2**64}), 400, "INVALID_ARGUMENT"),
+        ("limit not a number", client.get("/billing/payments/", {"limit": "ten"}), 400, "INVALID_ARGUMENT"),
+        ("no X-User-Id", Client().get("/billing/me/"), 400, "INVALID_ARGUMENT"),
+        ("blank Idempotency-Key", post("/billing/create-payment/", {"plan_code": "PRO_MONTHLY"}, content_type=json_type, headers={"Idempotency-Key": " "}), 400, "INVALID_ARGUMENT"),
+        ("a 10 MB field", post("/billing/create-payment/", {"plan_code": "x" * 100_000}, content_type=json_type), 413, "PAYLOAD_TOO_LARGE"),
+        ("no such route", client.get("/billing/nothing"), 404, "NOT_FOUND"),
+        ("wrong method", client.delete("/billing/me/"), 405, "METHOD_NOT_ALLOWED"),
+    ]
+    for name, answer, status, code in probes:
+        assert (answer.status_code, answer["Content-Type"]) == (status, json_type), (name, answer.content[:300])
+        assert answer.json()["code"] == code, (name, answer.json())
+        assert set(answer.json()) == {"code", "message", "details"}, name
+        assert len(answer.content) < 2048, (name, "an error repeats a bounded part of the request")
+
+
+def test_an_unexpected_error_is_logged_and_answered_in_the_error_shape(
+    billing: be.Billing, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from billing_app import views
+
+    billing.register_user("u5")
+    monkeypatch.setattr(views, "model", lambda *args: 1 / 0)  # a bug in the host's code, not a model failure
+    monkeypatch.setattr(views, "billing", lambda: None)
+    client = Client(headers={"X-User-Id": "u5"}, raise_request_exception=False)
+    answer = client.get("/billing/me/")
+    assert (answer.status_code, answer.json()["code"]) == (500, "INTERNAL")
+    assert "unexpected error on GET /billing/me/" in caplog.text

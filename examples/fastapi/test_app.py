@@ -8,16 +8,18 @@ import hmac
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Tuple, Type
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 import billing_engine as be
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1] / "bindings-python" / "tests")]
-from app import create_app  # noqa: E402
+import schemas  # noqa: E402
+from app import MAX_BODY_BYTES, create_app  # noqa: E402
 from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
 from support import new_database  # noqa: E402
 
@@ -42,7 +44,7 @@ def billing(tmp_path: Path, yookassa: FakeYooKassa) -> be.Billing:
         trusted_networks=[],  # the TestClient has no IP address; the signature is checked instead
         timeout_s=2,
     )
-    catalog = be.Catalog.from_toml_file(HERE.parent / "tariffs.toml")
+    catalog = be.Catalog.from_toml_file(HERE.parent / "web_tariffs.toml")
     return be.Billing.open(new_database(tmp_path), catalog, yookassa=config)
 
 
@@ -103,10 +105,10 @@ def test_errors_map_to_the_statuses_a_frontend_expects(client: TestClient, billi
     ]
     for answer, status, code in cases:
         assert (answer.status_code, answer.json()["code"]) == (status, code)
-    billing.activate_subscription("u2", "basic", idempotency_key="paid")
+    billing.activate_subscription("u2", "PRO_MONTHLY", idempotency_key="paid")
     autorenew = client.post("/billing/subscription/autorenew/", json={"enabled": True}, headers=as_user("u2"))
     assert (autorenew.status_code, autorenew.json()["code"]) == (409, "NO_PAYMENT_METHOD")
-    again = client.post("/billing/create-payment/", json={"plan_code": "basic"}, headers=as_user("u2"))
+    again = client.post("/billing/create-payment/", json={"plan_code": "PRO_MONTHLY"}, headers=as_user("u2"))
     assert (again.status_code, again.json()["code"]) == (409, "ACTIVE_SUBSCRIPTION")
 
 
@@ -115,11 +117,11 @@ def test_buying_a_plan_binding_a_card_and_the_signed_webhook(
 ) -> None:
     billing.register_user("u3")
     plans = client.get("/billing/plans/").json()
-    assert [(p["code"], p["price"]) for p in plans] == [("FREE", 0), ("basic", 299), ("standard", 699), ("premium", 7990)]
+    assert [(p["code"], p["price"]) for p in plans] == [("FREE", 0), ("PRO_MONTHLY", 299), ("PRO_YEARLY", 2990)]
 
     headers = {**as_user("u3"), "Idempotency-Key": "checkout-1"}
-    created = client.post("/billing/create-payment/", json={"plan_code": "standard"}, headers=headers).json()
-    assert created == client.post("/billing/create-payment/", json={"plan_code": "standard"}, headers=headers).json()
+    created = client.post("/billing/create-payment/", json={"plan_code": "PRO_MONTHLY"}, headers=headers).json()
+    assert created == client.post("/billing/create-payment/", json={"plan_code": "PRO_MONTHLY"}, headers=headers).json()
     assert set(created) == {"payment_id", "yookassa_payment_id", "confirmation_url"}
     yookassa.pay(created["yookassa_payment_id"])
     body = yookassa.notification("payment.succeeded", created["yookassa_payment_id"])
@@ -132,9 +134,9 @@ def test_buying_a_plan_binding_a_card_and_the_signed_webhook(
     assert duplicate.json()["status"] == "duplicate"
 
     subscription: Dict[str, Any] = client.get("/billing/subscription/", headers=as_user("u3")).json()
-    assert (subscription["plan"], subscription["plan_display"], subscription["card_bound"]) == ("pro", "Standard", False)
+    assert (subscription["plan"], subscription["plan_display"], subscription["card_bound"]) == ("pro", "Pro", False)
     history = client.get("/billing/payments/", headers=as_user("u3")).json()["results"]
-    assert [(p["amount"], p["status"]) for p in history] == [(699, "succeeded")]
+    assert [(p["amount"], p["status"]) for p in history] == [(299, "succeeded")]
 
     binding = client.post("/billing/bind-card/start/", headers=as_user("u3")).json()
     assert set(binding) == {"payment_id", "confirmation_url"}
@@ -211,3 +213,75 @@ def test_a_failed_model_call_releases_its_hold_and_a_spent_quota_answers_429(cli
 def billing_of(client: TestClient) -> be.Billing:
     billing: be.Billing = client.app.state.billing  # type: ignore[attr-defined]
     return billing
+
+
+def test_hostile_requests_get_a_4xx_in_the_one_error_shape(client: TestClient, billing: be.Billing) -> None:
+    billing.register_user("eve")
+    user = as_user("eve")
+    surrogate = '{"plan_code": "\\ud800"}'
+    huge = "x" * (MAX_BODY_BYTES + 1)
+    probes = [
+        ("limit of 2**32", client.get("/billing/payments/", params={"limit": 2**32}, headers=user), 400),
+        ("before past i64", client.get("/billing/ledger", params={"before": 2**64}, headers=user), 400),
+        ("lone surrogate", client.post("/billing/create-payment/", content=surrogate, headers={**user, "Content-Type": "application/json"}), 400),
+        ("surrogate key", client.post("/billing/charge-generation", content='{"idempotency_key": "\\ud800"}', headers={**user, "Content-Type": "application/json"}), 400),
+        ("malformed JSON", client.post("/billing/charge-generation", content="{", headers={**user, "Content-Type": "application/json"}), 400),
+        ("not an object", client.post("/billing/charge-generation", json=[1, 2], headers=user), 400),
+        ("a form body", client.post("/billing/charge-generation", data={"idempotency_key": "k"}, headers=user), 400),
+        ("no X-User-Id", client.get("/billing/me/"), 400),
+        ("unknown field", client.post("/billing/charge-generation", json={"idempotency_key": "k", "x": 1}, headers=user), 400),
+        ("blank Idempotency-Key", client.post("/billing/create-payment/", json={"plan_code": "PRO_MONTHLY"}, headers={**user, "Idempotency-Key": "  "}), 400),
+        ("10 MB field", client.post("/billing/create-payment/", json={"plan_code": huge}, headers=user), 413),
+        ("no such route", client.get("/billing/nothing", headers=user), 404),
+        ("wrong method", client.delete("/billing/me/", headers=user), 405),
+    ]
+    for name, answer, status in probes:
+        assert answer.status_code == status, (name, answer.status_code, answer.text[:300])
+        body = answer.json()
+        assert set(body) == {"code", "message", "details"}, (name, body)
+        assert len(answer.content) < 2048, (name, "an error repeats a bounded part of the request")
+    codes = {name: answer.json()["code"] for name, answer, _ in probes}
+    assert codes["malformed JSON"] == "BAD_REQUEST" and codes["no such route"] == "NOT_FOUND"
+    assert codes["wrong method"] == "METHOD_NOT_ALLOWED" and codes["10 MB field"] == "PAYLOAD_TOO_LARGE"
+    assert codes["blank Idempotency-Key"] == "INVALID_ARGUMENT"
+    long_code = client.post("/billing/create-payment/", json={"plan_code": "y" * 60_000}, headers=user)
+    assert long_code.status_code == 400 and len(long_code.content) < 2048, long_code.text[:300]
+
+
+def test_the_openapi_document_describes_every_route_with_its_models(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    me = document["paths"]["/billing/me/"]["get"]["responses"]
+    assert me["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/BillingMe")
+    assert me["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ApiError")
+    limit = next(p for p in document["paths"]["/billing/payments/"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert "200" in operation["responses"] and "400" in operation["responses"], (method, path)
+            assert "422" not in operation["responses"], (method, path, "validation errors are 400 ApiError")
+
+
+def test_each_answer_model_has_exactly_the_fields_of_the_binding_result(client: TestClient, billing: be.Billing) -> None:
+    billing.register_user("kim")
+    billing.charge("kim", "generation", idempotency_key="c")
+    billing.grant_credits("kim", 5, idempotency_key="g", reason="promo", expires_at="2099-01-01T00:00:00Z")
+    pairs: List[Tuple[Type[BaseModel], Any]] = [
+        (schemas.BillingMe, billing.billing_me("kim")),
+        (schemas.SubscriptionPlan, billing.plans()[1]),
+        (schemas.SubscriptionDetails, billing.subscription_details("kim")),
+        (schemas.PaymentMethod, billing.payment_method("kim")),
+        (schemas.PaymentHistory, billing.payments("kim")),
+        (schemas.BillingState, billing.state("kim")),
+        (schemas.LedgerEntry, billing.ledger("kim")[0]),
+        (schemas.Charge, billing.charge("kim", "generation", idempotency_key="c")),
+        (schemas.UsageSummary, billing.usage("kim", "requests")),
+        (schemas.UsageCheck, billing.check_usage("kim", {"requests": 1})),
+        (schemas.Entitlements, billing.entitlements("kim")),
+        (schemas.ExpiringCredits, billing.state("kim").credits_expiring[0]),
+    ]
+    for model, result in pairs:
+        data = result.to_dict()
+        assert set(model.model_fields) >= set(data), (model.__name__, set(data) - set(model.model_fields))
+        optional = {name for name, field in model.model_fields.items() if not field.is_required()}
+        assert set(model.model_fields) - optional <= set(data), (model.__name__, set(model.model_fields) - set(data))
+        model.model_validate(data)

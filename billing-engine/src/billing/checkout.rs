@@ -8,6 +8,7 @@
 //! sends again with the same key, which the provider answers with the first result.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rust_decimal::Decimal;
 use time::OffsetDateTime;
@@ -29,6 +30,17 @@ use crate::yookassa::YooKassaConfig;
 
 /// What a binding payment holds: 1 unit of the catalog's currency.
 const BINDING_AMOUNT: Decimal = Decimal::ONE;
+
+/// How long a call's claim on sending a payment lasts: longer than the provider client
+/// takes with its retries.
+const SENDING_CLAIM: time::Duration = time::Duration::seconds(60);
+
+enum Sending {
+    /// This call sends it.
+    Ours(Payment),
+    /// The provider has it already (another call sent it).
+    Done(Payment),
+}
 
 pub(super) struct PaymentSetup {
     pub(super) provider: Arc<dyn PaymentProvider>,
@@ -138,39 +150,69 @@ impl<S: Store> Billing<S> {
         };
         payment.save_payment_method = save_payment_method;
         payment.return_url = Some(return_url.clone());
-        payment.idempotency_key = Some(idempotency_key.to_owned());
-        let target = format!(
-            "{}:{}:{return_url}:{save_payment_method}",
-            payment.purpose.as_str(),
-            payment.plan_code.as_deref().or(payment.package_code.as_deref()).unwrap_or_default()
-        );
-        let fingerprint =
-            Request { action: "create_payment", target: &target, amount: Some(payment.amount), metadata: None }
-                .fingerprint();
-        let payment = self.store.write(user_id, |tx| {
-            if let Some((earlier, hash)) = tx.payment_by_key(user_id, idempotency_key)? {
-                if hash.as_deref() != Some(fingerprint.as_str()) {
-                    return Err(BillingError::IdempotencyConflict { key: idempotency_key.to_owned() });
-                }
-                return Ok(earlier);
-            }
-            let account = self.current_account(tx, user_id, now)?;
-            if payment.purpose == Purpose::Plan {
-                refuse_if_subscribed(&account, now)?;
-            }
-            self.keep_contact(tx, setup, user_id, contact, now)?;
-            tx.insert_payment(&payment, Some(&fingerprint))?;
-            Ok(payment.clone())
-        })?;
+        let payment = self.record_new_payment(setup, payment, Some(idempotency_key), contact, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, true)?;
         created(&payment)
     }
 
-    /// Starts saving the user's card: a 1 RUB payment held at `waiting_for_capture` and
-    /// then canceled, so no money is kept. The card is saved when the provider reports
-    /// the hold (see [`handle_yookassa_webhook`](Self::handle_yookassa_webhook)).
-    pub fn start_card_binding(&self, user_id: &str, return_url: Option<&str>) -> Result<CreatedPayment> {
+    /// Records `payment` as `new`, or, when `key` was used before, returns the payment
+    /// recorded under it (IDEMPOTENCY_CONFLICT when that one was another request). A
+    /// plan is refused while one is active; the contact is kept or required (see
+    /// `keep_contact`).
+    fn record_new_payment(
+        &self,
+        setup: &PaymentSetup,
+        mut payment: Payment,
+        key: Option<&str>,
+        contact: Option<&CustomerContact>,
+        now: OffsetDateTime,
+    ) -> Result<Payment> {
+        payment.idempotency_key = key.map(str::to_owned);
+        let target = format!(
+            "{}:{}:{}:{}",
+            payment.purpose.as_str(),
+            payment.plan_code.as_deref().or(payment.package_code.as_deref()).unwrap_or_default(),
+            payment.return_url.as_deref().unwrap_or_default(),
+            payment.save_payment_method
+        );
+        let fingerprint =
+            Request { action: "create_payment", target: &target, amount: Some(payment.amount), metadata: None }
+                .fingerprint();
+        let user_id = payment.user_id.clone();
+        self.store.write(&user_id, |tx| {
+            if let Some(key) = key {
+                if let Some((earlier, hash)) = tx.payment_by_key(&user_id, key)? {
+                    if hash.as_deref() != Some(fingerprint.as_str()) {
+                        return Err(BillingError::IdempotencyConflict { key: key.to_owned() });
+                    }
+                    return Ok(earlier);
+                }
+            }
+            let account = self.current_account(tx, &user_id, now)?;
+            if payment.purpose == Purpose::Plan {
+                refuse_if_subscribed(&account, now)?;
+            }
+            self.keep_contact(tx, setup, &user_id, contact, now)?;
+            tx.insert_payment(&payment, key.map(|_| fingerprint.as_str()))?;
+            Ok(payment.clone())
+        })
+    }
+
+    /// Starts saving the user's payment method: a 1 RUB payment held at
+    /// `waiting_for_capture` and then canceled, so no money is kept. The method is saved
+    /// when the provider reports the hold (see
+    /// [`handle_yookassa_webhook`](Self::handle_yookassa_webhook)). With a key, a repeat
+    /// (twenty clicks) returns the same binding instead of holding another ruble.
+    pub fn start_card_binding(
+        &self,
+        user_id: &str,
+        return_url: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
+        if let Some(key) = idempotency_key {
+            input::id("idempotency_key", key)?;
+        }
         let setup = self.setup()?;
         let return_url = self.return_url(setup, return_url)?;
         let now = self.now();
@@ -178,12 +220,7 @@ impl<S: Store> Billing<S> {
             self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, payment::BINDING_DESCRIPTION.into(), now);
         payment.save_payment_method = true;
         payment.return_url = Some(return_url.clone());
-        let payment = self.store.write(user_id, |tx| {
-            self.current_account(tx, user_id, now)?;
-            self.keep_contact(tx, setup, user_id, None, now)?;
-            tx.insert_payment(&payment, None)?;
-            Ok(payment.clone())
-        })?;
+        let payment = self.record_new_payment(setup, payment, idempotency_key, None, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, false)?;
         created(&payment)
     }
@@ -371,7 +408,9 @@ impl<S: Store> Billing<S> {
     }
 
     /// Sends a `new` payment to the provider with its stored key and records the answer;
-    /// a payment already sent is returned as it is.
+    /// a payment already sent is returned as it is. One call sends it: the call claims
+    /// the sending in the store first, and a concurrent call with the same payment waits
+    /// for that call's result instead of sending it again.
     pub(super) fn send(
         &self,
         setup: &PaymentSetup,
@@ -379,9 +418,10 @@ impl<S: Store> Billing<S> {
         pay_with: PayWith,
         capture: bool,
     ) -> Result<Payment> {
-        if payment.status != PaymentStatus::New {
-            return Ok(payment);
-        }
+        let payment = match self.claim_sending(payment)? {
+            Sending::Ours(payment) => payment,
+            Sending::Done(payment) => return Ok(payment),
+        };
         let request = PaymentRequest {
             amount: payment.amount,
             currency: payment.currency.clone(),
@@ -395,11 +435,41 @@ impl<S: Store> Billing<S> {
         match setup.provider.create_payment(&request, &payment.provider_key) {
             Ok(object) => Ok(self.record_payment_state(&payment.id, &object, None)?.1),
             Err(error) => {
-                if !error.is_retryable() {
-                    self.store.write(&payment.user_id, |tx| self.after_refusal(tx, &payment.id))?;
-                }
+                self.store.write(&payment.user_id, |tx| {
+                    tx.end_sending(&payment.id)?;
+                    if error.is_retryable() {
+                        return Ok(());
+                    }
+                    self.after_refusal(tx, &payment.id)
+                })?;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Waits until this call may send `payment`, or until another call has sent it. A
+    /// claim lasts [`SENDING_CLAIM`], so a process that died while sending holds nobody
+    /// up for longer.
+    fn claim_sending(&self, payment: Payment) -> Result<Sending> {
+        let waited_since = Instant::now();
+        loop {
+            let now = self.now();
+            let claimed = self.store.write(&payment.user_id, |tx| {
+                let current = tx.payment(&payment.id)?.ok_or_else(|| unknown_payment(&payment.id))?;
+                if current.status != PaymentStatus::New {
+                    return Ok(Some(Sending::Done(current)));
+                }
+                let ours = tx.claim_sending(&current.id, now + SENDING_CLAIM, now)?;
+                Ok(ours.then_some(Sending::Ours(current)))
+            })?;
+            if let Some(sending) = claimed {
+                return Ok(sending);
+            }
+            if waited_since.elapsed() > SENDING_CLAIM.unsigned_abs() {
+                let message = "another call is sending this payment; try again".to_owned();
+                return Err(ProviderError::Unavailable { message }.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -433,8 +503,9 @@ impl<S: Store> Billing<S> {
         })
     }
 
-    /// Seed 003 `PaymentHistory`, newest first. Payments the provider never accepted are
-    /// left out.
+    /// Seed 003 `PaymentHistory`, newest first. Card bindings (they buy nothing) and
+    /// payments the provider never accepted are left out; a status is seed 003's word
+    /// for it ([`Payment::history_status`]).
     pub fn payments(&self, user_id: &str, limit: u32) -> Result<PaymentHistory> {
         input::id("user_id", user_id)?;
         input::page_size(limit)?;

@@ -209,12 +209,20 @@ pub trait Transaction {
     /// The user's renewal payment of the subscription period `period_key`, if any.
     fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>>;
 
+    /// Claims the sending of a `new` payment to the provider until `until`, unless
+    /// another call's claim runs past `now`; whether this call has it. A claim ends when
+    /// it runs out, when the payment leaves `new`, or with [`end_sending`](Self::end_sending).
+    fn claim_sending(&mut self, payment_id: &str, until: OffsetDateTime, now: OffsetDateTime) -> StoreResult<bool>;
+
+    /// Ends the claim on sending the payment, so that the next call may send it.
+    fn end_sending(&mut self, payment_id: &str) -> StoreResult<()>;
+
     /// Renewals recorded but not yet accepted by the provider (status `new`), oldest
     /// first.
     fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>>;
 
     /// Up to `limit` of a user's payments the provider accepted (status other than
-    /// `new`), newest first.
+    /// `new`), newest first, without card bindings (they buy nothing).
     fn payment_history(&mut self, user_id: &str, limit: u32) -> StoreResult<Vec<Payment>>;
 
     /// All payments of a user, oldest first.

@@ -735,6 +735,16 @@ impl Transaction for PgTx<'_> {
         self.one(sql, &[&user_id, &period_key], read_payment)
     }
 
+    fn claim_sending(&mut self, payment_id: &str, until: OffsetDateTime, now: OffsetDateTime) -> StoreResult<bool> {
+        let sql = "UPDATE payments SET sending_until = $2 \
+                   WHERE id = $1 AND status = 'new' AND (sending_until IS NULL OR sending_until <= $3)";
+        Ok(self.execute(sql, &[&payment_id, &to_millis(until), &to_millis(now)])? == 1)
+    }
+
+    fn end_sending(&mut self, payment_id: &str) -> StoreResult<()> {
+        self.execute("UPDATE payments SET sending_until = NULL WHERE id = $1", &[&payment_id]).map(drop)
+    }
+
     fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>> {
         let sql = concat!(
             "SELECT ",
@@ -748,7 +758,8 @@ impl Transaction for PgTx<'_> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
-            " FROM payments WHERE user_id = $1 AND status <> 'new' ORDER BY created_at DESC, seq DESC LIMIT $2"
+            " FROM payments WHERE user_id = $1 AND status <> 'new' AND purpose <> 'card_binding' \
+             ORDER BY created_at DESC, seq DESC LIMIT $2"
         );
         self.many(sql, &[&user_id, &i64::from(limit)], read_payment)
     }

@@ -194,9 +194,10 @@ const MIGRATIONS: &[&str] = &[
            50, 'paid', a.created_at, NULL, 'import', NULL
     FROM accounts a WHERE a.credits > 0;
     "#,
-    // 4: saved methods by the provider's id, and receipt contacts, as the SQLite
-    // schema's version 6.
+    // 4: saved methods by the provider's id, receipt contacts, and the claim of the call
+    // sending a payment, as the SQLite schema's version 6.
     r#"
+    ALTER TABLE payments ADD COLUMN sending_until BIGINT;    -- unix ms
     ALTER TABLE payment_methods ADD COLUMN method_id TEXT;
     UPDATE payment_methods SET method_id = card->>'method_id';
     CREATE INDEX payment_methods_by_id ON payment_methods (method_id);

@@ -205,8 +205,9 @@ const MIGRATIONS: &[&str] = &[
     FROM accounts a WHERE CAST(a.credits AS REAL) > 0;
     "#,
     // 6: saved methods found by the provider's id (its notifications name only that),
-    // and where each user's 54-FZ receipts go.
+    // where each user's 54-FZ receipts go, and the claim of the call sending a payment.
     r#"
+    ALTER TABLE payments ADD COLUMN sending_until INTEGER;   -- unix ms
     ALTER TABLE payment_methods ADD COLUMN method_id TEXT;
     UPDATE payment_methods SET method_id = json_extract(card, '$.method_id');
     CREATE INDEX payment_methods_by_id ON payment_methods (method_id);

@@ -426,6 +426,23 @@ impl Transaction for SqliteTx<'_> {
         self.one(sql, params![user_id, period_key], payment_from_row)
     }
 
+    fn claim_sending(&mut self, payment_id: &str, until: OffsetDateTime, now: OffsetDateTime) -> StoreResult<bool> {
+        let sql = "UPDATE payments SET sending_until = ?2 \
+                   WHERE id = ?1 AND status = 'new' AND (sending_until IS NULL OR sending_until <= ?3)";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        let claimed = stmt.execute(params![payment_id, to_millis(until), to_millis(now)]).map_err(SqliteError::from)?;
+        Ok(claimed == 1)
+    }
+
+    fn end_sending(&mut self, payment_id: &str) -> StoreResult<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE payments SET sending_until = NULL WHERE id = ?1")
+            .map_err(SqliteError::from)?;
+        stmt.execute([payment_id]).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
     fn unsent_renewals(&mut self) -> StoreResult<Vec<Payment>> {
         let sql = concat!(
             "SELECT ",
@@ -439,7 +456,8 @@ impl Transaction for SqliteTx<'_> {
         let sql = concat!(
             "SELECT ",
             payment_columns!(),
-            " FROM payments WHERE user_id = ?1 AND status <> 'new' ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+            " FROM payments WHERE user_id = ?1 AND status <> 'new' AND purpose <> 'card_binding' \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?2"
         );
         self.many(sql, params![user_id, limit], payment_from_row)
     }

@@ -824,8 +824,12 @@ class Billing:
     def customer_contact(self, user_id: str) -> Optional[CustomerContact]:
         return _call(self._native.customer_contact, user_id)
 
-    def start_card_binding(self, user_id: str, *, return_url: Optional[str] = None) -> CreatedPayment:
-        return _call(self._native.start_card_binding, user_id, return_url)
+    def start_card_binding(
+        self, user_id: str, *, return_url: Optional[str] = None, idempotency_key: Optional[str] = None
+    ) -> CreatedPayment:
+        """Holds 1 RUB to save the user's payment method. With ``idempotency_key``, a repeat
+        (a double click) returns the same binding instead of holding another ruble."""
+        return _call(self._native.start_card_binding, user_id, return_url, idempotency_key)
 
     def refund_payment(
         self, payment_id: str, *, amount: Optional[Money] = None, idempotency_key: Optional[str] = None

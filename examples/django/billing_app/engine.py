@@ -6,6 +6,7 @@ worker shares it."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -22,7 +23,8 @@ def billing() -> be.Billing:
     with _lock:
         if _billing is None:
             catalog = be.Catalog.from_toml_file(settings.BILLING_TARIFFS)
-            _billing = be.Billing.open(settings.BILLING_DB, catalog)
+            yookassa = be.YooKassaConfig.from_env() if os.environ.get("YOOKASSA_SHOP_ID") else None
+            _billing = be.Billing.open(settings.BILLING_DB, catalog, yookassa=yookassa)
         return _billing
 
 

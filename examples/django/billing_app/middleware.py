@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
-import billing_engine as be
+from .api import error_answer, log
 
 
-class BillingErrorMiddleware:
-    """Answers an engine refusal as `{"code", "message", "details"}` with its HTTP status."""
+class ServerErrorMiddleware:
+    """Logs an unexpected error with its traceback and answers it in the error shape. The
+    views answer every engine refusal and bad request themselves (see `api.py`); this is
+    for what nobody expected."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -16,10 +18,6 @@ class BillingErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, be.BillingError):
-            response = JsonResponse(exception.to_dict(), status=exception.http_status)
-            if isinstance(exception, be.Busy):  # worth retrying in a moment
-                response["Retry-After"] = "1"
-            return response
-        return None
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_answer(500, "INTERNAL", "an unexpected error; it was logged")

@@ -70,7 +70,7 @@ class ScenariosTest {
         billing.registerUser("carol", false)
         sources("carol", "assistant", listOf("k0", "k1", "k2"))
         val daily = assertThrows<BillingException.DailyLimitReached> { billing.charge("carol", "assistant", "k3", null) }
-        assertEquals(Pair(3u, "2026-01-01T21:00:00Z"), Pair(daily.limit, daily.resetsAt))
+        assertEquals(Pair(3u, "2026-01-01T21:00:00.000Z"), Pair(daily.limit, daily.resetsAt))
         nextDay()
         sources("carol", "assistant", listOf("k4", "k5"))
         val quote = billing.quote("carol", "generation")
@@ -179,7 +179,7 @@ class ScenariosTest {
                 "h1-refund", charge.id.toString(), null),
             listOf<Any?>(entry.id, entry.userId, entry.kind, entry.source, entry.operation, entry.creditsDelta,
             entry.creditsBalanceAfter, entry.opsDelta, entry.allowance?.owner, entry.opDay, entry.idempotencyKey, entry.reference, entry.metadata))
-        assertEquals(Pair("2026-01-01T09:00:00Z", "2026-01-01T09:00:00Z"), Pair(entry.createdAt, entry.allowance?.start))
+        assertEquals(Pair("2026-01-01T09:00:00.000Z", "2026-01-01T09:00:00.000Z"), Pair(entry.createdAt, entry.allowance?.start))
         val quote = billing.quote("hana", "generation")
         assertEquals(listOf<Any?>(true, ChargeSource.FREEMIUM, "0", "10", null),
             listOf<Any?>(quote.allowed, quote.source, quote.creditsCost, quote.creditsAfter, quote.reasonCode))
@@ -188,8 +188,8 @@ class ScenariosTest {
         assertEquals(Triple(true, 0, 1uL), Triple(report.ok, report.mismatches.size, report.usersChecked))
         assertEquals(4uL, report.entriesChecked)
         val state = billing.state("hana")
-        assertEquals(listOf<Any?>("hana", "Free", "free", false, null, "-15", null, null, null, null, 0u, 5u, "2026-01-31T09:00:00Z", 3u, 0u, 3u,
-                "2026-01-01T21:00:00Z", false),
+        assertEquals(listOf<Any?>("hana", "Free", "free", false, null, "-15", null, null, null, null, 0u, 5u, "2026-01-31T09:00:00.000Z", 3u, 0u, 3u,
+                "2026-01-01T21:00:00.000Z", false),
             listOf<Any?>(state.userId, state.planName, state.tier, state.isActive, state.expiresAt, state.credits,
             state.subscriptionOpsLimit, state.subscriptionOpsUsed, state.subscriptionOpsRemaining, state.subscriptionOpsResetAt,
             state.freemiumOpsUsed, state.freemiumOpsRemaining, state.freemiumResetAt, state.dailyLimit, state.usedToday,
@@ -205,10 +205,10 @@ class ScenariosTest {
         billing.registerUser("ivo", true)
         billing.activateSubscription("ivo", "basic", "ivo-paid")
         val me = billing.billingMe("ivo")
-        assertEquals(listOf<Any?>("basic", "Basic", "2026-01-31T09:00:00Z", true, null, 0u, null),
+        assertEquals(listOf<Any?>("basic", "Basic", "2026-01-31T09:00:00.000Z", true, null, 0u, null),
             listOf<Any?>(me.planCode, me.planName, me.expiresAt, me.isActive, me.dailyPhotoLimit, me.usedToday, me.remainingToday))
         val details = billing.subscriptionDetails("ivo")
-        assertEquals(listOf<Any?>("pro", "Basic", "2026-01-31T09:00:00Z", true, false, false, false, false, null, null),
+        assertEquals(listOf<Any?>("pro", "Basic", "2026-01-31T09:00:00.000Z", true, false, false, false, false, null, null),
             listOf<Any?>(details.plan, details.planDisplay, details.expiresAt, details.isActive, details.autorenewAvailable,
                 details.autorenewEnabled, details.cardBound, details.paymentMethod.isAttached, details.paymentMethod.cardMask,
                 details.paymentMethod.cardBrand))
@@ -216,7 +216,7 @@ class ScenariosTest {
         val shown = card.details!!
         assertEquals(listOf<Any?>("basic", true, false, CardAction.BIND_CARD, "plan_card.current"),
             listOf<Any?>(card.planCode, card.isCurrent, card.disabled, card.action, card.labelKey))
-        assertEquals(listOf<Any?>("2026-01-31T09:00:00Z", false, false, false, null),
+        assertEquals(listOf<Any?>("2026-01-31T09:00:00.000Z", false, false, false, null),
             listOf<Any?>(shown.expiresAt, shown.expired, shown.autorenewEnabled, shown.paymentMethod.isAttached, shown.restorePrice))
         // A mismatch needs a damaged file; its fields are checked by the compiler here.
         val mismatchFields: (billing.engine.core.Mismatch) -> List<String> = { listOf(it.userId, it.check, it.ledger, it.stored) }
