@@ -150,7 +150,7 @@ impl<S: Store> Billing<S> {
         };
         payment.save_payment_method = save_payment_method;
         payment.return_url = Some(return_url.clone());
-        let payment = self.record_new_payment(setup, payment, Some(idempotency_key), contact, now)?;
+        let payment = self.record_new_payment(payment, Some(idempotency_key), contact, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, true)?;
         created(&payment)
     }
@@ -161,7 +161,6 @@ impl<S: Store> Billing<S> {
     /// `keep_contact`).
     fn record_new_payment(
         &self,
-        setup: &PaymentSetup,
         mut payment: Payment,
         key: Option<&str>,
         contact: Option<&CustomerContact>,
@@ -192,7 +191,7 @@ impl<S: Store> Billing<S> {
             if payment.purpose == Purpose::Plan {
                 refuse_if_subscribed(&account, now)?;
             }
-            self.keep_contact(tx, setup, &user_id, contact, now)?;
+            self.keep_contact(tx, &user_id, contact, now)?;
             tx.insert_payment(&payment, key.map(|_| fingerprint.as_str()))?;
             Ok(payment.clone())
         })
@@ -220,7 +219,7 @@ impl<S: Store> Billing<S> {
             self.new_payment(user_id, Purpose::CardBinding, BINDING_AMOUNT, payment::BINDING_DESCRIPTION.into(), now);
         payment.save_payment_method = true;
         payment.return_url = Some(return_url.clone());
-        let payment = self.record_new_payment(setup, payment, idempotency_key, None, now)?;
+        let payment = self.record_new_payment(payment, idempotency_key, None, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, false)?;
         created(&payment)
     }
@@ -333,14 +332,13 @@ impl<S: Store> Billing<S> {
     fn keep_contact(
         &self,
         tx: &mut dyn Transaction,
-        setup: &PaymentSetup,
         user_id: &str,
         given: Option<&CustomerContact>,
         now: OffsetDateTime,
     ) -> Result<()> {
         match given {
             Some(contact) => Ok(tx.set_customer_contact(user_id, contact, now)?),
-            None if setup.receipts.is_some() && tx.customer_contact(user_id)?.is_none() => Err(no_contact()),
+            None if !self.can_send_receipt(tx, user_id)? => Err(no_contact()),
             None => Ok(()),
         }
     }
