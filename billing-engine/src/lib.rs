@@ -25,6 +25,8 @@
 //! - [`lots`]: credit lots, the burn order, draws and restores;
 //! - [`usage`]: metered usage: quota windows, checks, overage and holds;
 //! - [`receipt`]: 54-FZ receipts and the rules they follow;
+//! - [`events`]: the domain events each change writes to the outbox;
+//! - [`standard_webhooks`]: how HTTP delivery of events is signed;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
 //! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
@@ -37,6 +39,9 @@ pub mod catalog;
 pub mod charge;
 pub mod clock;
 pub mod error;
+pub mod events;
+#[cfg(feature = "http")]
+mod http;
 pub mod input;
 pub mod ledger;
 pub mod lots;
@@ -46,6 +51,7 @@ pub mod provider;
 #[cfg(feature = "python")]
 mod python;
 pub mod receipt;
+pub mod standard_webhooks;
 #[cfg(feature = "python")]
 pub use python::_restore;
 pub mod store;
@@ -58,10 +64,13 @@ pub mod webhook;
 pub mod yookassa;
 
 pub use billing::{Billing, ImportedSubscription, Purchase};
+#[cfg(feature = "http")]
+pub use billing::{DeliveryOutcome, DeliveryReport, EventEndpoint};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, RefundToExpired, Tier};
 pub use charge::{Charge, ChargeRequest, Quote, Refund};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BillingError, Result};
+pub use events::{Event, EventType};
 pub use ledger::{EntryKind, IntegrityReport, LedgerEntry, Mismatch};
 pub use lots::{CreditLot, ExpiringCredits, GrantTerms, LotCategory, LotSource};
 pub use payment::{

@@ -212,7 +212,7 @@ impl YooKassa {
                         _ => format!("{path}: HTTP {status}"),
                     }
                 }
-                Err(error) => format!("{path}: {}", transport_failure(&error)),
+                Err(error) => format!("{path}: {}", crate::http::transport_failure(&error)),
             };
             if attempt >= self.retries {
                 return Err(ProviderError::Unavailable { message: failure });
@@ -221,18 +221,6 @@ impl YooKassa {
             thread::sleep(backoff);
             backoff *= 2;
         }
-    }
-}
-
-/// What went wrong on the way, in words that carry no request data.
-fn transport_failure(error: &ureq::Error) -> &'static str {
-    match error {
-        ureq::Error::Timeout(_) => "timed out",
-        ureq::Error::HostNotFound => "host not found",
-        ureq::Error::ConnectionFailed => "connection failed",
-        ureq::Error::Io(_) => "connection error",
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS error",
-        _ => "invalid response",
     }
 }
 

@@ -188,6 +188,11 @@ impl Fixture {
         Self::on(TestDb::shared(), catalog)
     }
 
+    /// A fixture of the example tariffs on `db`.
+    pub fn on_db(db: TestDb) -> Self {
+        Self::on(db, catalog())
+    }
+
     fn on(db: TestDb, catalog: Catalog) -> Self {
         let clock = Arc::new(ManualClock::parse(START).unwrap());
         let billing = Billing::open_with_clock(&db.location, catalog, clock.clone()).unwrap();

@@ -14,6 +14,7 @@ use crate::account::Account;
 use crate::catalog::{CaptureOverrun, FeatureValue};
 use crate::charge::{self, Spend};
 use crate::error::{BillingError, Result};
+use crate::events;
 use crate::input;
 use crate::ledger::{EntryKind, Fingerprint, LedgerEntry, NewEntry, Request};
 use crate::lots::{self, CreditLot};
@@ -144,6 +145,7 @@ impl<S: Store> Billing<S> {
         let cost = usage::tracked_overage(windows, counters, &usage.metric, usage.amount)?;
         let charged = if charge { self.chargeable(account, cost, Decimal::ZERO) } else { cost };
         let amount = i64::try_from(usage.amount).map_err(|_| BillingError::invalid("amount", "too large"))?;
+        let was_over_limit = usage::is_over_limit(windows, &working.counters, &usage.metric);
         for window in [&windows.period, &windows.day] {
             working.add(&usage.metric, window, amount);
         }
@@ -171,6 +173,9 @@ impl<S: Store> Billing<S> {
         };
         let id = tx.append_usage(&new)?;
         let stored = UsageRecord { id, ..new.record };
+        if stored.over_limit && !was_over_limit {
+            tx.append_event(&events::over_limit(&stored, now))?;
+        }
         if charge && !cost.is_zero() {
             self.record(tx, account, NewEntry::overage(&stored, cost, charged, now))?;
         }

@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, Operation};
 use crate::charge::{self, Charge, ChargeRequest, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BillingError, Result};
+use crate::events;
 use crate::input;
 use crate::ledger::{
     audit_account, audit_lots, audit_payments, audit_usage, AllowancePeriod, CancelReason, EntryKind, IntegrityReport,
@@ -30,11 +31,16 @@ use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPla
 
 mod checkout;
 mod credit_lots;
+#[cfg(feature = "http")]
+mod delivery;
 mod metering;
 mod notifications;
+mod outbox;
 mod renewals;
 
 pub use checkout::Purchase;
+#[cfg(feature = "http")]
+pub use delivery::{DeliveryOutcome, DeliveryReport, EventEndpoint};
 
 /// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
 /// from every thread.
@@ -607,9 +613,10 @@ impl<S: Store> Billing<S> {
 
     // ---- helpers ----
 
-    /// Applies `entry` to `account`, appends it with the balance it leaves, and carries
-    /// out what it does to the credit lots: the one way the engine writes an entry, so
-    /// its balance snapshot and the lots are always right.
+    /// Applies `entry` to `account`, appends it with the balance it leaves, carries out
+    /// what it does to the credit lots, and appends the events it causes: the one way
+    /// the engine writes an entry, so its balance snapshot, the lots and the outbox are
+    /// always right.
     fn record(&self, tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) -> Result<LedgerEntry> {
         let before = account.credits;
         account
@@ -618,6 +625,9 @@ impl<S: Store> Billing<S> {
         entry.entry.credits_balance_after = account.credits;
         let stored = tx.append_entry(&entry)?;
         self.settle_lots(tx, account, &stored, &entry.lots, before)?;
+        for event in events::from_entry(&stored) {
+            tx.append_event(&event)?;
+        }
         Ok(stored)
     }
 

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::checkout::{unknown_payment, PaymentSetup};
 use super::Billing;
 use crate::error::{BillingError, Result};
+use crate::events;
 use crate::ledger::Request;
 use crate::payment::{self, Payment, PaymentStatus, Purpose, SavedMethod};
 use crate::provider::{Notification, ProviderError, ProviderMethod, ProviderPayment, ProviderRefund};
@@ -252,13 +253,17 @@ impl<S: Store> Billing<S> {
         Ok(WebhookStatus::Applied)
     }
 
-    /// Records what `payment` reaching its status does to its user's account.
+    /// Records what `payment` reaching its status does to its user's account, and the
+    /// event that says it did.
     pub(super) fn apply_effects(
         &self,
         tx: &mut dyn Transaction,
         payment: &mut Payment,
         now: OffsetDateTime,
     ) -> Result<()> {
+        if let Some(event) = events::from_payment(payment, now) {
+            tx.append_event(&event)?;
+        }
         let mut account = self.current_account(tx, &payment.user_id, now)?;
         let entries = payment::status_effects(payment, &mut account, &self.catalog, now)?;
         if entries.is_empty() {

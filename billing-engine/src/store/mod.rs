@@ -48,6 +48,12 @@ macro_rules! payment_columns {
     };
 }
 
+macro_rules! event_columns {
+    () => {
+        "event_id, type, user_id, sequence, occurred_at, payload"
+    };
+}
+
 mod database;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -66,6 +72,7 @@ pub use sqlite_writer::CommitStats;
 
 use crate::account::Account;
 use crate::error::{BillingError, Result};
+use crate::events::{Event, NewEvent};
 use crate::ledger::{LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot};
 use crate::payment::{Payment, SavedMethod};
@@ -324,4 +331,48 @@ pub trait Transaction {
 
     /// All allocations of a user: `(entry id, allocation)`, by entry.
     fn all_allocations(&mut self, user_id: &str) -> StoreResult<Vec<(i64, Allocation)>>;
+
+    // ---- the event outbox ----
+
+    /// Appends an event as the user's next: its sequence is one past the user's last
+    /// (the user's lock is held, so sequences follow the order the user's writes
+    /// commit). An event is never changed.
+    fn append_event(&mut self, event: &NewEvent) -> StoreResult<Event>;
+
+    /// Up to `limit` events after `consumer`'s cursor (from the first stored, for a
+    /// consumer not seen before), in an order that no event committed later can take a
+    /// place in before them: an event whose transaction may still be followed by an
+    /// earlier one is held back until it cannot. So a consumer that acknowledges what it
+    /// got never skips an event, and each user's events come in sequence.
+    fn events_after(&mut self, consumer: &str, limit: u32) -> StoreResult<Vec<Event>>;
+
+    /// Moves `consumer`'s cursor to `event_id`, if that is forward of it. False when no
+    /// such event is stored or [`events_after`](Self::events_after) cannot have returned
+    /// it yet.
+    fn ack_event(&mut self, consumer: &str, event_id: &str) -> StoreResult<bool>;
+
+    /// Deletes the events that occurred before `before`, except each user's newest
+    /// (which carries the user's sequence on); how many it deleted.
+    fn prune_events(&mut self, before: OffsetDateTime) -> StoreResult<u64>;
+
+    /// Up to `limit` of a user's stored events with sequences above `after`, in
+    /// sequence: committed ones, whether or not a consumer could poll them yet.
+    fn user_events(&mut self, user_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+
+    /// Where HTTP delivery to `consumer` stands (a default for a new one).
+    fn delivery(&mut self, consumer: &str) -> StoreResult<DeliveryState>;
+
+    fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()>;
+}
+
+/// Where HTTP delivery of the outbox to one endpoint stands, beside its cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// Failed attempts at the event after the cursor, since the last success.
+    pub failed_attempts: u32,
+    /// No attempt before this: the backoff after a failure, or the endpoint's
+    /// `Retry-After`.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// The endpoint answered 410 Gone: nothing more is sent until delivery is resumed.
+    pub stopped_at: Option<OffsetDateTime>,
 }

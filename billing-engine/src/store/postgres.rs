@@ -32,10 +32,11 @@ use serde::de::DeserializeOwned;
 use time::{Date, OffsetDateTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{postgres_schema, Store, StoreError, StoreResult, Transaction};
+use super::{postgres_schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
+use crate::events::{Event, NewEvent};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot};
 use crate::payment::{PaidPeriod, Payment, SavedMethod};
@@ -992,6 +993,108 @@ impl Transaction for PgTx<'_> {
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
         self.many("SELECT status, data FROM holds WHERE user_id = $1 ORDER BY created_at, id", &[&user_id], read_hold)
     }
+
+    fn append_event(&mut self, new: &NewEvent) -> StoreResult<Event> {
+        let last = "SELECT max(sequence) FROM events WHERE user_id = $1";
+        let last: Option<i64> = self.rows(last, &[&new.user_id])?.first().and_then(|row| row.get(0));
+        let event = Event {
+            event_id: new.event_id.clone(),
+            event_type: new.event_type,
+            user_id: new.user_id.clone(),
+            sequence: last.unwrap_or(0) + 1,
+            occurred_at: new.occurred_at,
+            payload: new.payload.clone(),
+        };
+        let sql = concat!("INSERT INTO events (", event_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)");
+        let params: [Param; 6] = [
+            &event.event_id,
+            &event.event_type.as_str(),
+            &event.user_id,
+            &event.sequence,
+            &to_millis(event.occurred_at),
+            &Json(&event.payload),
+        ];
+        self.change_one(sql, &params, "the event insert wrote no row")?;
+        Ok(event)
+    }
+
+    fn events_after(&mut self, consumer: &str, limit: u32) -> StoreResult<Vec<Event>> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE (tx_id, id) > ( \
+               coalesce((SELECT tx_id FROM event_consumers WHERE consumer = $1), '0'), \
+               coalesce((SELECT id FROM event_consumers WHERE consumer = $1), 0)) \
+             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id, id LIMIT $2"
+        );
+        self.many(sql, &[&consumer, &i64::from(limit)], read_event)
+    }
+
+    fn ack_event(&mut self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        // Only an event `events_after` can have returned: one older than every running
+        // transaction. A cursor past any other could skip an event that commits later.
+        let sql = "INSERT INTO event_consumers (consumer, tx_id, id) \
+                   SELECT $1, tx_id, id FROM events \
+                   WHERE event_id = $2 AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                   ON CONFLICT (consumer) DO UPDATE SET tx_id = excluded.tx_id, id = excluded.id, \
+                   failed_attempts = 0, next_attempt_at = NULL \
+                   WHERE (excluded.tx_id, excluded.id) > (event_consumers.tx_id, event_consumers.id)";
+        self.execute(sql, &[&consumer, &event_id])?;
+        let known = "SELECT 1 FROM events WHERE event_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())";
+        Ok(!self.rows(known, &[&event_id])?.is_empty())
+    }
+
+    fn prune_events(&mut self, before: OffsetDateTime) -> StoreResult<u64> {
+        let sql = "DELETE FROM events e WHERE occurred_at < $1 \
+                   AND sequence < (SELECT max(sequence) FROM events newest WHERE newest.user_id = e.user_id)";
+        self.execute(sql, &[&to_millis(before)])
+    }
+
+    fn user_events(&mut self, user_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE user_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        );
+        self.many(sql, &[&user_id, &after, &i64::from(limit)], read_event)
+    }
+
+    fn delivery(&mut self, consumer: &str) -> StoreResult<DeliveryState> {
+        let sql = "SELECT failed_attempts, next_attempt_at, stopped_at FROM event_consumers WHERE consumer = $1";
+        let state = self.one(sql, &[&consumer], |row| {
+            let c = Cells::new(row, "event_consumers");
+            Ok(DeliveryState {
+                failed_attempts: u32::try_from(c.get::<i32>(0)?).map_err(|_| c.corrupt(0))?,
+                next_attempt_at: c.time_opt(1)?,
+                stopped_at: c.time_opt(2)?,
+            })
+        })?;
+        Ok(state.unwrap_or_default())
+    }
+
+    fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
+        let sql = "INSERT INTO event_consumers (consumer, failed_attempts, next_attempt_at, stopped_at) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (consumer) DO UPDATE SET \
+                   failed_attempts = excluded.failed_attempts, next_attempt_at = excluded.next_attempt_at, \
+                   stopped_at = excluded.stopped_at";
+        let attempts = i32::try_from(state.failed_attempts).unwrap_or(i32::MAX);
+        let params: [Param; 4] =
+            [&consumer, &attempts, &state.next_attempt_at.map(to_millis), &state.stopped_at.map(to_millis)];
+        self.change_one(sql, &params, "the delivery state was not saved")
+    }
+}
+
+fn read_event(row: &Row) -> StoreResult<Event> {
+    let c = Cells::new(row, "events");
+    Ok(Event {
+        event_id: c.get(0)?,
+        event_type: c.named(1)?,
+        user_id: c.get(2)?,
+        sequence: c.get(3)?,
+        occurred_at: c.time(4)?,
+        payload: c.json(5)?,
+    })
 }
 
 /// A ledger entry as the columns of `entry_insert_columns!` hold it.

@@ -209,6 +209,43 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
+    // 5: the outbox of domain events, as the SQLite schema's version 7. Ids come from a
+    // sequence, in the order transactions start writing, not the order they commit, so a
+    // cursor is the pair (writing transaction, id) and a reader takes only events of
+    // transactions older than every one still running (`pg_snapshot_xmin`): no event can
+    // later appear before what a consumer has acknowledged.
+    r#"
+    CREATE TABLE events (
+        user_id     TEXT NOT NULL,
+        sequence    BIGINT NOT NULL,        -- 1, 2, 3 ... per user
+        id          BIGINT GENERATED ALWAYS AS IDENTITY,
+        tx_id       XID8 NOT NULL DEFAULT pg_current_xact_id(),
+        event_id    TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        occurred_at BIGINT NOT NULL,        -- unix ms
+        payload     JSON NOT NULL,
+        PRIMARY KEY (user_id, sequence)
+    );
+    CREATE INDEX events_in_commit_order ON events (tx_id, id);
+    CREATE INDEX events_by_event_id ON events (event_id);
+    CREATE INDEX events_by_time ON events (occurred_at);
+
+    CREATE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'events are never changed' USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        FOR EACH ROW EXECUTE FUNCTION events_refuse_change();
+
+    CREATE TABLE event_consumers (
+        consumer        TEXT PRIMARY KEY,
+        tx_id           XID8 NOT NULL DEFAULT '0',   -- the last event acknowledged
+        id              BIGINT NOT NULL DEFAULT 0,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT,                       -- unix ms
+        stopped_at      BIGINT                        -- unix ms
+    );
+    "#,
 ];
 
 /// Brings the schema of the connection's current schema (`search_path`) up to date, in

@@ -218,6 +218,33 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 7: the outbox of domain events, written in the transaction of the change that
+    // causes each, and each consumer's cursor in it. SQLite has one writer at a time, so
+    // ids follow the order transactions commit and a cursor is an id.
+    r#"
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     TEXT NOT NULL,
+        sequence    INTEGER NOT NULL,       -- 1, 2, 3 ... per user
+        event_id    TEXT NOT NULL UNIQUE,
+        type        TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,       -- unix ms
+        payload     TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_user ON events (user_id, sequence);
+    CREATE INDEX events_by_time ON events (occurred_at);
+    -- Never changed; old ones are deleted by prune_events.
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are never changed'); END;
+
+    CREATE TABLE event_consumers (
+        consumer        TEXT PRIMARY KEY,
+        position        INTEGER NOT NULL,   -- the id of the last event acknowledged
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,            -- unix ms
+        stopped_at      INTEGER             -- unix ms
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The version `migrate` brings a database to.

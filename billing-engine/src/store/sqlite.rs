@@ -17,10 +17,11 @@ use time::{Date, OffsetDateTime};
 
 use super::sqlite_error::SqliteError;
 use super::sqlite_writer::{CommitStats, Writer};
-use super::{schema, Store, StoreError, StoreResult, Transaction};
+use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
+use crate::events::{Event, EventType, NewEvent};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
 use crate::lots::{Allocation, CreditLot, LotCategory, LotSource};
 use crate::payment::{PaidPeriod, Payment, PaymentStatus, Purpose, SavedMethod};
@@ -741,6 +742,112 @@ impl Transaction for SqliteTx<'_> {
     fn all_holds(&mut self, user_id: &str) -> StoreResult<Vec<Hold>> {
         self.many("SELECT status, data FROM holds WHERE user_id = ?1 ORDER BY created_at, id", [user_id], hold_from_row)
     }
+
+    fn append_event(&mut self, new: &NewEvent) -> StoreResult<Event> {
+        let last = "SELECT max(sequence) FROM events WHERE user_id = ?1";
+        let last: Option<i64> = self.one(last, [&new.user_id], |row| row.get(0))?.flatten();
+        let event = Event {
+            event_id: new.event_id.clone(),
+            event_type: new.event_type,
+            user_id: new.user_id.clone(),
+            sequence: last.unwrap_or(0) + 1,
+            occurred_at: new.occurred_at,
+            payload: new.payload.clone(),
+        };
+        let sql = concat!("INSERT INTO events (", event_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            event.event_id,
+            event.event_type.as_str(),
+            event.user_id,
+            event.sequence,
+            to_millis(event.occurred_at),
+            event.payload.to_string(),
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(event)
+    }
+
+    fn events_after(&mut self, consumer: &str, limit: u32) -> StoreResult<Vec<Event>> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE id > coalesce((SELECT position FROM event_consumers WHERE consumer = ?1), 0) \
+             ORDER BY id LIMIT ?2"
+        );
+        self.many(sql, params![consumer, limit], event_from_row)
+    }
+
+    fn ack_event(&mut self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        let Some(id) = self.one("SELECT id FROM events WHERE event_id = ?1", [event_id], |row| row.get::<_, i64>(0))?
+        else {
+            return Ok(false);
+        };
+        let sql = "INSERT INTO event_consumers (consumer, position) VALUES (?1, ?2) \
+                   ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, failed_attempts = 0, \
+                   next_attempt_at = NULL WHERE excluded.position > event_consumers.position";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![consumer, id]).map_err(SqliteError::from)?;
+        Ok(true)
+    }
+
+    fn prune_events(&mut self, before: OffsetDateTime) -> StoreResult<u64> {
+        let sql = "DELETE FROM events WHERE occurred_at < ?1 \
+                   AND sequence < (SELECT max(sequence) FROM events newest WHERE newest.user_id = events.user_id)";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        Ok(stmt.execute([to_millis(before)]).map_err(SqliteError::from)? as u64)
+    }
+
+    fn user_events(&mut self, user_id: &str, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE user_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
+        );
+        self.many(sql, params![user_id, after, limit], event_from_row)
+    }
+
+    fn delivery(&mut self, consumer: &str) -> StoreResult<DeliveryState> {
+        let sql = "SELECT failed_attempts, next_attempt_at, stopped_at FROM event_consumers WHERE consumer = ?1";
+        let state = self.one(sql, [consumer], |row| {
+            Ok(DeliveryState {
+                failed_attempts: row.get(0)?,
+                next_attempt_at: row.get::<_, Option<i64>>(1)?.map(from_millis),
+                stopped_at: row.get::<_, Option<i64>>(2)?.map(from_millis),
+            })
+        })?;
+        Ok(state.unwrap_or_default())
+    }
+
+    fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
+        let sql = "INSERT INTO event_consumers (consumer, position, failed_attempts, next_attempt_at, stopped_at) \
+                   VALUES (?1, 0, ?2, ?3, ?4) ON CONFLICT (consumer) DO UPDATE SET \
+                   failed_attempts = excluded.failed_attempts, next_attempt_at = excluded.next_attempt_at, \
+                   stopped_at = excluded.stopped_at";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            consumer,
+            state.failed_attempts,
+            state.next_attempt_at.map(to_millis),
+            state.stopped_at.map(to_millis)
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(())
+    }
+}
+
+fn event_from_row(row: &Row) -> rusqlite::Result<Event> {
+    in_table("events", row, |row| {
+        let payload: String = row.get(5)?;
+        Ok(Event {
+            event_id: row.get(0)?,
+            event_type: parsed(row, 1)?,
+            user_id: row.get(2)?,
+            sequence: row.get(3)?,
+            occurred_at: from_millis(row.get(4)?),
+            payload: serde_json::from_str(&payload).map_err(|_| corrupt(5))?,
+        })
+    })
 }
 
 fn lot_from_row(row: &Row) -> rusqlite::Result<CreditLot> {
@@ -977,7 +1084,7 @@ macro_rules! parse_column_by_name {
     )*};
 }
 
-parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus, LotCategory, LotSource);
+parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus, LotCategory, LotSource, EventType);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
