@@ -54,11 +54,13 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
     let db = TestDb::postgres();
     drop(Billing::open(&db.location, common::catalog()).unwrap());
     // The first column of every primary key and unique index, as a sharded
-    // PostgreSQL (Citus) needs to place a user's rows together.
+    // PostgreSQL (Citus) needs to place a user's rows together. The schema version and
+    // the event consumers' cursors are no user's data (a reference table in Citus).
     let sql = "SELECT t.relname, a.attname FROM pg_index i \
                JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
                JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] \
-               WHERE n.nspname = current_schema() AND (i.indisprimary OR i.indisunique) AND t.relname <> 'billing_schema'";
+               WHERE n.nspname = current_schema() AND (i.indisprimary OR i.indisunique) \
+               AND t.relname NOT IN ('billing_schema', 'event_consumers')";
     let keys: Vec<(String, String)> =
         db.client().query(sql, &[]).unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
     let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
@@ -66,8 +68,10 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
         tables.into_iter().collect::<Vec<_>>(),
         [
             "accounts",
+            "audit_log",
             "credit_lots",
             "customer_contacts",
+            "events",
             "holds",
             "ledger",
             "lot_allocations",
@@ -92,7 +96,7 @@ fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_i
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.rows("billing_schema", "version"), ["(4)"], "the newest version, written once");
+    assert_eq!(db.rows("billing_schema", "version"), ["(5)"], "the newest version, written once");
     db.execute("UPDATE billing_schema SET version = 99");
     let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");
@@ -182,7 +186,11 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let hold = source.reserve("a", &BTreeMap::from([("tokens_input".to_owned(), 200)]), None, "hold-1", 600).unwrap();
     let states = |billing: &Billing| ["a", "b"].map(|user| billing.state(user).unwrap());
     let ledgers = |billing: &Billing| ["a", "b"].map(|user| billing.ledger(user, 100, None).unwrap());
+    let events = |billing: &Billing| ["a", "b"].map(|user| billing.user_events(user, 0, 100).unwrap());
+    let audit_log = |billing: &Billing| billing.audit_log(&Default::default(), 100, None).unwrap();
     let (before, entries) = (states(&source), ledgers(&source));
+    let (outbox, audit) = (events(&source), audit_log(&source));
+    assert_eq!(audit.len(), 2, "the import and the activation");
     drop(source);
 
     let target = TestDb::postgres();
@@ -196,12 +204,16 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let first = run();
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events)"), "{stdout}");
+    assert!(
+        stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events) and 2 audit records"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok = true"), "{stdout}");
 
     let copied = Billing::open(&target.location, common::catalog()).unwrap();
     assert_eq!(states(&copied), before);
     assert_eq!(ledgers(&copied), entries, "the same entries, ids and all");
+    assert_eq!((events(&copied), audit_log(&copied)), (outbox, audit), "the outbox and the audit log came along");
     let replay = copied.charge("a", "generation", "gen-1", Some(serde_json::json!({"chat": 7}))).unwrap();
     assert!(replay.replayed && replay.id == charge.id, "a key replays after the move");
     let conflict = copied.charge("a", "generation", "gen-1", None).unwrap_err();
@@ -223,7 +235,9 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let again = run();
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(
-        again.status.success() && stdout.contains("copied 0 users") && stdout.contains("2 already there"),
+        again.status.success()
+            && stdout.contains("copied 0 users")
+            && stdout.contains("0 audit records; 2 users already there"),
         "{stdout}"
     );
     assert!(copied.verify_integrity().unwrap().ok);

@@ -26,6 +26,7 @@
 //! - [`usage`]: metered usage: quota windows, checks, overage and holds;
 //! - [`receipt`]: 54-FZ receipts and the rules they follow;
 //! - [`events`]: the domain events each change writes to the outbox;
+//! - [`audit`]: who did what: the append-only audit log and the actor of a call;
 //! - [`standard_webhooks`]: how HTTP delivery of events is signed;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
@@ -34,6 +35,7 @@
 //! - [`input`]: the checks on caller input, and the parsers bindings use for text arguments.
 
 pub mod account;
+pub mod audit;
 mod billing;
 pub mod catalog;
 pub mod charge;
@@ -63,6 +65,7 @@ pub mod webhook;
 #[cfg(feature = "yookassa")]
 pub mod yookassa;
 
+pub use audit::{AuditContext, AuditFilter, AuditOutcome, AuditRecord};
 pub use billing::{Billing, ImportedSubscription, Purchase};
 #[cfg(feature = "http")]
 pub use billing::{DeliveryOutcome, DeliveryReport, EventEndpoint};

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::Billing;
 use crate::account::Account;
+use crate::audit::{AuditOutcome, NewAuditRecord};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::ledger::Request;
@@ -117,6 +118,23 @@ impl<S: Store> Billing<S> {
         idempotency_key: &str,
         contact: Option<&CustomerContact>,
     ) -> Result<CreatedPayment> {
+        let audit = self.audit_record("payment.create", Some(user_id));
+        let earlier = self.payment_by_key(user_id, Some(idempotency_key));
+        let created =
+            self.create_payment_in(user_id, purchase, return_url, save_payment_method, idempotency_key, contact)?;
+        self.audit_payment(audit, &created.payment_id, earlier.as_ref())?;
+        Ok(created)
+    }
+
+    fn create_payment_in(
+        &self,
+        user_id: &str,
+        purchase: Purchase<'_>,
+        return_url: Option<&str>,
+        save_payment_method: bool,
+        idempotency_key: &str,
+        contact: Option<&CustomerContact>,
+    ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
         let contact = contact.map(|c| CustomerContact::new(c.email.as_deref(), c.phone.as_deref())).transpose()?;
@@ -208,6 +226,19 @@ impl<S: Store> Billing<S> {
         return_url: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<CreatedPayment> {
+        let audit = self.audit_record("payment.card_binding", Some(user_id));
+        let earlier = self.payment_by_key(user_id, idempotency_key);
+        let created = self.start_card_binding_in(user_id, return_url, idempotency_key)?;
+        self.audit_payment(audit, &created.payment_id, earlier.as_ref())?;
+        Ok(created)
+    }
+
+    fn start_card_binding_in(
+        &self,
+        user_id: &str,
+        return_url: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
         if let Some(key) = idempotency_key {
             input::id("idempotency_key", key)?;
@@ -230,6 +261,20 @@ impl<S: Store> Billing<S> {
     /// provider confirms it, in the answer or in `refund.succeeded` (see
     /// [`Payment::credits_taken_back`] and [`Subscription::take_back`](crate::subscription::Subscription::take_back)).
     pub fn refund_payment(
+        &self,
+        payment_id: &str,
+        amount: Option<Decimal>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Payment> {
+        let audit = self.audit_record("payment.refund", None).target(payment_id);
+        let before = self.store.read(|tx| Ok(tx.payment(payment_id)?)).ok().flatten();
+        let audit = NewAuditRecord { user_id: before.as_ref().map(|p| p.user_id.clone()), ..audit };
+        let refunded = self.refund_payment_in(payment_id, amount, idempotency_key)?;
+        self.audit_payment(audit, &refunded.id, before.as_ref())?;
+        Ok(refunded)
+    }
+
+    fn refund_payment_in(
         &self,
         payment_id: &str,
         amount: Option<Decimal>,
@@ -489,6 +534,27 @@ impl<S: Store> Billing<S> {
         Ok(tx.update_payment(&payment)?)
     }
 
+    /// The payment an earlier call recorded under the user's `key`, for the audit log to
+    /// tell a replay from a new payment. Input not yet checked reads as none.
+    fn payment_by_key(&self, user_id: &str, key: Option<&str>) -> Option<Payment> {
+        let key =
+            key.filter(|key| input::id("idempotency_key", key).is_ok() && input::id("user_id", user_id).is_ok())?;
+        self.store.read(|tx| Ok(tx.payment_by_key(user_id, key)?)).ok().flatten().map(|(payment, _)| payment)
+    }
+
+    /// Appends the record of an operation on the payment `payment_id`, with the payment
+    /// as it was (`before`) and as it is now. Payment operations span provider calls and
+    /// several transactions, so the record follows the call in a transaction of its own.
+    fn audit_payment(&self, audit: NewAuditRecord, payment_id: &str, before: Option<&Payment>) -> Result<()> {
+        let after = self.payment(payment_id)?;
+        let unchanged = before.is_some_and(|before| before == &after);
+        let record = NewAuditRecord { user_id: Some(after.user_id.clone()), ..audit }
+            .target(payment_id)
+            .change(before.map(payment_summary), Some(payment_summary(&after)))
+            .outcome(if unchanged { AuditOutcome::Unchanged } else { AuditOutcome::Applied });
+        self.append_audit(&record)
+    }
+
     // ---- views ----
 
     /// Seed 003 `PaymentMethod`: the user's saved card, if any.
@@ -520,6 +586,19 @@ impl<S: Store> Billing<S> {
         input::id("payment_id", payment_id)?;
         self.store.read(|tx| Ok(tx.payment(payment_id)?))?.ok_or_else(|| unknown_payment(payment_id))
     }
+}
+
+/// What the audit log keeps of a payment before and after an operation on it.
+pub(super) fn payment_summary(payment: &Payment) -> serde_json::Value {
+    serde_json::json!({
+        "purpose": payment.purpose.as_str(),
+        "plan_code": payment.plan_code,
+        "package_code": payment.package_code,
+        "amount": payment.amount.to_string(),
+        "currency": payment.currency,
+        "status": payment.status.as_str(),
+        "refunded_amount": payment.refunded_amount.to_string(),
+    })
 }
 
 fn refuse_if_subscribed(account: &Account, now: OffsetDateTime) -> Result<()> {

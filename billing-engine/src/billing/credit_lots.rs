@@ -173,16 +173,20 @@ impl<S: Store> Billing<S> {
             .read(|tx| Ok(tx.entry(lot_id)?))?
             .map(|entry| entry.user_id)
             .ok_or(BillingError::GrantNotFound { lot_id })?;
+        let audit = self.audit_record("credits.void", Some(&owner)).target(target.as_str()).reason(reason);
         self.store.write(&owner, |tx| {
             if let Some(entry) = super::replay(tx, &owner, idempotency_key, &request)? {
+                tx.append_audit(&audit.clone().replayed(&entry))?;
                 return Ok(entry);
             }
             let mut account = self.current_account(tx, &owner, now)?;
             let lot = tx.lot(&owner, lot_id)?.filter(|lot| lot.source == LotSource::Grant);
             let lot = lot.ok_or(BillingError::GrantNotFound { lot_id })?;
+            let before = account.credits;
             let entry = NewEntry::credit_voided(&lot, reason, now).keyed(idempotency_key, &request);
             let entry = self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
+            tx.append_audit(&audit.clone().credits_moved(&entry, before))?;
             Ok(entry)
         })
     }

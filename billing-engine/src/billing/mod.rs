@@ -12,6 +12,7 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
 use crate::account::Account;
+use crate::audit::AuditOutcome;
 use crate::catalog::{Catalog, Operation};
 use crate::charge::{self, Charge, ChargeRequest, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
@@ -29,6 +30,7 @@ use crate::subscription::Subscription;
 use crate::time_util;
 use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPlan};
 
+mod audit_log;
 mod checkout;
 mod credit_lots;
 #[cfg(feature = "http")]
@@ -216,8 +218,10 @@ impl<S: Store> Billing<S> {
                 }
             })
             .transpose()?;
+        let audit = self.audit_record("user.import", Some(user_id));
         self.store.write(user_id, |tx| {
             if let Some(account) = self.existing_account(tx, user_id, now)? {
+                tx.append_audit(&audit.clone().outcome(AuditOutcome::Unchanged))?;
                 return self.state_in(tx, &account, now);
             }
             let mut account = Account::new(user_id, now, &self.catalog);
@@ -236,6 +240,12 @@ impl<S: Store> Billing<S> {
                 self.record(tx, &mut account, entry)?;
             }
             tx.update_account(&account)?;
+            let imported = serde_json::json!({
+                "credits": account.credits.to_string(),
+                "freemium_used": used,
+                "subscription": subscription_summary(&account),
+            });
+            tx.append_audit(&audit.clone().change(None, Some(imported)))?;
             self.state_in(tx, &account, now)
         })
     }
@@ -444,8 +454,10 @@ impl<S: Store> Billing<S> {
         let lot = terms.lot_terms(now)?;
         let terms_json = terms.fingerprint_json();
         let request = Request { action: "grant", target: "", amount: Some(amount), metadata: terms_json.as_ref() };
+        let audit = self.audit_record("credits.grant", Some(user_id)).reason(reason);
         self.store.write(user_id, |tx| {
             if let Some(entry) = replay(tx, user_id, idempotency_key, &request)? {
+                tx.append_audit(&audit.clone().replayed(&entry))?;
                 return Ok(entry);
             }
             let mut account = self.current_account(tx, user_id, now)?;
@@ -453,9 +465,11 @@ impl<S: Store> Billing<S> {
                 let message = format!("would take the balance past {}", input::MAX_AMOUNT);
                 return Err(BillingError::invalid("amount", message));
             }
+            let before = account.credits;
             let entry = NewEntry::grant(user_id, amount, reason, lot.clone(), now).keyed(idempotency_key, &request);
             let entry = self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
+            tx.append_audit(&audit.clone().credits_moved(&entry, before))?;
             Ok(entry)
         })
     }
@@ -474,12 +488,15 @@ impl<S: Store> Billing<S> {
         let plan = self.catalog.paid_plan(plan_code)?;
         let request = Request { action: "activate_subscription", target: plan_code, amount: None, metadata: None };
         let now = self.now();
+        let audit = self.audit_record("subscription.activate", Some(user_id)).target(plan_code);
         self.store.write(user_id, |tx| {
             let replayed = replay(tx, user_id, idempotency_key, &request)?.is_some();
             let mut account = self.current_account(tx, user_id, now)?;
             if replayed {
+                tx.append_audit(&audit.clone().outcome(AuditOutcome::Unchanged))?;
                 return self.subscription_view(tx, &account, now);
             }
+            let before = subscription_summary(&account);
             if let Some(active) = account.active_subscription(now) {
                 return Err(BillingError::ActiveSubscription {
                     plan_code: active.plan_code.clone(),
@@ -491,6 +508,7 @@ impl<S: Store> Billing<S> {
             account.subscription = Some(sub);
             self.record(tx, &mut account, entry.keyed(idempotency_key, &request))?;
             tx.update_account(&account)?;
+            tx.append_audit(&audit.clone().change(Some(before), Some(subscription_summary(&account))))?;
             self.subscription_view(tx, &account, now)
         })
     }
@@ -500,17 +518,21 @@ impl<S: Store> Billing<S> {
     pub fn cancel_subscription(&self, user_id: &str, immediate: bool) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         let now = self.now();
+        let audit = self.audit_record("subscription.cancel", Some(user_id));
         self.store.write(user_id, |tx| {
             let mut account = self.current_account(tx, user_id, now)?;
+            let before = subscription_summary(&account);
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             let already_canceled = sub.canceled_at.is_some();
             if already_canceled && !immediate {
+                tx.append_audit(&audit.clone().outcome(AuditOutcome::Unchanged))?;
                 return self.subscription_view(tx, &account, now);
             }
             sub.cancel(now, immediate);
             let entry = NewEntry::subscription_canceled(user_id, sub, CancelReason::Requested, immediate, None, now);
             self.record(tx, &mut account, entry)?;
             tx.update_account(&account)?;
+            tx.append_audit(&audit.clone().change(Some(before), Some(subscription_summary(&account))))?;
             self.subscription_view(tx, &account, now)
         })
     }
@@ -520,8 +542,10 @@ impl<S: Store> Billing<S> {
     pub fn set_autorenew(&self, user_id: &str, enabled: bool) -> Result<SubscriptionDetails> {
         input::id("user_id", user_id)?;
         let now = self.now();
+        let audit = self.audit_record("subscription.autorenew", Some(user_id));
         self.store.write(user_id, |tx| {
             let mut account = self.current_account(tx, user_id, now)?;
+            let before = subscription_summary(&account);
             let card = tx.saved_method(user_id)?;
             let sub = account.active_subscription_mut(now).ok_or(BillingError::NoSubscription)?;
             if enabled && card.is_none() {
@@ -532,6 +556,7 @@ impl<S: Store> Billing<S> {
                 sub.canceled_at = None;
             }
             tx.update_account(&account)?;
+            tx.append_audit(&audit.clone().change(Some(before), Some(subscription_summary(&account))))?;
             Ok(SubscriptionDetails::new(&account, &self.catalog, now, card.as_ref()))
         })
     }
@@ -668,6 +693,20 @@ impl<S: Store> Billing<S> {
         let now = self.now();
         let account = self.store.read(|tx| self.account_view(tx, user_id, now))?;
         Ok((account, now))
+    }
+}
+
+/// What the audit log keeps of a user's subscription before and after a change.
+fn subscription_summary(account: &Account) -> serde_json::Value {
+    match &account.subscription {
+        None => serde_json::Value::Null,
+        Some(sub) => serde_json::json!({
+            "plan_code": sub.plan_code,
+            "subscription_id": sub.id,
+            "expires_at": time_util::iso(sub.expires_at),
+            "autorenew": sub.autorenew,
+            "canceled_at": sub.canceled_at.map(time_util::iso),
+        }),
     }
 }
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::checkout::{unknown_payment, PaymentSetup};
 use super::Billing;
+use crate::audit::{AuditOutcome, NewAuditRecord};
 use crate::error::{BillingError, Result};
 use crate::events;
 use crate::ledger::Request;
@@ -30,7 +31,39 @@ impl<S: Store> Billing<S> {
     /// it. PAYMENT_ERROR means the API could not be reached to verify or finish it, and
     /// a retry can help (answer 5xx, so YooKassa sends it again). The body is read by
     /// the configured provider.
+    ///
+    /// Every notification's outcome, a rejection included, is in the audit log
+    /// (`webhook.yookassa`).
     pub fn handle_yookassa_webhook(
+        &self,
+        body: &[u8],
+        remote_addr: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<WebhookOutcome> {
+        let audit = self.audit_record("webhook.yookassa", None);
+        let outcome = self.audited(&audit, || self.handle_yookassa_notification(body, remote_addr, headers))?;
+        self.audit_webhook(audit, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// Appends the record of a notification the engine took: what it was about, and
+    /// whether it changed anything.
+    pub(super) fn audit_webhook(&self, audit: NewAuditRecord, outcome: &WebhookOutcome) -> Result<()> {
+        let payment = outcome.payment_id.as_deref().map(|id| self.payment(id)).transpose()?;
+        let record = NewAuditRecord { user_id: payment.as_ref().map(|p| p.user_id.clone()), ..audit }
+            .target(match &outcome.payment_id {
+                Some(id) => format!("{} {id}", outcome.event),
+                None => outcome.event.clone(),
+            })
+            .change(None, payment.as_ref().map(super::checkout::payment_summary))
+            .outcome(match outcome.status {
+                WebhookStatus::Applied => AuditOutcome::Applied,
+                _ => AuditOutcome::Unchanged,
+            });
+        self.append_audit(&record)
+    }
+
+    fn handle_yookassa_notification(
         &self,
         body: &[u8],
         remote_addr: Option<&str>,

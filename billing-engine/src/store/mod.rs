@@ -54,6 +54,12 @@ macro_rules! event_columns {
     };
 }
 
+macro_rules! audit_columns {
+    () => {
+        "user_id, actor, action, target, outcome, reason, before, after, error, request_id, created_at"
+    };
+}
+
 mod database;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -71,6 +77,7 @@ pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use sqlite_writer::CommitStats;
 
 use crate::account::Account;
+use crate::audit::{AuditFilter, AuditRecord, NewAuditRecord};
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
 use crate::ledger::{LedgerEntry, NewEntry};
@@ -363,6 +370,16 @@ pub trait Transaction {
     fn delivery(&mut self, consumer: &str) -> StoreResult<DeliveryState>;
 
     fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()>;
+
+    // ---- the audit log ----
+
+    /// Appends a record and returns its id; ids grow with every append. A record is
+    /// never changed or removed (the schema refuses it).
+    fn append_audit(&mut self, record: &NewAuditRecord) -> StoreResult<i64>;
+
+    /// Up to `limit` records that match `filter`, with ids below `before`, newest first.
+    fn audit_records(&mut self, filter: &AuditFilter, before: Option<i64>, limit: u32)
+        -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// Where HTTP delivery of the outbox to one endpoint stands, beside its cursor.

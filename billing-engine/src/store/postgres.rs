@@ -34,6 +34,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{postgres_schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
+use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
@@ -1073,6 +1074,43 @@ impl Transaction for PgTx<'_> {
         Ok(state.unwrap_or_default())
     }
 
+    fn append_audit(&mut self, r: &NewAuditRecord) -> StoreResult<i64> {
+        let sql = concat!(
+            "INSERT INTO audit_log (",
+            audit_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
+        );
+        let params: [Param; 11] = [
+            &r.user_id.as_deref().unwrap_or(""),
+            &r.actor,
+            &r.action,
+            &r.target,
+            &r.outcome.as_str(),
+            &r.reason,
+            &r.before.as_ref().map(Json),
+            &r.after.as_ref().map(Json),
+            &r.error.as_ref().map(Json),
+            &r.request_id,
+            &to_millis(r.created_at),
+        ];
+        let rows = self.rows(sql, &params)?;
+        rows.first().map(|row| row.get(0)).ok_or_else(|| StoreError::unavailable("the audit insert wrote no row"))
+    }
+
+    fn audit_records(&mut self, f: &AuditFilter, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let sql = concat!(
+            "SELECT id, ",
+            audit_columns!(),
+            " FROM audit_log WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR actor = $2) \
+             AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR outcome = $4) AND id < $5 \
+             ORDER BY id DESC LIMIT $6"
+        );
+        let outcome = f.outcome.map(AuditOutcome::as_str);
+        let params: [Param; 6] =
+            [&f.user_id, &f.actor, &f.action, &outcome, &before.unwrap_or(i64::MAX), &i64::from(limit)];
+        self.many(sql, &params, read_audit)
+    }
+
     fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
         let sql = "INSERT INTO event_consumers (consumer, failed_attempts, next_attempt_at, stopped_at) \
                    VALUES ($1, $2, $3, $4) ON CONFLICT (consumer) DO UPDATE SET \
@@ -1083,6 +1121,25 @@ impl Transaction for PgTx<'_> {
             [&consumer, &attempts, &state.next_attempt_at.map(to_millis), &state.stopped_at.map(to_millis)];
         self.change_one(sql, &params, "the delivery state was not saved")
     }
+}
+
+fn read_audit(row: &Row) -> StoreResult<AuditRecord> {
+    let c = Cells::new(row, "audit_log");
+    let user_id: String = c.get(1)?;
+    Ok(AuditRecord {
+        id: c.get(0)?,
+        user_id: (!user_id.is_empty()).then_some(user_id),
+        actor: c.get(2)?,
+        action: c.get(3)?,
+        target: c.get(4)?,
+        outcome: c.named(5)?,
+        reason: c.get(6)?,
+        before: c.json_opt(7)?,
+        after: c.json_opt(8)?,
+        error: c.json_opt(9)?,
+        request_id: c.get(10)?,
+        created_at: c.time(11)?,
+    })
 }
 
 fn read_event(row: &Row) -> StoreResult<Event> {
@@ -1392,6 +1449,7 @@ pub struct CopyReport {
     pub entries: u64,
     pub payments: u64,
     pub usage_events: u64,
+    pub audit_records: u64,
     /// Users the target already had, left as they are (a copy run again after it was
     /// stopped goes on where it stopped).
     pub skipped: u64,
@@ -1409,6 +1467,7 @@ struct UserRows {
     holds: Vec<Hold>,
     lots: Vec<CreditLot>,
     allocations: Vec<(i64, Allocation)>,
+    events: Vec<Event>,
 }
 
 impl PostgresStore {
@@ -1432,6 +1491,7 @@ impl PostgresStore {
                 report.skipped += 1;
             }
         }
+        report.audit_records = self.copy_audit_log(source)?;
         // New entries get ids after the copied ones.
         let deadline = Instant::now() + self.options.lock_timeout;
         let mut conn = self.connection(deadline)?;
@@ -1439,10 +1499,32 @@ impl PostgresStore {
             .batch_execute(
                 "SELECT setval(pg_get_serial_sequence('ledger', 'id'), GREATEST((SELECT max(id) FROM ledger), 1));
                  SELECT setval(pg_get_serial_sequence('usage_events', 'id'),
-                     GREATEST((SELECT max(id) FROM usage_events), 1));",
+                     GREATEST((SELECT max(id) FROM usage_events), 1));
+                 SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
+                     GREATEST((SELECT max(id) FROM audit_log), 1));",
             )
             .map_err(pg_error)?;
         Ok(report)
+    }
+
+    /// Copies the audit log with its ids, a page at a time; a record copied before is
+    /// left as it is. How many records it copied.
+    fn copy_audit_log(&self, source: &impl Store) -> Result<u64> {
+        let mut copied = 0;
+        let mut before = None;
+        loop {
+            let page = source.read(|tx| Ok(tx.audit_records(&AuditFilter::default(), before, 1000)?))?;
+            let Some(last) = page.last() else { return Ok(copied) };
+            before = Some(last.id);
+            let mut copy = |tx: &mut PgTx<'_>| -> Result<u64> {
+                let mut written = 0;
+                for record in &page {
+                    written += tx.copy_audit(record)?;
+                }
+                Ok(written)
+            };
+            copied += self.run(|deadline| self.attempt_write(&[], &mut copy, deadline))?;
+        }
     }
 
     /// Writes one user's rows, as a write of that user (locked, run again after a
@@ -1484,6 +1566,9 @@ impl PostgresStore {
             for (entry_id, allocations) in group_by_entry(&rows.allocations) {
                 tx.insert_allocations(user_id, entry_id, &allocations)?;
             }
+            for event in &rows.events {
+                tx.copy_event(event)?;
+            }
             Ok(true)
         };
         self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
@@ -1518,6 +1603,7 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         holds: tx.all_holds(user_id)?,
         lots: tx.all_lots(user_id)?,
         allocations: tx.all_allocations(user_id)?,
+        events: tx.user_events(user_id, 0, u32::MAX)?,
     })
 }
 
@@ -1539,6 +1625,46 @@ fn counted(amount: u64) -> StoreResult<i64> {
 }
 
 impl PgTx<'_> {
+    /// Stores an event of another store as it is, its sequence included.
+    fn copy_event(&mut self, event: &Event) -> StoreResult<()> {
+        let sql = concat!("INSERT INTO events (", event_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)");
+        let params: [Param; 6] = [
+            &event.event_id,
+            &event.event_type.as_str(),
+            &event.user_id,
+            &event.sequence,
+            &to_millis(event.occurred_at),
+            &Json(&event.payload),
+        ];
+        self.change_one(sql, &params, "the event insert wrote no row")
+    }
+
+    /// Stores an audit record of another store with its id, unless it is here already;
+    /// how many rows it wrote.
+    fn copy_audit(&mut self, r: &AuditRecord) -> StoreResult<u64> {
+        let sql = concat!(
+            "INSERT INTO audit_log (id, ",
+            audit_columns!(),
+            ") OVERRIDING SYSTEM VALUE VALUES ($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT DO NOTHING"
+        );
+        let params: [Param; 12] = [
+            &r.user_id.as_deref().unwrap_or(""),
+            &r.actor,
+            &r.action,
+            &r.target,
+            &r.outcome.as_str(),
+            &r.reason,
+            &r.before.as_ref().map(Json),
+            &r.after.as_ref().map(Json),
+            &r.error.as_ref().map(Json),
+            &r.request_id,
+            &to_millis(r.created_at),
+            &r.id,
+        ];
+        self.execute(sql, &params)
+    }
+
     /// Stores a usage event of another store as it is, its id included.
     fn copy_usage(&mut self, usage: &NewUsage) -> StoreResult<()> {
         let sql = concat!(

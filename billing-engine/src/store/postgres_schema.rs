@@ -209,11 +209,12 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
-    // 5: the outbox of domain events, as the SQLite schema's version 7. Ids come from a
-    // sequence, in the order transactions start writing, not the order they commit, so a
-    // cursor is the pair (writing transaction, id) and a reader takes only events of
-    // transactions older than every one still running (`pg_snapshot_xmin`): no event can
-    // later appear before what a consumer has acknowledged.
+    // 5: the outbox of domain events and the audit log, as the SQLite schema's version 7.
+    // Event ids come from a sequence, in the order transactions write them, not the order
+    // they commit, so a cursor is the pair (writing transaction, id) and a reader takes
+    // only events of transactions older than every one still running
+    // (`pg_snapshot_xmin`): no event can later appear before what a consumer has
+    // acknowledged.
     r#"
     CREATE TABLE events (
         user_id     TEXT NOT NULL,
@@ -245,6 +246,33 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at BIGINT,                       -- unix ms
         stopped_at      BIGINT                        -- unix ms
     );
+
+    -- Who did what, append-only like the ledger. user_id is '' for an operation about
+    -- no user (a catalog reload, a webhook about nobody's payment).
+    CREATE TABLE audit_log (
+        user_id     TEXT NOT NULL,
+        id          BIGINT GENERATED ALWAYS AS IDENTITY,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT,
+        outcome     TEXT NOT NULL,
+        reason      TEXT,
+        before      JSON,
+        after       JSON,
+        error       JSON,
+        request_id  TEXT,
+        created_at  BIGINT NOT NULL,        -- unix ms
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX audit_by_id ON audit_log (id);
+    CREATE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the audit log is append-only' USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
     "#,
 ];
 

@@ -219,8 +219,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     "#,
     // 7: the outbox of domain events, written in the transaction of the change that
-    // causes each, and each consumer's cursor in it. SQLite has one writer at a time, so
-    // ids follow the order transactions commit and a cursor is an id.
+    // causes each, and each consumer's cursor in it (SQLite has one writer at a time, so
+    // ids follow the order transactions commit and a cursor is an id); the audit log.
     r#"
     CREATE TABLE events (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -244,6 +244,28 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER,            -- unix ms
         stopped_at      INTEGER             -- unix ms
     ) WITHOUT ROWID;
+
+    -- Who did what, append-only like the ledger. user_id is '' for an operation about
+    -- no user (a catalog reload, a webhook about nobody's payment).
+    CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT,
+        outcome     TEXT NOT NULL,
+        reason      TEXT,
+        before      TEXT,                   -- JSON
+        after       TEXT,                   -- JSON
+        error       TEXT,                   -- JSON
+        request_id  TEXT,
+        created_at  INTEGER NOT NULL        -- unix ms
+    );
+    CREATE INDEX audit_by_user ON audit_log (user_id, id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     "#,
 ];
 

@@ -19,6 +19,7 @@ use super::sqlite_error::SqliteError;
 use super::sqlite_writer::{CommitStats, Writer};
 use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
+use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
 use crate::error::{BillingError, Result};
 use crate::events::{Event, EventType, NewEvent};
@@ -819,6 +820,43 @@ impl Transaction for SqliteTx<'_> {
         Ok(state.unwrap_or_default())
     }
 
+    fn append_audit(&mut self, r: &NewAuditRecord) -> StoreResult<i64> {
+        let sql = concat!(
+            "INSERT INTO audit_log (",
+            audit_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        );
+        let json = |value: &Option<serde_json::Value>| value.as_ref().map(serde_json::Value::to_string);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            r.user_id.as_deref().unwrap_or(""),
+            r.actor,
+            r.action,
+            r.target,
+            r.outcome.as_str(),
+            r.reason,
+            json(&r.before),
+            json(&r.after),
+            json(&r.error),
+            r.request_id,
+            to_millis(r.created_at),
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn audit_records(&mut self, f: &AuditFilter, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let sql = concat!(
+            "SELECT id, ",
+            audit_columns!(),
+            " FROM audit_log WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR actor = ?2) \
+             AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR outcome = ?4) AND id < ?5 ORDER BY id DESC LIMIT ?6"
+        );
+        let outcome = f.outcome.map(AuditOutcome::as_str);
+        let before = before.unwrap_or(i64::MAX);
+        self.many(sql, params![f.user_id, f.actor, f.action, outcome, before, limit], audit_from_row)
+    }
+
     fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
         let sql = "INSERT INTO event_consumers (consumer, position, failed_attempts, next_attempt_at, stopped_at) \
                    VALUES (?1, 0, ?2, ?3, ?4) ON CONFLICT (consumer) DO UPDATE SET \
@@ -834,6 +872,30 @@ impl Transaction for SqliteTx<'_> {
         .map_err(SqliteError::from)?;
         Ok(())
     }
+}
+
+fn audit_from_row(row: &Row) -> rusqlite::Result<AuditRecord> {
+    in_table("audit_log", row, |row| {
+        let json = |idx: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+            let text: Option<String> = row.get(idx)?;
+            text.map(|text| serde_json::from_str(&text).map_err(|_| corrupt(idx))).transpose()
+        };
+        let user_id: String = row.get(1)?;
+        Ok(AuditRecord {
+            id: row.get(0)?,
+            user_id: (!user_id.is_empty()).then_some(user_id),
+            actor: row.get(2)?,
+            action: row.get(3)?,
+            target: row.get(4)?,
+            outcome: parsed(row, 5)?,
+            reason: row.get(6)?,
+            before: json(7)?,
+            after: json(8)?,
+            error: json(9)?,
+            request_id: row.get(10)?,
+            created_at: from_millis(row.get(11)?),
+        })
+    })
 }
 
 fn event_from_row(row: &Row) -> rusqlite::Result<Event> {
@@ -1084,7 +1146,17 @@ macro_rules! parse_column_by_name {
     )*};
 }
 
-parse_column_by_name!(EntryKind, ChargeSource, Purpose, PaymentStatus, HoldStatus, LotCategory, LotSource, EventType);
+parse_column_by_name!(
+    EntryKind,
+    ChargeSource,
+    Purpose,
+    PaymentStatus,
+    HoldStatus,
+    LotCategory,
+    LotSource,
+    EventType,
+    AuditOutcome
+);
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
