@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::UtcOffset;
 
+use crate::crypto::{CryptoCatalog, CryptoPrice, RawCrypto, RawCryptoPrice};
 use crate::error::{BillingError, Result};
 use crate::input;
 use crate::payment;
@@ -118,6 +119,8 @@ pub struct Plan {
     pub overage: BTreeMap<String, Overage>,
     /// How the plan appears on a 54-FZ receipt: its own `receipt` over the catalog's.
     pub receipt: Option<ReceiptSettings>,
+    /// Its prices in tokens, one per network and token (see `crate::crypto`).
+    pub crypto_prices: Vec<CryptoPrice>,
 }
 
 impl Plan {
@@ -215,6 +218,8 @@ pub struct Package {
     pub expires_after_days: Option<u32>,
     /// How the package appears on a 54-FZ receipt: its own `receipt` over the catalog's.
     pub receipt: Option<ReceiptSettings>,
+    /// Its prices in tokens, one per network and token (see `crate::crypto`).
+    pub crypto_prices: Vec<CryptoPrice>,
 }
 
 /// What becomes of credits a refund gives back to a lot that has expired.
@@ -253,6 +258,8 @@ pub struct Catalog {
     /// The catalog's `[receipt]`: how a purchase appears on a 54-FZ receipt when its plan
     /// or package says nothing else, and how a card binding always does.
     pub receipt: Option<ReceiptSettings>,
+    /// `[crypto]`: the networks and tokens plans and packages may be paid in.
+    pub crypto: Option<CryptoCatalog>,
 }
 
 impl Catalog {
@@ -382,6 +389,8 @@ struct RawCatalog {
     reissue_days: Option<i64>,
     #[serde(default)]
     receipt: Option<RawReceipt>,
+    #[serde(default)]
+    crypto: Option<RawCrypto>,
 }
 
 /// `[receipt]`, or a plan's or package's `receipt = { ... }`; each field it leaves out
@@ -474,6 +483,8 @@ struct RawPlan {
     overage: BTreeMap<String, RawOverage>,
     #[serde(default)]
     receipt: Option<RawReceipt>,
+    #[serde(default)]
+    crypto_prices: Vec<RawCryptoPrice>,
 }
 
 #[derive(Deserialize)]
@@ -485,6 +496,8 @@ struct RawPackage {
     expires_after_days: Option<i64>,
     #[serde(default)]
     receipt: Option<RawReceipt>,
+    #[serde(default)]
+    crypto_prices: Vec<RawCryptoPrice>,
 }
 
 /// A price: only a decimal string is accepted, so a float never becomes money.
@@ -586,10 +599,15 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
 
     let base_receipt = raw.receipt.as_ref();
     let receipt = receipt_settings("receipt", None, base_receipt)?;
+    let crypto =
+        raw.crypto.map(CryptoCatalog::validate).transpose().map_err(|(path, message)| invalid(path, message))?;
     let mut plans = Vec::with_capacity(raw.plans.len());
-    for (i, plan) in raw.plans.into_iter().enumerate() {
+    for (i, mut plan) in raw.plans.into_iter().enumerate() {
         let own_receipt = plan.receipt.clone();
+        let crypto_prices =
+            crypto_prices(&format!("plans[{i}].crypto_prices"), crypto.as_ref(), &mut plan.crypto_prices)?;
         let mut plan = validate_plan(i, plan, &metrics)?;
+        plan.crypto_prices = crypto_prices;
         plan.receipt = receipt_settings(&format!("plans[{i}].receipt"), own_receipt.as_ref(), base_receipt)?;
         for (name, kind) in plan_features(&plan) {
             match features.get(name) {
@@ -634,7 +652,9 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
             .map(|days| positive_days(&format!("packages[{i}].expires_after_days"), days))
             .transpose()?;
         let receipt = receipt_settings(&format!("packages[{i}].receipt"), package.receipt.as_ref(), base_receipt)?;
-        packages.push(Package { code, credits, price, expires_after_days, receipt });
+        let mut raw_prices = package.crypto_prices;
+        let crypto_prices = crypto_prices(&format!("packages[{i}].crypto_prices"), crypto.as_ref(), &mut raw_prices)?;
+        packages.push(Package { code, credits, price, expires_after_days, receipt, crypto_prices });
     }
 
     Ok(Catalog {
@@ -654,7 +674,22 @@ fn validate(raw: RawCatalog) -> Result<Catalog> {
         features,
         capture_overrun: raw.capture_overrun.unwrap_or(CaptureOverrun::Cap),
         receipt,
+        crypto,
     })
+}
+
+/// An item's `crypto_prices` (taken from `raw`), which need `[crypto]`.
+fn crypto_prices(
+    path: &str,
+    crypto: Option<&CryptoCatalog>,
+    raw: &mut Vec<RawCryptoPrice>,
+) -> Result<Vec<CryptoPrice>> {
+    let raw = std::mem::take(raw);
+    match crypto {
+        _ if raw.is_empty() => Ok(Vec::new()),
+        None => Err(invalid(path, "crypto prices need a [crypto] table with its networks and tokens")),
+        Some(crypto) => crypto.prices(path, raw).map_err(|(path, message)| invalid(path, message)),
+    }
 }
 
 /// An item's receipt settings: its own fields over the catalog's `[receipt]`, then the
@@ -818,6 +853,7 @@ fn validate_plan(i: usize, raw: RawPlan, metrics: &BTreeMap<String, Metric>) -> 
         quota_mode: raw.quota_mode.unwrap_or(QuotaMode::Hard),
         overage,
         receipt: None,
+        crypto_prices: Vec::new(),
     })
 }
 

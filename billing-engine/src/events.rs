@@ -197,7 +197,12 @@ pub(crate) fn from_entry(entry: &LedgerEntry) -> Vec<NewEvent> {
                 "package_code": meta["package_code"],
                 "credits_taken": entry.credits_delta.abs().to_string(),
             });
-            let mut events = vec![event(EventType::PaymentRefunded, payload)];
+            // A reorg took the money back on chain: the same entry, another event.
+            let kind = match meta["reason"].as_str() {
+                Some("reorg") => EventType::PaymentReversed,
+                _ => EventType::PaymentRefunded,
+            };
+            let mut events = vec![event(kind, payload)];
             // A refunded period cut the subscription short; the plan ends when no paid
             // time is left.
             let cut_to = meta["subscription_expires_at"].as_str().and_then(crate::time_util::parse_iso);
@@ -236,6 +241,18 @@ pub(crate) fn from_payment(payment: &Payment, now: OffsetDateTime) -> Option<New
         "currency": payment.currency,
         "provider_payment_id": payment.provider_payment_id,
     });
+    if let Some(crypto) = &payment.crypto {
+        payload["crypto"] = json!({
+            "chain_id": crypto.chain_id,
+            "network": crypto.network,
+            "token": crypto.token,
+            "symbol": crypto.symbol,
+            "amount": crypto.amount.to_string(),
+            "received": crypto.received.to_string(),
+            "tx_hash": crypto.tx_hash,
+            "state": crypto.state.as_str(),
+        });
+    }
     let event_type = match payment.status {
         PaymentStatus::Succeeded => {
             payload["paid_at"] = json!(payment.paid_at.map(iso));

@@ -30,16 +30,20 @@
 //! - [`standard_webhooks`]: how HTTP delivery of events is signed;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
 //! - [`webhook`]: when a provider notification is trusted;
-//! - [`provider`], [`yookassa`]: the provider trait and the YooKassa client;
+//! - [`crypto`]: crypto (EVM) payments: networks, references, transfer states;
+//! - [`provider`], [`yookassa`], [`alchemy`]: the provider traits, the YooKassa client,
+//!   Alchemy's notifications;
 //! - [`store`]: the persistence trait and the SQLite backend;
 //! - [`input`]: the checks on caller input, and the parsers bindings use for text arguments.
 
 pub mod account;
+pub mod alchemy;
 pub mod audit;
 mod billing;
 pub mod catalog;
 pub mod charge;
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod events;
 #[cfg(feature = "http")]
@@ -66,7 +70,9 @@ pub mod webhook;
 pub mod yookassa;
 
 pub use audit::{AuditContext, AuditFilter, AuditOutcome, AuditRecord};
-pub use billing::{Billing, ImportedSubscription, Purchase};
+pub use billing::{
+    Billing, CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, ImportedSubscription, Purchase,
+};
 #[cfg(feature = "http")]
 pub use billing::{DeliveryOutcome, DeliveryReport, EventEndpoint};
 pub use catalog::{Catalog, ChargeSource, Package, Plan, RefundToExpired, Tier};

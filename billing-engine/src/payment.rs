@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::account::Account;
 use crate::catalog::Catalog;
+use crate::crypto::{CryptoDetails, CryptoState};
 use crate::error::Result;
 use crate::ledger::{CancelReason, EntryKind, NewEntry, PaymentRefund};
 use crate::subscription::Subscription;
@@ -231,6 +232,10 @@ pub struct Payment {
     pub updated_at: OffsetDateTime,
     #[serde(with = "crate::time_util::serde_iso::option")]
     pub paid_at: Option<OffsetDateTime>,
+    /// A crypto payment's network, token, amount and transfers (`crate::crypto`);
+    /// `None` for a payment through a card provider.
+    #[serde(default)]
+    pub crypto: Option<CryptoDetails>,
 }
 
 /// The part of a subscription one payment bought: `[start, end)` of `subscription_id`.
@@ -275,6 +280,13 @@ impl Payment {
     /// the provider refused, `canceled` for one nobody finished or the shop canceled
     /// ([`CANCELED_NOT_FAILED`]), else the status itself.
     pub fn history_status(&self) -> &'static str {
+        // A crypto payment that expired unpaid was canceled by nobody's failure; one
+        // whose credit a reorg reversed failed (its `crypto.state` says which).
+        match self.crypto.as_ref().map(|c| c.state) {
+            Some(CryptoState::Expired) => return "canceled",
+            Some(CryptoState::Reorged) => return "failed",
+            _ => {}
+        }
         match self.status {
             PaymentStatus::New | PaymentStatus::Pending | PaymentStatus::WaitingForCapture => "pending",
             PaymentStatus::Canceled
@@ -449,6 +461,7 @@ pub struct PaymentHistory {
 /// Seed 003 `PaymentHistoryItem`; the amount is a JSON number there.
 #[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct PaymentHistoryItem {
     pub id: String,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
@@ -463,6 +476,31 @@ pub struct PaymentHistoryItem {
     /// Money given back so far (partial refunds leave the status `succeeded`).
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub refunded_amount: Decimal,
+    /// A crypto payment's network, token and transaction (seed 004 `/me/history`);
+    /// `None` for other payments.
+    #[serde(default)]
+    pub crypto: Option<CryptoHistory>,
+}
+
+/// What the history shows of a crypto payment.
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct CryptoHistory {
+    pub chain_id: u64,
+    pub network: String,
+    /// The token's contract, and its symbol for people.
+    pub token: String,
+    pub symbol: String,
+    /// What was asked, in base units.
+    pub amount: String,
+    /// What arrived, in base units.
+    pub received: String,
+    pub tx_hash: Option<String>,
+    pub confirmations: u32,
+    /// `pending`, `confirming`, `succeeded`, `underpaid`, `overpaid`, `expired`, `failed`,
+    /// `reorged` or `refunded`.
+    pub state: String,
 }
 
 impl From<&Payment> for PaymentHistoryItem {
@@ -475,6 +513,17 @@ impl From<&Payment> for PaymentHistoryItem {
             paid_at: payment.paid_at,
             description: payment.description.clone(),
             refunded_amount: payment.refunded_amount,
+            crypto: payment.crypto.as_ref().map(|c| CryptoHistory {
+                chain_id: c.chain_id,
+                network: c.network.clone(),
+                token: c.token.clone(),
+                symbol: c.symbol.clone(),
+                amount: c.amount.to_string(),
+                received: c.received.to_string(),
+                tx_hash: c.tx_hash.clone(),
+                confirmations: c.confirmations,
+                state: c.state.as_str().to_owned(),
+            }),
         }
     }
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::account::{next_local_midnight, Account};
 use crate::catalog::{Catalog, ChargeSource, Plan};
 use crate::lots::{CreditLot, ExpiringCredits};
-use crate::payment::{PaymentMethodView, SavedMethod};
+use crate::payment::{PaymentHistoryItem, PaymentMethodView, SavedMethod};
 
 /// Everything a client needs to show a user's billing at a glance. `None` means
 /// unlimited or not applicable.
@@ -98,10 +98,13 @@ pub struct BillingMe {
     pub used_today: u32,
     pub remaining_today: Option<u32>,
     pub credits_expiring: Vec<ExpiringCredits>,
+    /// The user's latest payment the provider accepted, with a crypto payment's network,
+    /// token and transaction (seed 004's settings bundle).
+    pub last_payment: Option<PaymentHistoryItem>,
 }
 
-impl From<&BillingState> for BillingMe {
-    fn from(state: &BillingState) -> Self {
+impl BillingMe {
+    pub(crate) fn new(state: &BillingState, last_payment: Option<PaymentHistoryItem>) -> Self {
         Self {
             plan_code: state.plan_code.clone(),
             plan_name: state.plan_name.clone(),
@@ -111,6 +114,7 @@ impl From<&BillingState> for BillingMe {
             used_today: state.used_today,
             remaining_today: state.remaining_today,
             credits_expiring: state.credits_expiring.clone(),
+            last_payment,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! races, payments, the property test, plan cards) runs once per store on this one code.
 #![allow(dead_code)]
 
+pub mod indexer;
 pub mod yookassa;
 
 use std::path::{Path, PathBuf};

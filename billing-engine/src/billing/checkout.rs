@@ -447,6 +447,7 @@ impl<S: Store> Billing<S> {
             created_at: now,
             updated_at: now,
             paid_at: None,
+            crypto: None,
         }
     }
 
@@ -527,7 +528,7 @@ impl<S: Store> Billing<S> {
         payment.updated_at = now;
         if payment.purpose == Purpose::Renewal {
             payment.status = PaymentStatus::Canceled;
-            self.apply_effects(tx, &mut payment, now)?;
+            self.apply_effects(tx, &mut payment, None, now)?;
         } else {
             payment.provider_key = uuid::Uuid::new_v4().to_string();
         }

@@ -16,6 +16,7 @@ use crate::audit::AuditOutcome;
 use crate::catalog::{Catalog, Operation};
 use crate::charge::{self, Charge, ChargeRequest, Quote, Refund};
 use crate::clock::{Clock, SystemClock};
+use crate::crypto::CryptoProvider;
 use crate::error::{BillingError, Result};
 use crate::events;
 use crate::input;
@@ -24,6 +25,7 @@ use crate::ledger::{
     LedgerEntry, LotTerms, Mismatch, NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::lots::{GrantTerms, LotCategory, LotSource};
+use crate::payment::PaymentHistoryItem;
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Database, LocalOptions, Store, Transaction};
 use crate::subscription::Subscription;
@@ -33,6 +35,7 @@ use crate::views::{BillingMe, BillingState, SubscriptionDetails, SubscriptionPla
 mod audit_log;
 mod checkout;
 mod credit_lots;
+mod crypto_payments;
 #[cfg(feature = "http")]
 mod delivery;
 mod metering;
@@ -41,6 +44,7 @@ mod outbox;
 mod renewals;
 
 pub use checkout::Purchase;
+pub use crypto_payments::{CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome};
 #[cfg(feature = "http")]
 pub use delivery::{DeliveryOutcome, DeliveryReport, EventEndpoint};
 
@@ -51,6 +55,8 @@ pub struct Billing<S: Store = Database> {
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     payments: Option<checkout::PaymentSetup>,
+    /// Where crypto transfers are heard of (`with_crypto`).
+    crypto: Option<Arc<dyn CryptoProvider>>,
 }
 
 /// A charge's input, checked: what [`Billing::charge_in`] runs.
@@ -134,7 +140,7 @@ impl Billing<Database> {
 
 impl<S: Store> Billing<S> {
     pub fn new(store: S, catalog: Catalog, clock: Arc<dyn Clock>) -> Self {
-        Self { store, catalog: Arc::new(catalog), clock, payments: None }
+        Self { store, catalog: Arc::new(catalog), clock, payments: None, crypto: None }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -564,7 +570,14 @@ impl<S: Store> Billing<S> {
     // ---- views ----
 
     pub fn billing_me(&self, user_id: &str) -> Result<BillingMe> {
-        Ok(BillingMe::from(&self.state(user_id)?))
+        input::id("user_id", user_id)?;
+        let now = self.now();
+        self.store.read(|tx| {
+            let view = self.read_view(tx, user_id, now)?;
+            let state = BillingState::new(&view.account, &view.open_lots, &self.catalog, now);
+            let last_payment = tx.payment_history(user_id, 1)?.first().map(PaymentHistoryItem::from);
+            Ok(BillingMe::new(&state, last_payment))
+        })
     }
 
     pub fn subscription_details(&self, user_id: &str) -> Result<SubscriptionDetails> {

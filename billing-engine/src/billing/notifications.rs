@@ -208,7 +208,7 @@ impl<S: Store> Billing<S> {
         if object.cancellation_reason.as_deref() == Some(PERMISSION_REVOKED) {
             self.forget_method(tx, &payment.user_id, object.method_id.as_deref(), now)?;
         }
-        self.apply_effects(tx, payment, now)
+        self.apply_effects(tx, payment, None, now)
     }
 
     /// Records money the provider has refunded on `payment` since the engine last looked,
@@ -288,10 +288,12 @@ impl<S: Store> Billing<S> {
 
     /// Records what `payment` reaching its status does to its user's account, and the
     /// event that says it did.
+    /// `key`, when given, keys the first entry (a crypto credit, once per transfer).
     pub(super) fn apply_effects(
         &self,
         tx: &mut dyn Transaction,
         payment: &mut Payment,
+        key: Option<(&str, &Request)>,
         now: OffsetDateTime,
     ) -> Result<()> {
         if let Some(event) = events::from_payment(payment, now) {
@@ -302,7 +304,11 @@ impl<S: Store> Billing<S> {
         if entries.is_empty() {
             return Ok(());
         }
-        for entry in entries {
+        for (i, entry) in entries.into_iter().enumerate() {
+            let entry = match key {
+                Some((key, request)) if i == 0 => entry.keyed(key, request),
+                _ => entry,
+            };
             self.record(tx, &mut account, entry)?;
         }
         Ok(tx.update_account(&account)?)

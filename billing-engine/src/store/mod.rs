@@ -44,7 +44,7 @@ macro_rules! payment_columns {
         "id, user_id, purpose, plan_code, package_code, amount, currency, credits, description, status, \
          provider_payment_id, provider_key, save_payment_method, return_url, confirmation_url, renewal_of, \
          refund_id, payload, idempotency_key, created_at, updated_at, paid_at, refunded_amount, \
-         paid_subscription_id, paid_from, paid_until"
+         paid_subscription_id, paid_from, paid_until, crypto"
     };
 }
 
@@ -78,6 +78,7 @@ pub use sqlite_writer::CommitStats;
 
 use crate::account::Account;
 use crate::audit::{AuditFilter, AuditRecord, NewAuditRecord};
+use crate::crypto::StoredObservation;
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
 use crate::ledger::{LedgerEntry, NewEntry};
@@ -380,6 +381,53 @@ pub trait Transaction {
     /// Up to `limit` records that match `filter`, with ids below `before`, newest first.
     fn audit_records(&mut self, filter: &AuditFilter, before: Option<i64>, limit: u32)
         -> StoreResult<Vec<AuditRecord>>;
+
+    // ---- crypto payments ----
+
+    /// Gives `reference` of the token `(chain_id, token)` to the user's payment until
+    /// `until`, unless another payment holds it past `now`; whether it did. A
+    /// reference is a key of its own across users: no two open payments share one.
+    #[allow(clippy::too_many_arguments)]
+    fn claim_reference(
+        &mut self,
+        chain_id: u64,
+        token: &str,
+        reference: u64,
+        user_id: &str,
+        payment_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+
+    /// The user and payment that took `reference` last, whether it still holds it or not.
+    fn reference_holder(&mut self, chain_id: u64, token: &str, reference: u64)
+        -> StoreResult<Option<(String, String)>>;
+
+    /// A transfer as stored for `user_id` (`""` for one no payment holds).
+    fn observation(
+        &mut self,
+        user_id: &str,
+        chain_id: u64,
+        tx_hash: &str,
+        log_index: u64,
+    ) -> StoreResult<Option<StoredObservation>>;
+
+    /// Saves or replaces a transfer for `user_id`.
+    fn save_observation(&mut self, user_id: &str, stored: &StoredObservation) -> StoreResult<()>;
+
+    /// The transfers matched to one of the user's payments, as first seen.
+    fn payment_observations(&mut self, user_id: &str, payment_id: &str) -> StoreResult<Vec<StoredObservation>>;
+
+    /// Raises the highest block seen on a chain to `block` if that is higher; the
+    /// highest after.
+    fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64>;
+
+    fn chain_head(&mut self, chain_id: u64) -> StoreResult<Option<u64>>;
+
+    /// The crypto payments a transfer can still move (pending, confirming, underpaid),
+    /// and the credited ones updated at or after `since` (a reorg can still reverse
+    /// them): `(user_id, payment_id)`, oldest first.
+    fn crypto_payments_to_check(&mut self, since: OffsetDateTime) -> StoreResult<Vec<(String, String)>>;
 }
 
 /// Where HTTP delivery of the outbox to one endpoint stands, beside its cursor.

@@ -36,6 +36,7 @@ use super::{postgres_schema, DeliveryState, Store, StoreError, StoreResult, Tran
 use crate::account::{Account, Allowance, DayOps};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
+use crate::crypto::StoredObservation;
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
@@ -647,8 +648,8 @@ impl Transaction for PgTx<'_> {
         let sql = concat!(
             "INSERT INTO payments (",
             payment_columns!(),
-            ", request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+            ", request_hash, crypto_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
         );
         let period = p.paid_period.as_ref();
         self.change_one(
@@ -680,7 +681,9 @@ impl Transaction for PgTx<'_> {
                 &period.map(|period| period.subscription_id.as_str()),
                 &period.map(|period| to_millis(period.start)),
                 &period.map(|period| to_millis(period.end)),
+                &p.crypto.as_ref().map(Json),
                 &request_hash,
+                &p.crypto.as_ref().map(|c| c.state.as_str()),
             ],
             "the payment insert wrote no row",
         )
@@ -689,8 +692,8 @@ impl Transaction for PgTx<'_> {
     fn update_payment(&mut self, p: &Payment) -> StoreResult<()> {
         let sql = "UPDATE payments SET status = $3, provider_payment_id = $4, provider_key = $5, \
                    confirmation_url = $6, refund_id = $7, payload = $8, updated_at = $9, paid_at = $10, \
-                   refunded_amount = $11, paid_subscription_id = $12, paid_from = $13, paid_until = $14 \
-                   WHERE user_id = $1 AND id = $2";
+                   refunded_amount = $11, paid_subscription_id = $12, paid_from = $13, paid_until = $14, \
+                   crypto = $15, crypto_state = $16 WHERE user_id = $1 AND id = $2";
         let period = p.paid_period.as_ref();
         self.change_one(
             sql,
@@ -709,6 +712,8 @@ impl Transaction for PgTx<'_> {
                 &period.map(|period| period.subscription_id.as_str()),
                 &period.map(|period| to_millis(period.start)),
                 &period.map(|period| to_millis(period.end)),
+                &p.crypto.as_ref().map(Json),
+                &p.crypto.as_ref().map(|c| c.state.as_str()),
             ],
             "the payment to update is not in the database",
         )
@@ -729,7 +734,7 @@ impl Transaction for PgTx<'_> {
             payment_columns!(),
             ", request_hash FROM payments WHERE user_id = $1 AND idempotency_key = $2"
         );
-        self.one(sql, &[&user_id, &key], |row| Ok((read_payment(row)?, Cells::new(row, "payments").get(26)?)))
+        self.one(sql, &[&user_id, &key], |row| Ok((read_payment(row)?, Cells::new(row, "payments").get(27)?)))
     }
 
     fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>> {
@@ -1111,6 +1116,96 @@ impl Transaction for PgTx<'_> {
         self.many(sql, &params, read_audit)
     }
 
+    fn claim_reference(
+        &mut self,
+        chain_id: u64,
+        token: &str,
+        reference: u64,
+        user_id: &str,
+        payment_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let sql = "INSERT INTO crypto_references (chain_id, token, reference, user_id, payment_id, held_until) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chain_id, token, reference) DO UPDATE SET \
+                   user_id = excluded.user_id, payment_id = excluded.payment_id, held_until = excluded.held_until \
+                   WHERE crypto_references.held_until <= $7";
+        let params: [Param; 7] =
+            [&wide(chain_id), &token, &wide(reference), &user_id, &payment_id, &to_millis(until), &to_millis(now)];
+        Ok(self.execute(sql, &params)? == 1)
+    }
+
+    fn reference_holder(
+        &mut self,
+        chain_id: u64,
+        token: &str,
+        reference: u64,
+    ) -> StoreResult<Option<(String, String)>> {
+        let sql =
+            "SELECT user_id, payment_id FROM crypto_references WHERE chain_id = $1 AND token = $2 AND reference = $3";
+        self.one(sql, &[&wide(chain_id), &token, &wide(reference)], |row| {
+            let c = Cells::new(row, "crypto_references");
+            Ok((c.get(0)?, c.get(1)?))
+        })
+    }
+
+    fn observation(
+        &mut self,
+        user_id: &str,
+        chain_id: u64,
+        tx_hash: &str,
+        log_index: u64,
+    ) -> StoreResult<Option<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = $1 AND chain_id = $2 AND tx_hash = $3 AND log_index = $4";
+        self.one(sql, &[&user_id, &wide(chain_id), &tx_hash, &wide(log_index)], read_observation)
+    }
+
+    fn save_observation(&mut self, user_id: &str, stored: &StoredObservation) -> StoreResult<()> {
+        let o = &stored.observation;
+        let sql = "INSERT INTO crypto_observations (user_id, chain_id, tx_hash, log_index, payment_id, observation, \
+                   seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, chain_id, tx_hash, log_index) \
+                   DO UPDATE SET payment_id = excluded.payment_id, observation = excluded.observation";
+        let params: [Param; 7] = [
+            &user_id,
+            &wide(o.chain_id),
+            &o.tx_hash,
+            &wide(o.log_index),
+            &stored.payment_id,
+            &Json(o),
+            &to_millis(stored.seen_at),
+        ];
+        self.change_one(sql, &params, "the transfer was not saved")
+    }
+
+    fn payment_observations(&mut self, user_id: &str, payment_id: &str) -> StoreResult<Vec<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = $1 AND payment_id = $2 ORDER BY seen_at, tx_hash, log_index";
+        self.many(sql, &[&user_id, &payment_id], read_observation)
+    }
+
+    fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64> {
+        let sql = "INSERT INTO chain_heads (chain_id, block_number) VALUES ($1, $2) ON CONFLICT (chain_id) \
+                   DO UPDATE SET block_number = greatest(chain_heads.block_number, excluded.block_number) \
+                   RETURNING block_number";
+        let rows = self.rows(sql, &[&wide(chain_id), &wide(block)])?;
+        Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0)) as u64)
+    }
+
+    fn chain_head(&mut self, chain_id: u64) -> StoreResult<Option<u64>> {
+        let rows = self.rows("SELECT block_number FROM chain_heads WHERE chain_id = $1", &[&wide(chain_id)])?;
+        Ok(rows.first().map(|row| row.get::<_, i64>(0) as u64))
+    }
+
+    fn crypto_payments_to_check(&mut self, since: OffsetDateTime) -> StoreResult<Vec<(String, String)>> {
+        let sql = "SELECT user_id, id FROM payments WHERE crypto_state IN ('pending', 'confirming', 'underpaid') \
+                   OR (crypto_state IN ('succeeded', 'overpaid') AND updated_at >= $1) ORDER BY created_at, id";
+        self.many(sql, &[&to_millis(since)], |row| {
+            let c = Cells::new(row, "payments");
+            Ok((c.get(0)?, c.get(1)?))
+        })
+    }
+
     fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
         let sql = "INSERT INTO event_consumers (consumer, failed_attempts, next_attempt_at, stopped_at) \
                    VALUES ($1, $2, $3, $4) ON CONFLICT (consumer) DO UPDATE SET \
@@ -1140,6 +1235,16 @@ fn read_audit(row: &Row) -> StoreResult<AuditRecord> {
         request_id: c.get(10)?,
         created_at: c.time(11)?,
     })
+}
+
+fn read_observation(row: &Row) -> StoreResult<StoredObservation> {
+    let c = Cells::new(row, "crypto_observations");
+    Ok(StoredObservation { payment_id: c.get(0)?, observation: c.json(1)?, seen_at: c.time(2)? })
+}
+
+/// A chain id, block or log index as PostgreSQL's `BIGINT` (they are far below 2^63).
+fn wide(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn read_event(row: &Row) -> StoreResult<Event> {
@@ -1439,6 +1544,7 @@ fn read_payment(row: &Row) -> StoreResult<Payment> {
             (Some(subscription_id), Some(start), Some(end)) => Some(PaidPeriod { subscription_id, start, end }),
             _ => None,
         },
+        crypto: c.json_opt(26)?,
     })
 }
 

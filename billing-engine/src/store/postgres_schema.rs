@@ -273,6 +273,39 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
     CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
+
+    -- Crypto payments, as in SQLite. The references and the chain heads are no user's
+    -- (a reference table in Citus); a transfer's rows lead with the user it paid.
+    ALTER TABLE payments ADD COLUMN crypto JSON;
+    ALTER TABLE payments ADD COLUMN crypto_state TEXT;
+    CREATE INDEX payments_by_crypto_state ON payments (crypto_state) WHERE crypto_state IS NOT NULL;
+
+    CREATE TABLE crypto_references (
+        chain_id   BIGINT NOT NULL,
+        token      TEXT NOT NULL,
+        reference  BIGINT NOT NULL,
+        user_id    TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        held_until BIGINT NOT NULL,
+        PRIMARY KEY (chain_id, token, reference)
+    );
+
+    CREATE TABLE crypto_observations (
+        user_id      TEXT NOT NULL,
+        chain_id     BIGINT NOT NULL,
+        tx_hash      TEXT NOT NULL,
+        log_index    BIGINT NOT NULL,
+        payment_id   TEXT,
+        observation  JSON NOT NULL,
+        seen_at      BIGINT NOT NULL,
+        PRIMARY KEY (user_id, chain_id, tx_hash, log_index)
+    );
+    CREATE INDEX crypto_observations_by_payment ON crypto_observations (user_id, payment_id);
+
+    CREATE TABLE chain_heads (
+        chain_id     BIGINT PRIMARY KEY,
+        block_number BIGINT NOT NULL
+    );
     "#,
 ];
 

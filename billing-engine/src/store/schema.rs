@@ -266,6 +266,40 @@ const MIGRATIONS: &[&str] = &[
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    -- Crypto payments: what a payment asks and has seen (JSON), its state by itself for
+    -- the reconciling worker's query; the references open payments hold; the transfers
+    -- seen on chain (user_id '' for one no payment holds); each chain's highest block.
+    ALTER TABLE payments ADD COLUMN crypto TEXT;
+    ALTER TABLE payments ADD COLUMN crypto_state TEXT;
+    CREATE INDEX payments_by_crypto_state ON payments (crypto_state) WHERE crypto_state IS NOT NULL;
+
+    CREATE TABLE crypto_references (
+        chain_id   INTEGER NOT NULL,
+        token      TEXT NOT NULL,
+        reference  INTEGER NOT NULL,
+        user_id    TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        held_until INTEGER NOT NULL,        -- unix ms: another payment may take it after
+        PRIMARY KEY (chain_id, token, reference)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE crypto_observations (
+        user_id      TEXT NOT NULL,
+        chain_id     INTEGER NOT NULL,
+        tx_hash      TEXT NOT NULL,
+        log_index    INTEGER NOT NULL,
+        payment_id   TEXT,
+        observation  TEXT NOT NULL,         -- JSON: the transfer, with the raw payload
+        seen_at      INTEGER NOT NULL,      -- unix ms
+        PRIMARY KEY (user_id, chain_id, tx_hash, log_index)
+    ) WITHOUT ROWID;
+    CREATE INDEX crypto_observations_by_payment ON crypto_observations (user_id, payment_id);
+
+    CREATE TABLE chain_heads (
+        chain_id     INTEGER PRIMARY KEY,
+        block_number INTEGER NOT NULL
+    );
     "#,
 ];
 

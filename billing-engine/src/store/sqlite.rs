@@ -21,6 +21,7 @@ use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
+use crate::crypto::StoredObservation;
 use crate::error::{BillingError, Result};
 use crate::events::{Event, EventType, NewEvent};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
@@ -337,10 +338,11 @@ impl Transaction for SqliteTx<'_> {
         let sql = concat!(
             "INSERT INTO payments (",
             payment_columns!(),
-            ", request_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+            ", request_hash, crypto_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+             ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"
         );
         let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        let crypto = p.crypto.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         stmt.execute(params![
             p.id,
@@ -369,7 +371,9 @@ impl Transaction for SqliteTx<'_> {
             p.paid_period.as_ref().map(|period| period.subscription_id.as_str()),
             p.paid_period.as_ref().map(|period| to_millis(period.start)),
             p.paid_period.as_ref().map(|period| to_millis(period.end)),
+            crypto,
             request_hash,
+            p.crypto.as_ref().map(|c| c.state.as_str()),
         ])
         .map_err(SqliteError::from)?;
         Ok(())
@@ -379,8 +383,10 @@ impl Transaction for SqliteTx<'_> {
         // Only what a payment's life changes; what it was created for stays as written.
         let sql = "UPDATE payments SET status = ?2, provider_payment_id = ?3, provider_key = ?4, \
                    confirmation_url = ?5, refund_id = ?6, payload = ?7, updated_at = ?8, paid_at = ?9, \
-                   refunded_amount = ?10, paid_subscription_id = ?11, paid_from = ?12, paid_until = ?13 WHERE id = ?1";
+                   refunded_amount = ?10, paid_subscription_id = ?11, paid_from = ?12, paid_until = ?13, \
+                   crypto = ?14, crypto_state = ?15 WHERE id = ?1";
         let payload = p.payload.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
+        let crypto = p.crypto.as_ref().map(serde_json::to_string).transpose().map_err(SqliteError::from)?;
         let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
         let changed = stmt
             .execute(params![
@@ -397,6 +403,8 @@ impl Transaction for SqliteTx<'_> {
                 p.paid_period.as_ref().map(|period| period.subscription_id.as_str()),
                 p.paid_period.as_ref().map(|period| to_millis(period.start)),
                 p.paid_period.as_ref().map(|period| to_millis(period.end)),
+                crypto,
+                p.crypto.as_ref().map(|c| c.state.as_str()),
             ])
             .map_err(SqliteError::from)?;
         if changed != 1 {
@@ -420,7 +428,7 @@ impl Transaction for SqliteTx<'_> {
             payment_columns!(),
             ", request_hash FROM payments WHERE user_id = ?1 AND idempotency_key = ?2"
         );
-        self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(26)?)))
+        self.one(sql, params![user_id, key], |row| Ok((payment_from_row(row)?, row.get(27)?)))
     }
 
     fn renewal_payment(&mut self, user_id: &str, period_key: &str) -> StoreResult<Option<Payment>> {
@@ -857,6 +865,93 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, params![f.user_id, f.actor, f.action, outcome, before, limit], audit_from_row)
     }
 
+    fn claim_reference(
+        &mut self,
+        chain_id: u64,
+        token: &str,
+        reference: u64,
+        user_id: &str,
+        payment_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let sql = "INSERT INTO crypto_references (chain_id, token, reference, user_id, payment_id, held_until) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (chain_id, token, reference) DO UPDATE SET \
+                   user_id = excluded.user_id, payment_id = excluded.payment_id, held_until = excluded.held_until \
+                   WHERE crypto_references.held_until <= ?7";
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        let params =
+            params![wide(chain_id), token, wide(reference), user_id, payment_id, to_millis(until), to_millis(now)];
+        Ok(stmt.execute(params).map_err(SqliteError::from)? == 1)
+    }
+
+    fn reference_holder(
+        &mut self,
+        chain_id: u64,
+        token: &str,
+        reference: u64,
+    ) -> StoreResult<Option<(String, String)>> {
+        let sql =
+            "SELECT user_id, payment_id FROM crypto_references WHERE chain_id = ?1 AND token = ?2 AND reference = ?3";
+        self.one(sql, params![wide(chain_id), token, wide(reference)], |row| Ok((row.get(0)?, row.get(1)?)))
+    }
+
+    fn observation(
+        &mut self,
+        user_id: &str,
+        chain_id: u64,
+        tx_hash: &str,
+        log_index: u64,
+    ) -> StoreResult<Option<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = ?1 AND chain_id = ?2 AND tx_hash = ?3 AND log_index = ?4";
+        self.one(sql, params![user_id, wide(chain_id), tx_hash, wide(log_index)], observation_from_row)
+    }
+
+    fn save_observation(&mut self, user_id: &str, stored: &StoredObservation) -> StoreResult<()> {
+        let o = &stored.observation;
+        let sql = "INSERT INTO crypto_observations (user_id, chain_id, tx_hash, log_index, payment_id, observation, \
+                   seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (user_id, chain_id, tx_hash, log_index) \
+                   DO UPDATE SET payment_id = excluded.payment_id, observation = excluded.observation";
+        let json = serde_json::to_string(o).map_err(SqliteError::from)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(SqliteError::from)?;
+        let params = params![
+            user_id,
+            wide(o.chain_id),
+            o.tx_hash,
+            wide(o.log_index),
+            stored.payment_id,
+            json,
+            to_millis(stored.seen_at)
+        ];
+        stmt.execute(params).map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn payment_observations(&mut self, user_id: &str, payment_id: &str) -> StoreResult<Vec<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = ?1 AND payment_id = ?2 ORDER BY seen_at, tx_hash, log_index";
+        self.many(sql, params![user_id, payment_id], observation_from_row)
+    }
+
+    fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64> {
+        let sql = "INSERT INTO chain_heads (chain_id, block_number) VALUES (?1, ?2) ON CONFLICT (chain_id) \
+                   DO UPDATE SET block_number = max(block_number, excluded.block_number) RETURNING block_number";
+        let head: i64 = self.one(sql, params![wide(chain_id), wide(block)], |row| row.get(0))?.unwrap_or(0);
+        Ok(head as u64)
+    }
+
+    fn chain_head(&mut self, chain_id: u64) -> StoreResult<Option<u64>> {
+        let sql = "SELECT block_number FROM chain_heads WHERE chain_id = ?1";
+        Ok(self.one(sql, [wide(chain_id)], |row| row.get::<_, i64>(0))?.map(|head| head as u64))
+    }
+
+    fn crypto_payments_to_check(&mut self, since: OffsetDateTime) -> StoreResult<Vec<(String, String)>> {
+        let sql = "SELECT user_id, id FROM payments WHERE crypto_state IN ('pending', 'confirming', 'underpaid') \
+                   OR (crypto_state IN ('succeeded', 'overpaid') AND updated_at >= ?1) ORDER BY created_at, id";
+        self.many(sql, [to_millis(since)], |row| Ok((row.get(0)?, row.get(1)?)))
+    }
+
     fn set_delivery(&mut self, consumer: &str, state: &DeliveryState) -> StoreResult<()> {
         let sql = "INSERT INTO event_consumers (consumer, position, failed_attempts, next_attempt_at, stopped_at) \
                    VALUES (?1, 0, ?2, ?3, ?4) ON CONFLICT (consumer) DO UPDATE SET \
@@ -896,6 +991,22 @@ fn audit_from_row(row: &Row) -> rusqlite::Result<AuditRecord> {
             created_at: from_millis(row.get(11)?),
         })
     })
+}
+
+fn observation_from_row(row: &Row) -> rusqlite::Result<StoredObservation> {
+    in_table("crypto_observations", row, |row| {
+        let json: String = row.get(1)?;
+        Ok(StoredObservation {
+            payment_id: row.get(0)?,
+            observation: serde_json::from_str(&json).map_err(|e| conversion_error(1, e))?,
+            seen_at: from_millis(row.get(2)?),
+        })
+    })
+}
+
+/// A chain id, block or log index as SQLite's integer (they are far below 2^63).
+fn wide(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn event_from_row(row: &Row) -> rusqlite::Result<Event> {
@@ -1122,6 +1233,10 @@ fn read_payment(row: &Row) -> rusqlite::Result<Payment> {
             }
             _ => None,
         },
+        crypto: row
+            .get::<_, Option<String>>(26)?
+            .map(|json| serde_json::from_str(&json).map_err(|e| conversion_error(26, e)))
+            .transpose()?,
     })
 }
 
