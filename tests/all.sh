@@ -37,7 +37,7 @@ VENV=target/python-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bindings-python/requirements-test.txt
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings-python
-"$VENV/bin/python" -m mypy --strict bindings-python/python/billing_engine bindings-python/tests examples/fastapi benches/python_charge.py
+"$VENV/bin/python" -m mypy --strict bindings-python/python/billing_engine bindings-python/tests examples/fastapi examples/billing_workers.py benches/python_charge.py
 for store in sqlite postgres; do
     export BILLING_TEST_STORE=$store
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider bindings-python/tests

@@ -133,16 +133,10 @@ pub struct Event {
 }
 
 impl Event {
-    /// The event as one JSON object: what HTTP delivery posts and `docs/EVENTS.md` shows.
+    /// The event as one JSON object (its serde shape): what HTTP delivery posts and
+    /// `docs/EVENTS.md` shows.
     pub fn to_json(&self) -> Value {
-        json!({
-            "event_id": self.event_id,
-            "type": self.event_type.as_str(),
-            "user_id": self.user_id,
-            "sequence": self.sequence,
-            "occurred_at": iso(self.occurred_at),
-            "payload": self.payload,
-        })
+        serde_json::to_value(self).expect("an event is JSON")
     }
 }
 

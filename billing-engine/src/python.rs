@@ -12,7 +12,11 @@ use serde::Serialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+use crate::audit::{AuditOutcome, AuditRecord};
+use crate::billing::{CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, DeliveryOutcome, DeliveryReport};
+use crate::events::{Event, EventType};
 use crate::lots::{CreditLot, ExpiringCredits, LotCategory, LotSource};
+use crate::payment::CryptoHistory;
 use crate::receipt::CustomerContact;
 use crate::usage::{
     Entitlement, Entitlements, HeldUsage, Hold, HoldStatus, MetricCheck, UsageAmount, UsageCheck, UsageRecord,
@@ -59,7 +63,10 @@ enum_as_name!(
     WebhookStatus,
     HoldStatus,
     LotCategory,
-    LotSource
+    LotSource,
+    EventType,
+    AuditOutcome,
+    DeliveryOutcome
 );
 
 /// `to_dict()`, `repr()` and pickling for each class.
@@ -97,7 +104,12 @@ macro_rules! plain_results {
             Charge,
             CreatedPayment,
             CreditLot,
+            CryptoCheckout,
+            CryptoHistory,
+            CryptoReconcileReport,
+            CryptoWebhookOutcome,
             CustomerContact,
+            DeliveryReport,
             DueReport,
             Entitlement,
             Entitlements,
@@ -143,7 +155,7 @@ macro_rules! getters {
             $(
                 #[getter]
                 fn $json<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-                    self.$json.as_ref().map(|value| json_to_py(py, value)).transpose()
+                    self.$json.as_ref().map(|value| to_dict(py, value)).transpose()
                 }
             )*
 
@@ -202,7 +214,7 @@ getters!(Payment {
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
     paid_at: Option<OffsetDateTime>,
-} json { payload });
+} json { payload, crypto });
 
 getters!(UsageRecord {
     id: i64,
@@ -217,6 +229,65 @@ getters!(UsageRecord {
     overage_credits: Decimal,
     replayed: bool,
 } json { metadata });
+
+/// An event's attributes are its JSON's keys, `type` among them.
+#[pymethods]
+impl Event {
+    #[getter]
+    fn event_id(&self) -> String {
+        self.event_id.clone()
+    }
+
+    #[getter]
+    #[pyo3(name = "type")]
+    fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    #[getter]
+    fn user_id(&self) -> String {
+        self.user_id.clone()
+    }
+
+    #[getter]
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+
+    #[getter]
+    fn occurred_at(&self) -> OffsetDateTime {
+        self.occurred_at
+    }
+
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.payload)
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_dict(py, self)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("{self:?}")
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str, String))> {
+        reduce(py, "Event", self)
+    }
+}
+
+getters!(AuditRecord {
+    id: i64,
+    user_id: Option<String>,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    outcome: AuditOutcome,
+    reason: Option<String>,
+    request_id: Option<String>,
+    created_at: OffsetDateTime,
+} json { before, after, error });
 
 /// Pickles a result as its class's name and its JSON, which [`restore`] reads back: the
 /// JSON is the engine's own (serde) form, exact for decimals and times.
@@ -245,7 +316,7 @@ pub fn _restore(py: Python<'_>, class_name: &str, json: &str) -> PyResult<Py<PyA
             }
         };
     }
-    plain_results!(restore, LedgerEntry, Payment, UsageRecord)
+    plain_results!(restore, AuditRecord, Event, LedgerEntry, Payment, UsageRecord)
 }
 
 fn to_dict<'py>(py: Python<'py>, value: &impl Serialize) -> PyResult<Bound<'py, PyAny>> {

@@ -8,9 +8,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use billing_engine::alchemy::AlchemyNotify;
+use billing_engine::crypto::TxReceipt;
 use billing_engine::input;
 use billing_engine::ledger::AllowancePeriod;
+use billing_engine::payment::CryptoHistory;
 use billing_engine::receipt::CustomerContact;
+use billing_engine::{
+    AuditContext, AuditFilter, AuditRecord, CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome,
+    DeliveryReport, Event, EventEndpoint,
+};
 use billing_engine::{
     Billing, BillingError, BillingMe, BillingState, CardDetails, Catalog, Charge, ChargeRequest, Clock, CreatedPayment,
     DueReport, Durability, ImportedSubscription, IntegrityReport, LedgerEntry, LocalOptions, ManualClock, Mismatch,
@@ -182,7 +189,8 @@ fn durability(name: &str) -> PyResult<Durability> {
 #[pymethods]
 impl NativeBilling {
     #[staticmethod]
-    #[pyo3(signature = (location, catalog, clock, yookassa, durability_name, shared_commits))]
+    #[pyo3(signature = (location, catalog, clock, yookassa, durability_name, shared_commits, alchemy_signing_key))]
+    #[allow(clippy::too_many_arguments)]
     fn open(
         py: Python<'_>,
         location: String,
@@ -191,6 +199,7 @@ impl NativeBilling {
         yookassa: Option<&NativeYooKassaConfig>,
         durability_name: &str,
         shared_commits: bool,
+        alchemy_signing_key: Option<String>,
     ) -> PyResult<Self> {
         let local = LocalOptions { durability: durability(durability_name)?, shared_commits };
         let clock: Arc<dyn Clock> = match clock {
@@ -200,11 +209,14 @@ impl NativeBilling {
         let catalog = catalog.0.clone();
         let yookassa = yookassa.map(|config| config.0.clone());
         run(py, move || {
-            let billing = Billing::open_with(&location, catalog, clock, local)?;
-            match yookassa {
-                Some(config) => billing.with_yookassa(&config),
-                None => Ok(billing),
+            let mut billing = Billing::open_with(&location, catalog, clock, local)?;
+            if let Some(config) = yookassa {
+                billing = billing.with_yookassa(&config)?;
             }
+            if let Some(key) = alchemy_signing_key {
+                billing = billing.with_crypto(Arc::new(AlchemyNotify::new(&key)?))?;
+            }
+            Ok(billing)
         })
         .map(Self)
     }
@@ -560,6 +572,142 @@ impl NativeBilling {
     fn verify_integrity(&self, py: Python<'_>) -> PyResult<IntegrityReport> {
         run(py, || self.0.verify_integrity())
     }
+
+    // ---- crypto payments
+
+    #[pyo3(signature = (user_id, plan_code, package_code, chain_id, idempotency_key))]
+    fn create_crypto_payment(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        plan_code: Option<&str>,
+        package_code: Option<&str>,
+        chain_id: u64,
+        idempotency_key: &str,
+    ) -> PyResult<CryptoCheckout> {
+        let purchase = match (plan_code, package_code) {
+            (Some(plan), None) => Purchase::Plan(plan),
+            (None, Some(package)) => Purchase::Package(package),
+            _ => return Err(invalid("plan_code", "give exactly one of plan_code and package_code")),
+        };
+        run(py, || self.0.create_crypto_payment(user_id, purchase, chain_id, idempotency_key))
+    }
+
+    fn handle_crypto_webhook(
+        &self,
+        py: Python<'_>,
+        body: &[u8],
+        headers: Vec<(String, String)>,
+    ) -> PyResult<CryptoWebhookOutcome> {
+        run(py, || self.0.handle_crypto_webhook(body, &headers))
+    }
+
+    /// `fetch(chain_id, tx_hash)` answers `None` or `(block_number, block_hash,
+    /// confirmations, failed)`; an exception it raises counts as a transaction the worker
+    /// could not read.
+    fn reconcile_crypto(&self, py: Python<'_>, fetch: Py<PyAny>) -> PyResult<CryptoReconcileReport> {
+        let read = move |chain_id: u64, tx_hash: &str| -> billing_engine::Result<Option<TxReceipt>> {
+            Python::attach(|py| {
+                let answer = fetch.call1(py, (chain_id, tx_hash)).and_then(|answer| {
+                    answer.extract::<Option<(u64, Option<String>, u32, bool)>>(py).map_err(PyErr::from)
+                });
+                answer.map_err(|error| BillingError::InvalidArgument { field: "fetch", message: error.to_string() })
+            })
+            .map(|receipt| {
+                receipt.map(|(block_number, block_hash, confirmations, failed)| TxReceipt {
+                    block_number,
+                    block_hash,
+                    confirmations,
+                    failed,
+                })
+            })
+        };
+        run(py, || self.0.reconcile_crypto(&read))
+    }
+
+    /// The transfers of a crypto payment, as JSON.
+    fn crypto_transfers_json(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
+        let transfers = run(py, || self.0.crypto_transfers(payment_id))?;
+        json(&transfers)
+    }
+
+    // ---- the outbox of events
+
+    fn poll_events(&self, py: Python<'_>, consumer: &str, limit: u32) -> PyResult<Vec<Event>> {
+        run(py, || self.0.poll_events(consumer, limit))
+    }
+
+    fn ack_events(&self, py: Python<'_>, consumer: &str, up_to: &str) -> PyResult<()> {
+        run(py, || self.0.ack_events(consumer, up_to))
+    }
+
+    fn prune_events(&self, py: Python<'_>, before: &str) -> PyResult<u64> {
+        run(py, || self.0.prune_events(input::moment("before", before)?))
+    }
+
+    fn user_events(&self, py: Python<'_>, user_id: &str, after_sequence: i64, limit: u32) -> PyResult<Vec<Event>> {
+        run(py, || self.0.user_events(user_id, after_sequence, limit))
+    }
+
+    #[pyo3(signature = (endpoint_url, secret, consumer, limit, timeout_s))]
+    fn deliver_events(
+        &self,
+        py: Python<'_>,
+        endpoint_url: &str,
+        secret: &str,
+        consumer: String,
+        limit: u32,
+        timeout_s: f64,
+    ) -> PyResult<DeliveryReport> {
+        let timeout = Duration::try_from_secs_f64(timeout_s)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| invalid("timeout_s", format!("must be a positive number of seconds, got {timeout_s}")))?;
+        run(py, || {
+            let endpoint = EventEndpoint { consumer, timeout, ..EventEndpoint::new(endpoint_url, secret)? };
+            self.0.deliver_events(&endpoint, limit)
+        })
+    }
+
+    fn resume_delivery(&self, py: Python<'_>, consumer: &str) -> PyResult<()> {
+        run(py, || self.0.resume_delivery(consumer))
+    }
+
+    // ---- the audit log
+
+    #[pyo3(signature = (user_id, actor, action, outcome, limit, before))]
+    #[allow(clippy::too_many_arguments)]
+    fn audit_log(
+        &self,
+        py: Python<'_>,
+        user_id: Option<String>,
+        actor: Option<String>,
+        action: Option<String>,
+        outcome: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> PyResult<Vec<AuditRecord>> {
+        let outcome = outcome
+            .map(|name| name.parse().map_err(|()| invalid("outcome", "applied, unchanged or rejected")))
+            .transpose()?;
+        let filter = AuditFilter { user_id, actor, action, outcome };
+        run(py, || self.0.audit_log(&filter, limit, before))
+    }
+}
+
+/// Calls `call(*args)` with the audit context `actor`, `request_id`, `reason`: every
+/// record the call writes names them (the package keeps the context per task).
+#[pyfunction]
+#[pyo3(signature = (actor, request_id, reason, call, args))]
+fn in_audit_context<'py>(
+    actor: &str,
+    request_id: Option<&str>,
+    reason: Option<&str>,
+    call: &Bound<'py, PyAny>,
+    args: &Bound<'py, pyo3::types::PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let context = AuditContext::new(actor, request_id, reason).map_err(|e| native_error(&e))?;
+    context.scope(|| call.call1(args))
 }
 
 /// Panics inside the engine's call wrapper; the test suite checks that Python gets an
@@ -617,6 +765,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UsageRecord>()?;
     m.add_class::<UsageSummary>()?;
     m.add_class::<UsageTotal>()?;
+    m.add_class::<AuditRecord>()?;
+    m.add_class::<CryptoCheckout>()?;
+    m.add_class::<CryptoHistory>()?;
+    m.add_class::<CryptoReconcileReport>()?;
+    m.add_class::<CryptoWebhookOutcome>()?;
+    m.add_class::<DeliveryReport>()?;
+    m.add_class::<Event>()?;
+    m.add_function(wrap_pyfunction!(in_audit_context, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(billing_engine::_restore, m)?)?;
     Ok(())

@@ -192,6 +192,7 @@ def test_seed_003_views_have_exactly_the_seed_shapes(billing: be.Billing) -> Non
         "used_today": 1,
         "remaining_today": 2,
         "credits_expiring": [],
+        "last_payment": None,
     }
     details = billing.subscription_details("hana").to_dict()
     assert details == {

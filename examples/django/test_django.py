@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from billing_app import engine
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "bindings-python" / "tests"))
+from fake_indexer import SIGNING_KEY, FakeIndexer  # noqa: E402
 from support import new_database, on_postgres  # noqa: E402
 
 
@@ -27,7 +29,8 @@ def clock() -> be.ManualClock:
 
 @pytest.fixture
 def billing(tmp_path: Path, clock: be.ManualClock) -> Iterator[be.Billing]:
-    instance = be.Billing.open(new_database(tmp_path), be.Catalog.from_toml_file(HERE.parent / "web_tariffs.toml"), clock=clock)
+    catalog = be.Catalog.from_toml_file(HERE.parent / "web_tariffs.toml")
+    instance = be.Billing.open(new_database(tmp_path), catalog, clock=clock, alchemy_signing_key=SIGNING_KEY)
     engine.use(instance)
     yield instance
     engine.use(None)
@@ -144,3 +147,38 @@ def test_an_unexpected_error_is_logged_and_answered_in_the_error_shape(
     answer = client.get("/billing/me/")
     assert (answer.status_code, answer.json()["code"]) == (500, "INTERNAL")
     assert "unexpected error on GET /billing/me/" in caplog.text
+
+
+def test_crypto_checkout_the_indexer_webhook_and_the_events_command(billing: be.Billing) -> None:
+    billing.register_user("u7")
+    client = Client(headers={"X-User-Id": "u7", "Idempotency-Key": "c1"})
+    created = client.post("/billing/crypto/checkout/", {"package_code": "credits_20", "chain_id": 1},
+                          content_type="application/json")
+    assert created.status_code == 200, created.json()
+    checkout = created.json()
+    bad = Client(headers={"X-User-Id": "u7"}).post(
+        "/billing/crypto/checkout/", {"package_code": "credits_20", "chain_id": 56}, content_type="application/json"
+    )
+    assert (bad.status_code, bad.json()["details"]["field"]) == (400, "chain_id")
+    indexer = FakeIndexer()
+    try:
+        tx_hash, (body, headers) = indexer.pay(checkout["amount"])
+        forged_body, forged_headers = indexer.forged(tx_hash)
+        webhook = Client()
+        forged = webhook.post("/billing/webhook/crypto", forged_body, content_type="application/json",
+                              headers=forged_headers)
+        assert (forged.status_code, forged.json()["code"]) == (400, "INVALID_WEBHOOK")
+        delivered = webhook.post("/billing/webhook/crypto", body, content_type="application/json", headers=headers)
+        assert delivered.json()["applied"] == 1
+        indexer.mine(11)
+        assert billing.reconcile_crypto(indexer.receipt).changed == 1
+    finally:
+        indexer.close()
+    assert billing.state("u7").credits == 30
+    out = io.StringIO()
+    call_command("consume_events", "--consumer", "quota-service", stdout=out)
+    types = [json.loads(line)["type"] for line in out.getvalue().splitlines()]
+    assert types[-2:] == ["payment.succeeded.v1", "credits.granted.v1"]
+    out = io.StringIO()
+    call_command("consume_events", "--consumer", "quota-service", stdout=out)
+    assert out.getvalue() == "", "acknowledged: not handed again"

@@ -1,6 +1,8 @@
 """A FastAPI backend on billing_engine: the seed 003 endpoints a frontend calls, seed 000's
 state, ledger and charge endpoints, seed 001's usage endpoints with a chat completion that
-meters its model call, and the YooKassa webhook.
+meters its model call, the YooKassa webhook, and seed 004's crypto checkout and the
+indexer's webhook (``ALCHEMY_SIGNING_KEY``). ``../billing_workers.py`` runs beside it: the events
+consumer, the HTTP delivery of events and the crypto reconciler.
 
     BILLING_DB=billing.sqlite3 BILLING_TARIFFS=../web_tariffs.toml uvicorn --factory app:app_from_env
 
@@ -48,6 +50,9 @@ from schemas import (
     ChatRequest,
     CreatedPayment,
     CreatePaymentRequest,
+    CryptoCheckout,
+    CryptoCheckoutRequest,
+    CryptoWebhookAnswer,
     Entitlements,
     Ledger,
     PaymentHistory,
@@ -271,6 +276,28 @@ def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAP
             return {"status": "rejected", **rejected.to_dict()}
         return outcome.to_dict()
 
+    # ---- seed 004: crypto payments
+
+    @app.post("/billing/crypto/checkout/", response_model=CryptoCheckout, responses=errors(404, 409))
+    def crypto_checkout(
+        body: CryptoCheckoutRequest, user: str = Depends(current_user), key: str = Depends(idempotency_key)
+    ) -> Dict[str, Any]:
+        checkout = billing.create_crypto_payment(
+            user, plan_code=body.plan_code, package_code=body.package_code, chain_id=body.chain_id,
+            idempotency_key=key,
+        )
+        return checkout.to_dict()
+
+    @app.post("/billing/webhook/crypto", response_model=CryptoWebhookAnswer, responses=errors(502))
+    async def crypto_webhook(request: Request) -> Dict[str, Any]:
+        # Alchemy signs each notification (X-Alchemy-Signature over the raw body). A forged
+        # or malformed one is INVALID_WEBHOOK, answered 400 by the error handler; each
+        # transfer applies at most once, so a redelivery is harmless.
+        outcome = await run_in_threadpool(
+            billing.handle_crypto_webhook, await request.body(), headers=dict(request.headers)
+        )
+        return outcome.to_dict()
+
     # ---- seed 000: the app's own billing screen and its internal charge calls
 
     @app.get("/billing/state", response_model=BillingState, responses=errors(404))
@@ -360,6 +387,9 @@ def app_from_env() -> FastAPI:
     tariffs = os.environ.get("BILLING_TARIFFS", str(Path(__file__).parents[1] / "web_tariffs.toml"))
     yookassa = be.YooKassaConfig.from_env() if os.environ.get("YOOKASSA_SHOP_ID") else None
     billing = be.Billing.open(
-        os.environ.get("BILLING_DB", "billing.sqlite3"), be.Catalog.from_toml_file(tariffs), yookassa=yookassa
+        os.environ.get("BILLING_DB", "billing.sqlite3"),
+        be.Catalog.from_toml_file(tariffs),
+        yookassa=yookassa,
+        alchemy_signing_key=os.environ.get("ALCHEMY_SIGNING_KEY"),
     )
     return create_app(billing)

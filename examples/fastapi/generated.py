@@ -42,13 +42,16 @@ KNOWN_USER = "gen-user"
 
 def open_billing(directory: Path) -> Tuple[be.Billing, FakeYooKassa]:
     """An engine on a new database in ``directory``, on the web tariffs, paying through a
-    fake YooKassa (close it when done), with ``KNOWN_USER`` registered."""
+    fake YooKassa (close it when done) and taking crypto notifications, with
+    ``KNOWN_USER`` registered."""
     yookassa = FakeYooKassa()
     config = be.YooKassaConfig(
         SHOP_ID, SECRET_KEY, api_url=yookassa.url, return_url="https://app.example/done", trusted_networks=[], timeout_s=2
     )
     catalog = be.Catalog.from_toml_file(Path(__file__).resolve().parents[1] / "web_tariffs.toml")
-    billing = be.Billing.open(new_database(directory), catalog, yookassa=config)
+    billing = be.Billing.open(
+        new_database(directory), catalog, yookassa=config, alchemy_signing_key="whsec_generated_requests"
+    )
     billing.register_user(KNOWN_USER)
     return billing, yookassa
 

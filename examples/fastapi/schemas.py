@@ -48,6 +48,15 @@ class CreatePaymentRequest(Request):
     save_payment_method: bool = False
 
 
+class CryptoCheckoutRequest(Request):
+    """Seed 004's checkout: exactly one of ``plan_code`` and ``package_code``, and the
+    network to pay on."""
+
+    plan_code: Optional[str] = Field(None, min_length=1, max_length=64)
+    package_code: Optional[str] = Field(None, min_length=1, max_length=64)
+    chain_id: int = Field(ge=1, le=2**32 - 1)
+
+
 class ChargeRequest(Request):
     idempotency_key: str = Field(min_length=1, max_length=MAX_ID)
     metadata: Optional[Dict[str, Any]] = None
@@ -90,6 +99,34 @@ class ExpiringCredits(Answer):
     expires_at: str
 
 
+class CryptoHistory(Answer):
+    """Seed 004 ``/me/history``: a crypto payment's network, token and transaction.
+    Amounts are base units of the token, as strings."""
+
+    chain_id: int
+    network: str
+    token: str
+    symbol: str
+    amount: str
+    received: str
+    tx_hash: Optional[str]
+    confirmations: int
+    state: Literal[
+        "pending", "confirming", "succeeded", "underpaid", "overpaid", "expired", "failed", "reorged", "refunded"
+    ]
+
+
+class PaymentHistoryItem(Answer):
+    id: str
+    amount: float
+    currency: str
+    status: Literal["pending", "succeeded", "failed", "canceled", "refunded"]
+    paid_at: Optional[str]
+    description: str
+    refunded_amount: float
+    crypto: Optional[CryptoHistory]
+
+
 class BillingMe(Answer):
     plan_code: str
     plan_name: str
@@ -99,6 +136,7 @@ class BillingMe(Answer):
     used_today: int
     remaining_today: Optional[int]
     credits_expiring: List[ExpiringCredits]
+    last_payment: Optional[PaymentHistoryItem]
 
 
 class SubscriptionPlan(Answer):
@@ -146,16 +184,6 @@ class BindingStarted(Answer):
     confirmation_url: str
 
 
-class PaymentHistoryItem(Answer):
-    id: str
-    amount: float
-    currency: str
-    status: Literal["pending", "succeeded", "failed", "canceled", "refunded"]
-    paid_at: Optional[str]
-    description: str
-    refunded_amount: float
-
-
 class PaymentHistory(Answer):
     results: List[PaymentHistoryItem]
 
@@ -170,6 +198,37 @@ class WebhookAnswer(Answer):
     code: Optional[str] = None
     message: Optional[str] = None
     details: Optional[Dict[str, Any]] = None
+
+
+# ---------------------------------------------------------------------------- seed 004
+
+
+class CryptoCheckout(Answer):
+    """Where the payer sends exactly ``amount`` base units (``display_amount`` tokens) of
+    ``token``, by ``expires_at``; ``uri`` opens the wallet (EIP-681)."""
+
+    payment_id: str
+    chain_id: int
+    network: str
+    token: str
+    symbol: str
+    decimals: int
+    address: str
+    amount: str
+    display_amount: str
+    reference: int
+    uri: str
+    expires_at: str
+
+
+class CryptoWebhookAnswer(Answer):
+    """What the crypto webhook route answers the indexer."""
+
+    transfers: int
+    applied: int
+    duplicates: int
+    unmatched: int
+    payments: List[str]
 
 
 # ---------------------------------------------------------------------------- seed 000

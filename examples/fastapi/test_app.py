@@ -17,9 +17,11 @@ from pydantic import BaseModel
 import billing_engine as be
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[1] / "bindings-python" / "tests")]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1] / "bindings-python" / "tests")]
 import schemas  # noqa: E402
+import billing_workers as workers  # noqa: E402
 from app import MAX_BODY_BYTES, create_app  # noqa: E402
+from fake_indexer import SIGNING_KEY, FakeIndexer  # noqa: E402
 from fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa  # noqa: E402
 from support import new_database  # noqa: E402
 
@@ -45,7 +47,14 @@ def billing(tmp_path: Path, yookassa: FakeYooKassa) -> be.Billing:
         timeout_s=2,
     )
     catalog = be.Catalog.from_toml_file(HERE.parent / "web_tariffs.toml")
-    return be.Billing.open(new_database(tmp_path), catalog, yookassa=config)
+    return be.Billing.open(new_database(tmp_path), catalog, yookassa=config, alchemy_signing_key=SIGNING_KEY)
+
+
+@pytest.fixture
+def indexer() -> Iterator[FakeIndexer]:
+    fake = FakeIndexer()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture
@@ -70,6 +79,7 @@ def test_a_free_user_reads_state_charges_and_is_refused_by_the_daily_limit(clien
     assert me.json() == {
         "plan_code": "FREE", "plan_name": "Free", "expires_at": None, "is_active": False,
         "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3, "credits_expiring": [],
+        "last_payment": None,
     }
     sources = []
     for n in range(8):
@@ -278,6 +288,10 @@ def test_each_answer_model_has_exactly_the_fields_of_the_binding_result(client: 
         (schemas.UsageCheck, billing.check_usage("kim", {"requests": 1})),
         (schemas.Entitlements, billing.entitlements("kim")),
         (schemas.ExpiringCredits, billing.state("kim").credits_expiring[0]),
+        (schemas.CryptoCheckout, billing.create_crypto_payment("kim", package_code="credits_20", chain_id=1,
+                                                               idempotency_key="crypto")),
+        (schemas.PaymentHistoryItem, billing.payments("kim").results[0]),
+        (schemas.CryptoHistory, billing.payments("kim").results[0].crypto),
     ]
     for model, result in pairs:
         data = result.to_dict()
@@ -285,3 +299,42 @@ def test_each_answer_model_has_exactly_the_fields_of_the_binding_result(client: 
         optional = {name for name, field in model.model_fields.items() if not field.is_required()}
         assert set(model.model_fields) - optional <= set(data), (model.__name__, set(model.model_fields) - set(data))
         model.model_validate(data)
+
+
+def test_crypto_checkout_the_indexer_webhook_and_the_workers(
+    client: TestClient, billing: be.Billing, indexer: FakeIndexer
+) -> None:
+    billing.register_user("u9")
+    answer = client.post("/billing/crypto/checkout/", json={"plan_code": "PRO_MONTHLY", "chain_id": 1},
+                         headers={**as_user("u9"), "Idempotency-Key": "c1"})
+    assert answer.status_code == 200, answer.json()
+    checkout = answer.json()
+    assert checkout["uri"].startswith("ethereum:0xdac17f958d2ee523a2206206994597c13d831ec7@1/transfer?address=")
+    again = client.post("/billing/crypto/checkout/", json={"plan_code": "PRO_MONTHLY", "chain_id": 1},
+                        headers={**as_user("u9"), "Idempotency-Key": "c1"})
+    assert again.json() == checkout
+    wrong = client.post("/billing/crypto/checkout/", json={"plan_code": "PRO_MONTHLY", "chain_id": 56},
+                        headers=as_user("u9"))
+    assert (wrong.status_code, wrong.json()["details"]["field"]) == (400, "chain_id")
+
+    tx_hash, (body, headers) = indexer.pay(checkout["amount"])
+    forged_body, forged_headers = indexer.forged(tx_hash)
+    forged = client.post("/billing/webhook/crypto", content=forged_body, headers=forged_headers)
+    assert (forged.status_code, forged.json()["code"]) == (400, "INVALID_WEBHOOK")
+    delivered = client.post("/billing/webhook/crypto", content=body, headers=headers)
+    assert delivered.json() == {"transfers": 1, "applied": 1, "duplicates": 0, "unmatched": 0,
+                                "payments": [checkout["payment_id"]]}
+    indexer.mine(11)
+    report = billing.reconcile_crypto(workers.rpc_reader({1: f"{indexer.url}/rpc/1"}))
+    assert (report.checked, report.changed, report.errors) == (1, 1, 0)
+    me = client.get("/billing/me/", headers=as_user("u9")).json()
+    assert me["plan_code"] == "PRO_MONTHLY"
+    assert me["last_payment"]["crypto"]["tx_hash"] == tx_hash and me["last_payment"]["status"] == "succeeded"
+    history = client.get("/billing/payments/", headers=as_user("u9")).json()["results"]
+    assert history[0]["crypto"]["state"] == "succeeded" and history[0]["currency"] == "USDT"
+
+    # The events worker hands the quota service plan.changed.v1, once.
+    seen: List[be.Event] = []
+    assert workers.consume(billing, seen.append) == len(seen) > 0
+    assert [e.type for e in seen if e.user_id == "u9"][-2:] == ["payment.succeeded.v1", "plan.changed.v1"]
+    assert workers.consume(billing, seen.append) == 0, "acknowledged: not handed again"

@@ -6,7 +6,7 @@
 
 use std::time::Duration as StdDuration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use super::Billing;
@@ -58,7 +58,7 @@ impl EventEndpoint {
 }
 
 /// How a [`Billing::deliver_events`] call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     /// Every event there was is delivered.
@@ -72,7 +72,19 @@ pub enum DeliveryOutcome {
     Stopped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+#[cfg_attr(feature = "python", pyo3::pyclass(frozen, eq, get_all, module = "billing_engine"))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReport {
     pub outcome: DeliveryOutcome,
     /// Events the endpoint accepted in this call.

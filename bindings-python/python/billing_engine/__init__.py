@@ -17,6 +17,8 @@ shared by every thread of a process: the engine releases the GIL while it works.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import os
@@ -29,6 +31,7 @@ from typing import (
     ClassVar,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     NamedTuple,
@@ -45,6 +48,7 @@ from . import _native
 __all__ = [
     "ActiveSubscription",
     "AllowancePeriod",
+    "AuditRecord",
     "Billing",
     "BillingError",
     "BillingMe",
@@ -56,12 +60,18 @@ __all__ = [
     "ChargeNotFound",
     "ChargeRequest",
     "CreatedPayment",
+    "CryptoCheckout",
+    "CryptoHistory",
+    "CryptoReconcileReport",
+    "CryptoWebhookOutcome",
     "DailyLimitReached",
+    "DeliveryReport",
     "DueReport",
     "CreditLot",
     "CustomerContact",
     "Entitlement",
     "Entitlements",
+    "Event",
     "ExpiringCredits",
     "FeatureNotAvailable",
     "GrantNotFound",
@@ -96,6 +106,7 @@ __all__ = [
     "StorageFull",
     "SubscriptionDetails",
     "SubscriptionPlan",
+    "TxReceipt",
     "UnknownMetric",
     "UnknownOperation",
     "UnknownUser",
@@ -107,6 +118,7 @@ __all__ = [
     "UsageTotal",
     "WebhookOutcome",
     "YooKassaConfig",
+    "audit_context",
 ]
 
 Money = Union[Decimal, int, str]
@@ -282,11 +294,42 @@ def _error(native: _native.NativeError) -> BillingError:
     return _ERRORS.get(code, BillingError)(message, json.loads(details))
 
 
+@dataclasses.dataclass(frozen=True)
+class _AuditContext:
+    actor: str
+    request_id: Optional[str]
+    reason: Optional[str]
+
+
+_AUDIT_CONTEXT: contextvars.ContextVar[Optional[_AuditContext]] = contextvars.ContextVar(
+    "billing_engine_audit_context", default=None
+)
+
+
+@contextlib.contextmanager
+def audit_context(actor: str, *, request_id: Optional[str] = None, reason: Optional[str] = None) -> Iterator[None]:
+    """Every engine call inside ``with audit_context("admin:alice", request_id=...)`` writes
+    its audit records with this actor, request id and reason (a call's own ``reason``
+    wins). The context follows the task (``contextvars``), so concurrent requests, threads
+    and asyncio tasks each keep their own; calls outside any context are ``system``'s."""
+    for name, value in (("actor", actor), ("request_id", request_id), ("reason", reason)):
+        if value is not None:
+            _check_type(name, value, str, "a str")
+    token = _AUDIT_CONTEXT.set(_AuditContext(actor, request_id, reason))
+    try:
+        yield
+    finally:
+        _AUDIT_CONTEXT.reset(token)
+
+
 def _call(method: Callable[..., _R], *args: Any) -> _R:
     """Calls the engine, raising engine errors as their ``BillingError`` subclass, and an
     argument the extension cannot take (an int past 64 bits, a str with a lone surrogate)
-    as ``InvalidArgument`` naming it."""
+    as ``InvalidArgument`` naming it. Inside an ``audit_context``, the call runs in it."""
+    context = _AUDIT_CONTEXT.get()
     try:
+        if context is not None:
+            return _native.in_audit_context(context.actor, context.request_id, context.reason, method, args)  # type: ignore[no-any-return]
         return method(*args)
     except _native.NativeError as error:
         raise _error(error) from None
@@ -454,7 +497,25 @@ from ._native import (  # noqa: E402
     SubscriptionDetails,
     SubscriptionPlan,
     WebhookOutcome,
+    AuditRecord,
+    CryptoCheckout,
+    CryptoHistory,
+    CryptoReconcileReport,
+    CryptoWebhookOutcome,
+    DeliveryReport,
+    Event,
 )
+
+
+class TxReceipt(NamedTuple):
+    """What ``Billing.reconcile_crypto``'s ``fetch`` answers for a transaction the chain
+    has: its block, how many blocks are on top of it (its own included), and whether it
+    reverted (receipt ``status`` 0)."""
+
+    block_number: int
+    block_hash: Optional[str]
+    confirmations: int
+    failed: bool = False
 
 
 
@@ -641,6 +702,7 @@ class Billing:
         clock: Optional[ManualClock] = None,
         durability: str = "full",
         shared_commits: bool = True,
+        alchemy_signing_key: Optional[str] = None,
     ) -> Billing:
         """Opens (and creates or migrates) the database at ``location``: a SQLite file
         (``":memory:"`` for a private in-memory database), or a PostgreSQL database by
@@ -650,7 +712,9 @@ class Billing:
         trades SQLite's last commits on power loss (never on a crash) for speed.
         ``shared_commits``: threads that write to a SQLite file at once share commits, each
         answered once the commit holding its write is durable; ``False`` gives every write
-        a commit of its own."""
+        a commit of its own. ``alchemy_signing_key``: the signing key of the Alchemy
+        Address Activity webhook that reports transfers to the catalog's crypto gateways
+        (``ALCHEMY_SIGNING_KEY``); it never appears in a repr or an error."""
         location = os.fspath(location)
         _check_type("catalog", catalog, Catalog, "a Catalog")
         if clock is not None:
@@ -660,6 +724,8 @@ class Billing:
         native_clock = None if clock is None else clock._native
         native_yookassa = None if yookassa is None else yookassa._to_native()
         _check_type("shared_commits", shared_commits, bool, "a bool")
+        if alchemy_signing_key is not None:
+            _check_type("alchemy_signing_key", alchemy_signing_key, str, "a str")
         native = _call(
             _native.NativeBilling.open,
             location,
@@ -668,6 +734,7 @@ class Billing:
             native_yookassa,
             durability,
             shared_commits,
+            alchemy_signing_key,
         )
         return cls(native, location)
 
@@ -993,3 +1060,101 @@ class Billing:
     def verify_integrity(self) -> IntegrityReport:
         """Recomputes every balance and allowance use from the ledger alone."""
         return _call(self._native.verify_integrity)
+
+    # ---- crypto payments (seed 004)
+
+    def create_crypto_payment(
+        self,
+        user_id: str,
+        *,
+        plan_code: Optional[str] = None,
+        package_code: Optional[str] = None,
+        chain_id: int,
+        idempotency_key: str,
+    ) -> CryptoCheckout:
+        """A ``pending`` crypto payment for a plan or a package (exactly one) on network
+        ``chain_id``: where to send, exactly how much (base units, the reference in its
+        lowest digits), the EIP-681 URI for the wallet, and the expiry."""
+        return _call(
+            self._native.create_crypto_payment, user_id, plan_code, package_code, _count("chain_id", chain_id),
+            idempotency_key,
+        )
+
+    def handle_crypto_webhook(
+        self, body: bytes, *, headers: Union[Mapping[str, str], Iterable[Tuple[str, str]], None] = None
+    ) -> CryptoWebhookOutcome:
+        """An Alchemy Address Activity notification (signed in ``X-Alchemy-Signature``).
+        ``InvalidWebhook``: forged or malformed, never applied (answer 401/400)."""
+        _check_type("body", body, (bytes, bytearray, memoryview), "bytes")
+        return _call(self._native.handle_crypto_webhook, bytes(body), _headers(headers))
+
+    def reconcile_crypto(self, fetch: Callable[[int, str], Optional[TxReceipt]]) -> CryptoReconcileReport:
+        """Re-checks open and recently credited crypto payments against the chain:
+        ``fetch(chain_id, tx_hash)`` reads a transaction's receipt from your node and
+        answers a ``TxReceipt``, or ``None`` when the chain has no such transaction. Run it
+        from a worker every few minutes: notifications get lost."""
+        if not callable(fetch):
+            raise TypeError("argument `fetch` must be callable")
+        return _call(self._native.reconcile_crypto, fetch)
+
+    def crypto_transfers(self, payment_id: str) -> List[Dict[str, Any]]:
+        """The transfers seen of a crypto payment, each with the raw payload it came in."""
+        transfers: List[Dict[str, Any]] = json.loads(_call(self._native.crypto_transfers_json, payment_id))
+        return transfers
+
+    # ---- the outbox of domain events
+
+    def poll_events(self, consumer: str, *, limit: int = 100) -> List[Event]:
+        """Up to ``limit`` events after ``consumer``'s cursor, oldest first (each user's in
+        sequence); polling does not move the cursor."""
+        return _call(self._native.poll_events, consumer, _count("limit", limit))
+
+    def ack_events(self, consumer: str, up_to: str) -> None:
+        """Moves ``consumer``'s cursor past the event ``up_to`` (an ``event_id`` polled)."""
+        _call(self._native.ack_events, consumer, up_to)
+
+    def prune_events(self, before: Moment) -> int:
+        """Deletes events that occurred before ``before`` (each user's newest stays);
+        how many."""
+        return _call(self._native.prune_events, _moment("before", before))
+
+    def user_events(self, user_id: str, *, after_sequence: int = 0, limit: int = 100) -> List[Event]:
+        """A page of the user's events in sequence."""
+        return _call(self._native.user_events, user_id, _id_number("after_sequence", after_sequence),
+                     _count("limit", limit))
+
+    def deliver_events(
+        self,
+        endpoint_url: str,
+        secret: str,
+        *,
+        consumer: str = "webhooks",
+        limit: int = 100,
+        timeout_s: float = 10,
+    ) -> DeliveryReport:
+        """POSTs the events after ``consumer``'s cursor to ``endpoint_url``, signed by the
+        Standard Webhooks ``secret`` (``whsec_…``); retries by the schedule and honours
+        ``Retry-After``; 410 stops delivery until ``resume_delivery``."""
+        return _call(self._native.deliver_events, endpoint_url, secret, consumer, _count("limit", limit),
+                     _seconds("timeout_s", timeout_s))
+
+    def resume_delivery(self, consumer: str = "webhooks") -> None:
+        _call(self._native.resume_delivery, consumer)
+
+    # ---- the audit log
+
+    def audit_log(
+        self,
+        *,
+        user_id: Optional[str] = None,
+        actor: Optional[str] = None,
+        action: Optional[str] = None,
+        outcome: Optional[str] = None,
+        limit: int = 50,
+        before: Optional[int] = None,
+    ) -> List[AuditRecord]:
+        """Newest first: the records matching every filter given; pass the last one's
+        ``id`` as ``before`` for the next page."""
+        if before is not None:
+            _id_number("before", before)
+        return _call(self._native.audit_log, user_id, actor, action, outcome, _count("limit", limit), before)

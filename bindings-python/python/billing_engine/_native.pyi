@@ -3,7 +3,7 @@
 # the attributes declared here are exactly those the classes have.
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 INTERNAL_ERROR: str
 ERROR_CODES: List[Tuple[str, int, bool]]  # (code, http_status, retryable): the engine's one table
@@ -51,6 +51,7 @@ class NativeBilling:
         yookassa: Optional[NativeYooKassaConfig],
         durability_name: str,
         shared_commits: bool,
+        alchemy_signing_key: Optional[str],
     ) -> NativeBilling: ...
     def register_user(self, user_id: str, free_trial: bool) -> BillingState: ...
     def import_user(
@@ -125,7 +126,40 @@ class NativeBilling:
     def payment(self, payment_id: str) -> Payment: ...
     def ledger(self, user_id: str, limit: int, before: Optional[int]) -> List[LedgerEntry]: ...
     def verify_integrity(self) -> IntegrityReport: ...
+    def create_crypto_payment(
+        self,
+        user_id: str,
+        plan_code: Optional[str],
+        package_code: Optional[str],
+        chain_id: int,
+        idempotency_key: str,
+    ) -> CryptoCheckout: ...
+    def handle_crypto_webhook(self, body: bytes, headers: List[Tuple[str, str]]) -> CryptoWebhookOutcome: ...
+    def reconcile_crypto(
+        self, fetch: Callable[[int, str], Optional[Tuple[int, Optional[str], int, bool]]]
+    ) -> CryptoReconcileReport: ...
+    def crypto_transfers_json(self, payment_id: str) -> str: ...
+    def poll_events(self, consumer: str, limit: int) -> List[Event]: ...
+    def ack_events(self, consumer: str, up_to: str) -> None: ...
+    def prune_events(self, before: str) -> int: ...
+    def user_events(self, user_id: str, after_sequence: int, limit: int) -> List[Event]: ...
+    def deliver_events(
+        self, endpoint_url: str, secret: str, consumer: str, limit: int, timeout_s: float
+    ) -> DeliveryReport: ...
+    def resume_delivery(self, consumer: str) -> None: ...
+    def audit_log(
+        self,
+        user_id: Optional[str],
+        actor: Optional[str],
+        action: Optional[str],
+        outcome: Optional[str],
+        limit: int,
+        before: Optional[int],
+    ) -> List[AuditRecord]: ...
 
+def in_audit_context(
+    actor: str, request_id: Optional[str], reason: Optional[str], call: Callable[..., Any], args: Tuple[Any, ...]
+) -> Any: ...
 def _panic_for_test() -> None: ...
 def _restore(class_name: str, json: str) -> _Result: ...
 
@@ -144,6 +178,13 @@ PaymentStatus = Literal["new", "pending", "waiting_for_capture", "succeeded", "c
 Purpose = Literal["plan", "package", "card_binding", "renewal"]
 CardAction = Literal["none", "select", "manage_subscription", "enable_autorenew", "bind_card", "restore"]
 WebhookStatus = Literal["applied", "duplicate", "ignored"]
+EventType = Literal[
+    "payment.succeeded.v1", "payment.failed.v1", "payment.refunded.v1", "payment.reversed.v1", "plan.changed.v1",
+    "subscription.renewed.v1", "subscription.expired.v1", "credits.granted.v1", "credits.expired.v1",
+    "usage.over_limit.v1",
+]
+AuditOutcome = Literal["applied", "unchanged", "rejected"]
+DeliveryOutcome = Literal["delivered", "retrying", "waiting", "stopped"]
 ErrorCode = Literal[
     "NOT_ENOUGH_CREDITS", "DAILY_LIMIT_REACHED", "NO_SUBSCRIPTION", "INVALID_PLAN", "NO_PAYMENT_METHOD",
     "ACTIVE_SUBSCRIPTION", "IDEMPOTENCY_CONFLICT", "INVALID_CATALOG", "UNKNOWN_USER", "UNKNOWN_OPERATION",
@@ -246,6 +287,7 @@ class BillingMe(_Result):
     used_today: int
     remaining_today: Optional[int]
     credits_expiring: List[ExpiringCredits]
+    last_payment: Optional[PaymentHistoryItem]
 
 class PaymentMethod(_Result):
     is_attached: bool
@@ -310,6 +352,18 @@ class PaymentHistoryItem(_Result):
     paid_at: Optional[datetime]
     description: str
     refunded_amount: Decimal
+    crypto: Optional[CryptoHistory]
+
+class CryptoHistory(_Result):
+    chain_id: int
+    network: str
+    token: str
+    symbol: str
+    amount: str
+    received: str
+    tx_hash: Optional[str]
+    confirmations: int
+    state: str
 
 class PaymentHistory(_Result):
     results: List[PaymentHistoryItem]
@@ -344,11 +398,67 @@ class Payment(_Result):
     created_at: datetime
     updated_at: datetime
     paid_at: Optional[datetime]
+    crypto: Optional[Dict[str, Any]]
 
 class WebhookOutcome(_Result):
     status: WebhookStatus
     event: str
     payment_id: Optional[str]
+
+class CryptoCheckout(_Result):
+    payment_id: str
+    chain_id: int
+    network: str
+    token: str
+    symbol: str
+    decimals: int
+    address: str
+    amount: str
+    display_amount: Decimal
+    reference: int
+    uri: str
+    expires_at: datetime
+
+class CryptoWebhookOutcome(_Result):
+    transfers: int
+    applied: int
+    duplicates: int
+    unmatched: int
+    payments: List[str]
+
+class CryptoReconcileReport(_Result):
+    checked: int
+    changed: int
+    errors: int
+
+class Event(_Result):
+    event_id: str
+    type: EventType
+    user_id: str
+    sequence: int
+    occurred_at: datetime
+    payload: Any
+
+class DeliveryReport(_Result):
+    outcome: DeliveryOutcome
+    delivered: int
+    failed_attempts: int
+    next_attempt_at: Optional[datetime]
+    last_error: Optional[str]
+
+class AuditRecord(_Result):
+    id: int
+    user_id: Optional[str]
+    actor: str
+    action: str
+    target: Optional[str]
+    outcome: AuditOutcome
+    reason: Optional[str]
+    before: Optional[Any]
+    after: Optional[Any]
+    error: Optional[Any]
+    request_id: Optional[str]
+    created_at: datetime
 
 class DueReport(_Result):
     renewals_created: int

@@ -24,7 +24,9 @@ def billing() -> be.Billing:
         if _billing is None:
             catalog = be.Catalog.from_toml_file(settings.BILLING_TARIFFS)
             yookassa = be.YooKassaConfig.from_env() if os.environ.get("YOOKASSA_SHOP_ID") else None
-            _billing = be.Billing.open(settings.BILLING_DB, catalog, yookassa=yookassa)
+            _billing = be.Billing.open(
+                settings.BILLING_DB, catalog, yookassa=yookassa, alchemy_signing_key=os.environ.get("ALCHEMY_SIGNING_KEY")
+            )
         return _billing
 
 

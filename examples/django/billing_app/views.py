@@ -93,6 +93,32 @@ def yookassa_webhook(request: HttpRequest) -> JsonResponse:
     return answer(outcome.to_dict())
 
 
+# ---- seed 004: crypto payments
+
+
+@api("POST")
+def crypto_checkout(request: HttpRequest) -> JsonResponse:
+    data = body(request)
+    checkout = billing().create_crypto_payment(
+        user(request),
+        plan_code=text(data.get("plan_code"), "plan_code", 64, required=False),
+        package_code=text(data.get("package_code"), "package_code", 64, required=False),
+        chain_id=integer(data.get("chain_id"), "chain_id", 1, 2**32 - 1),
+        idempotency_key=idempotency_key(request),
+    )
+    return answer(checkout.to_dict())
+
+
+@api("POST")
+def crypto_webhook(request: HttpRequest) -> JsonResponse:
+    # Signed by Alchemy; a forged or malformed one is INVALID_WEBHOOK (400). Each transfer
+    # applies at most once, so a redelivery is harmless.
+    if len(request.body) > 64 * 1024:
+        raise Refusal(413, "PAYLOAD_TOO_LARGE", "the notification is too large")
+    outcome = billing().handle_crypto_webhook(request.body, headers=dict(request.headers))
+    return answer(outcome.to_dict())
+
+
 # ---- seed 000: the app's own billing screen and its internal charge calls
 
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("billing/payment-method/", views.payment_method),
     path("billing/payments/", views.payments),
     path("billing/webhook/yookassa", views.yookassa_webhook),
+    path("billing/crypto/checkout/", views.crypto_checkout),
+    path("billing/webhook/crypto", views.crypto_webhook),
     path("billing/state", views.state),
     path("billing/ledger", views.ledger),
     path("billing/charge-generation", views.charge_generation),
