@@ -59,7 +59,8 @@ SWIFT=$(cat target/uniffi/BillingEngine.swift target/uniffi/BillingEngineCore.sw
 for api in "open class BillingEngine" "public static func openWithClock(path: String, tariffsToml: String, clock: ManualClock)" \
     "open func planCards(userId: String)throws  -> [PlanCard]" "open func charge(userId: String, operation: String, idempotencyKey: String" \
     "open func quote(" "open func chargeBatch(requests: [ChargeRequest])" "open func checkUsage(" "open func trackUsage(" "open func reserve(" "open func capture(" "open func entitlements(" "open func ledger(" "open func billingMe(" "open func subscriptionDetails(" "open func registerUser(" \
-    "open func verifyIntegrity()throws  -> IntegrityReport" "public struct PlanCard" "public enum CardAction" \
+    "open func verifyIntegrity()throws  -> IntegrityReport" "open func userEvents(" "open func payments(" "open func auditLog(" \
+    "public struct Event" "public struct AuditRecord" "public struct PlanCard" "public enum CardAction" \
     "public struct LedgerEntry" "public enum EntryKind" "enum BillingError: Swift.Error" \
     "case NotEnoughCredits(required: String, available: String, expired: String"; do
     grep -qF "$api" <<< "$SWIFT" || { echo "the Swift binding lacks: $api" >&2; exit 1; }

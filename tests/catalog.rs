@@ -191,3 +191,53 @@ fn a_plan_name_of_115_characters_fits_and_receipt_settings_merge_over_the_catalo
     );
     assert_eq!(catalog.receipt_settings(None, Some("credits_20")), catalog.receipt.as_ref());
 }
+
+/// `[crypto]`: networks, tokens keyed by chain and contract, and prices in base units
+/// whose reference digits are free. Each rule names the field it refuses.
+#[test]
+fn crypto_prices_are_checked_against_their_networks_and_tokens() {
+    let base = example();
+    let catalog = Catalog::from_toml(&base).unwrap();
+    let crypto = catalog.crypto.as_ref().unwrap();
+    assert_eq!(
+        (crypto.reference_digits, crypto.networks[&1].confirmations, crypto.networks[&56].confirmations),
+        (4, 12, 15)
+    );
+    let bsc_usdt = crypto.token(56, "0x55d398326f99059ff775485246999027b3197955").unwrap();
+    assert_eq!((bsc_usdt.symbol.as_str(), bsc_usdt.decimals), ("USDT", 18), "the same symbol, other decimals");
+    let basic = catalog.plan("basic").unwrap();
+    assert_eq!(basic.crypto_prices[1].amount, 3_990_000_000_000_000_000);
+
+    let usdt = "0xdac17f958d2ee523a2206206994597c13d831ec7";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (base.replace(r#"amount = "1990000""#, r#"amount = "1990001""#), "packages[0].crypto_prices[0].amount", "must be 0"),
+        (base.replace(r#"amount = "1990000""#, r#"amount = "1.99""#), "packages[0].crypto_prices[0].amount", "whole number"),
+        (base.replace(r#"amount = "1990000""#, r#"amount = "0""#), "packages[0].crypto_prices[0].amount", "positive"),
+        (
+            base.replace(&format!(r#"{{ chain_id = 1, contract = "{usdt}", amount = "1990000" }}"#), r#"{ chain_id = 1, contract = "0x1111111111111111111111111111111111111111", amount = "1990000" }"#),
+            "packages[0].crypto_prices[0].contract",
+            "not a token declared",
+        ),
+        (
+            base.replace(&format!(r#"{{ chain_id = 1, contract = "{usdt}", amount = "1990000" }}"#), &format!(r#"{{ chain_id = 1, contract = "{usdt}", amount = "1990000" }}, {{ chain_id = 1, contract = "{usdt}", amount = "2990000" }}"#)),
+            "packages[0].crypto_prices[1].contract",
+            "priced twice",
+        ),
+        (base.replacen(r#"gateway = "0x7a16ff8270133f063aab6c9977183d9e72835428""#, r#"gateway = "not-an-address""#, 1), "crypto.networks[0].gateway", "an address"),
+        (base.replacen("confirmations = 12", "confirmations = 0", 1), "crypto.networks[0].confirmations", "1 to 10000"),
+        (base.replacen("chain_id = 56\nname", "chain_id = 1\nname", 1), "crypto.networks[1].chain_id", "declared twice"),
+        (base.replacen("decimals = 18", "decimals = 40", 1), "crypto.tokens[1].decimals", "0 to 28"),
+        (base.replacen("chain_id = 56\ncontract", "chain_id = 137\ncontract", 1), "crypto.tokens[1].chain_id", "a network declared"),
+        (base.replace("reference_digits = 4", "reference_digits = 0"), "crypto.reference_digits", "1 to 9"),
+    ];
+    for (text, path, message) in cases {
+        let (got_path, got_message) = refusal(&text);
+        assert_eq!(got_path, path, "{got_message}");
+        assert!(got_message.contains(message), "{path}: {got_message}");
+    }
+    // Prices without a [crypto] table to say what their tokens are.
+    let start = base.find("[crypto]").unwrap();
+    let end = base.find("[operations]").unwrap();
+    let without = format!("{}{}", &base[..start], &base[end..]);
+    assert_eq!(refusal(&without).0, "plans[1].crypto_prices");
+}

@@ -505,7 +505,8 @@ mod tests {
         let after = datetime!(2026-01-01 13:30 UTC);
         let pending = details(CryptoState::Pending);
         use CryptoState::*;
-        let cases: [(&[(u128, u32)], bool, OffsetDateTime, CryptoState); 9] = [
+        type Case<'a> = (&'a [(u128, u32)], bool, OffsetDateTime, CryptoState);
+        let cases: [Case; 9] = [
             (&[], false, before, Pending),
             (&[], false, after, Expired),
             (&[], true, before, Failed),

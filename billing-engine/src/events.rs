@@ -7,8 +7,8 @@
 //! payload only ever gains fields under its version, and a change that would break a
 //! consumer gets a new version.
 //!
-//! Most events follow from a ledger entry ([`from_entry`]), the rest from a payment's
-//! status ([`from_payment`]) or a usage event crossing its quota ([`over_limit`]).
+//! Most events follow from a ledger entry (`from_entry`), the rest from a payment's
+//! status (`from_payment`) or a usage event crossing its quota (`over_limit`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -608,9 +608,9 @@ impl NativeBilling {
     fn reconcile_crypto(&self, py: Python<'_>, fetch: Py<PyAny>) -> PyResult<CryptoReconcileReport> {
         let read = move |chain_id: u64, tx_hash: &str| -> billing_engine::Result<Option<TxReceipt>> {
             Python::attach(|py| {
-                let answer = fetch.call1(py, (chain_id, tx_hash)).and_then(|answer| {
-                    answer.extract::<Option<(u64, Option<String>, u32, bool)>>(py).map_err(PyErr::from)
-                });
+                let answer = fetch
+                    .call1(py, (chain_id, tx_hash))
+                    .and_then(|answer| answer.extract::<Option<(u64, Option<String>, u32, bool)>>(py));
                 answer.map_err(|error| BillingError::InvalidArgument { field: "fetch", message: error.to_string() })
             })
             .map(|receipt| {

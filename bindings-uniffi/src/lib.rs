@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use billing_engine as engine;
+use billing_engine::{AuditFilter, AuditRecord, CreditLot, Event, GrantTerms, PaymentHistoryItem};
 use billing_engine::{
     BillingMe, BillingState, Charge, Entitlement, Entitlements, Hold, IntegrityReport, LedgerEntry, PlanCard, Quote,
     Refund, SubscriptionDetails, SubscriptionPlan, UsageCheck, UsageGroup, UsageLabels, UsageRecord, UsageRequest,
     UsageSummary, UsageTotal,
 };
-use billing_engine::{CreditLot, GrantTerms};
 
 /// Metric amounts as the engine takes them.
 fn usage_map(usage: HashMap<String, u64>) -> BTreeMap<String, u64> {
@@ -428,5 +428,24 @@ impl BillingEngine {
 
     pub fn verify_integrity(&self) -> Result<IntegrityReport> {
         Ok(self.0.verify_integrity()?)
+    }
+
+    // ---- read-only views of what the server side records
+
+    /// The user's payments, newest first, with a crypto payment's network, token and
+    /// transaction (seed 003's history, seed 004's `/me/history`).
+    pub fn payments(&self, user_id: String, limit: u32) -> Result<Vec<PaymentHistoryItem>> {
+        Ok(self.0.payments(&user_id, limit)?.results)
+    }
+
+    /// A page of the user's domain events in sequence, after `after_sequence` (0 from
+    /// the first).
+    pub fn user_events(&self, user_id: String, after_sequence: i64, limit: u32) -> Result<Vec<Event>> {
+        Ok(self.0.user_events(&user_id, after_sequence, limit)?)
+    }
+
+    /// A page of the audit log, newest first, filtered by every field given.
+    pub fn audit_log(&self, filter: AuditFilter, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>> {
+        Ok(self.0.audit_log(&filter, limit, before)?)
     }
 }

@@ -5,7 +5,10 @@ import billing.engine.BillingEngine
 import billing.engine.BillingException
 import billing.engine.ChargeRequest
 import billing.engine.ChargeResult
+import billing.engine.core.AuditFilter
+import billing.engine.core.AuditOutcome
 import billing.engine.core.CardAction
+import billing.engine.core.EventType
 import billing.engine.core.ChargeSource
 import billing.engine.core.EntryKind
 import billing.engine.core.GrantTerms
@@ -283,5 +286,21 @@ class ScenariosTest {
         val missing = assertThrows<BillingException.GrantNotFound> { billing.voidGrant(987654321L, "v2", "none") }
         assertEquals(987654321L, missing.lotId)
         assertTrue(billing.verifyIntegrity().ok)
+    }
+
+    @Test
+    fun eventsAuditAndPaymentsReadAsTheServerRecordedThem() {
+        billing.registerUser("max", true)
+        billing.grantCreditsOn("max", "5", "g1", "promo", GrantTerms(null, 50u.toUByte(), LotCategory.PROMOTIONAL))
+        val events = billing.userEvents("max", 0L, 10u)
+        assertEquals(listOf(EventType.CREDITS_GRANTED, EventType.CREDITS_GRANTED), events.map { it.eventType })
+        assertEquals(listOf(1L, 2L), events.map { it.sequence })
+        assertEquals(events.drop(1), billing.userEvents("max", 1L, 10u))
+        assertTrue(events[1].payload.contains("\"balance_after\":\"15\""), events[1].payload)
+        val audit = billing.auditLog(AuditFilter("max", null, "credits.grant", null), 10u, null)
+        assertEquals(listOf(AuditOutcome.APPLIED), audit.map { it.outcome })
+        assertEquals(Pair("system", "promo"), Pair(audit[0].actor, audit[0].reason))
+        assertEquals(emptyList<Any>(), billing.payments("max", 10u))
+        assertEquals(null, billing.billingMe("max").lastPayment)
     }
 }
