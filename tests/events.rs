@@ -17,9 +17,9 @@ use std::time::{Duration as StdDuration, Instant};
 
 use billing_engine::events::{Event, EventType, NewEvent};
 use billing_engine::{
-    BillingError, Clock, DeliveryOutcome, EventEndpoint, PaymentStatus, Purchase, Store, UsageRequest, WebhookStatus,
+    BillingError, Clock, DeliveryOutcome, EventEndpoint, PaymentStatus, Purchase, Store, UsageRequest,
 };
-use common::yookassa::{deliver, paying_fixture, FakeYooKassa};
+use common::yookassa::{paying_fixture, FakeYooKassa};
 use common::{dec, Fixture, TestDb};
 use serde_json::{json, Value};
 use time::Duration;
@@ -52,11 +52,7 @@ fn types_of(events: &[Event], user: &str) -> Vec<EventType> {
 }
 
 fn buy(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_method: bool, key: &str) -> String {
-    let created = f.billing.create_payment(USER, purchase, None, save_method, key, None).unwrap();
-    fake.pay(&created.yookassa_payment_id);
-    let outcome = deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
-    assert_eq!(outcome.status, WebhookStatus::Applied);
-    created.payment_id
+    common::yookassa::buy_and_pay(fake, f, USER, purchase, save_method, key)
 }
 
 #[test]

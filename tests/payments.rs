@@ -33,11 +33,7 @@ fn provider_id(f: &Fixture, payment_id: &str) -> String {
 
 /// Buys `purchase` and has the user pay; returns the engine's payment id.
 fn buy_and_pay(fake: &FakeYooKassa, f: &Fixture, purchase: Purchase, save_method: bool, key: &str) -> String {
-    let created = f.billing.create_payment(USER, purchase, None, save_method, key, None).unwrap();
-    fake.pay(&created.yookassa_payment_id);
-    let outcome = deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
-    assert_eq!(outcome.status, WebhookStatus::Applied);
-    created.payment_id
+    common::yookassa::buy_and_pay(fake, f, USER, purchase, save_method, key)
 }
 
 #[test]

@@ -54,13 +54,14 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
     let db = TestDb::postgres();
     drop(Billing::open(&db.location, common::catalog()).unwrap());
     // The first column of every primary key and unique index, as a sharded
-    // PostgreSQL (Citus) needs to place a user's rows together. The schema version and
-    // the event consumers' cursors are no user's data (a reference table in Citus).
+    // PostgreSQL (Citus) needs to place a user's rows together. The schema version, the
+    // event consumers' cursors, the crypto references and the chain heads are no user's
+    // data (reference tables in Citus).
     let sql = "SELECT t.relname, a.attname FROM pg_index i \
                JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
                JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] \
                WHERE n.nspname = current_schema() AND (i.indisprimary OR i.indisunique) \
-               AND t.relname NOT IN ('billing_schema', 'event_consumers')";
+               AND t.relname NOT IN ('billing_schema', 'event_consumers', 'crypto_references', 'chain_heads')";
     let keys: Vec<(String, String)> =
         db.client().query(sql, &[]).unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
     let tables: std::collections::BTreeSet<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
@@ -70,6 +71,7 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
             "accounts",
             "audit_log",
             "credit_lots",
+            "crypto_observations",
             "customer_contacts",
             "events",
             "holds",
@@ -400,4 +402,39 @@ fn calls_go_on_after_every_pooled_connection_is_ended() {
     }
     assert_eq!(billing.state("u").unwrap().credits, dec("76"));
     assert!(billing.verify_integrity().unwrap().ok);
+}
+
+/// A crypto payment moved mid-way (a transfer seen, not yet confirmed) completes on
+/// PostgreSQL: its transfers, its reference and the chain's head come along, so the
+/// worker credits it there and a new checkout cannot take its reference.
+#[test]
+fn copy_to_postgres_carries_crypto_payments_their_transfers_and_references() {
+    use billing_engine::alchemy::AlchemyNotify;
+    use billing_engine::store::SqliteStore;
+    use common::indexer::{FakeIndexer, SIGNING_KEY};
+    use std::sync::Arc;
+
+    let indexer = FakeIndexer::start();
+    let with_crypto =
+        |billing: Billing| billing.with_crypto(Arc::new(AlchemyNotify::new(SIGNING_KEY).unwrap())).unwrap();
+    let file = TestDb::on_file();
+    let source = with_crypto(Billing::open(&file.location, common::catalog()).unwrap());
+    source.register_user("a", true).unwrap();
+    let checkout = source.create_crypto_payment("a", billing_engine::Purchase::Package("credits_20"), 1, "k").unwrap();
+    let mined = indexer.pay(&checkout.amount);
+    source.handle_crypto_webhook(&mined.notification.body, &mined.notification.headers).unwrap();
+    drop(source);
+
+    let target = TestDb::postgres();
+    let store = PostgresStore::open(&target.location, PostgresOptions::default()).unwrap();
+    store.copy_from(&SqliteStore::open(&file.location, Default::default()).unwrap()).unwrap();
+    let copied = with_crypto(Billing::open(&target.location, common::catalog()).unwrap());
+    assert_eq!(copied.crypto_transfers(&checkout.payment_id).unwrap().len(), 1);
+    indexer.mine(11);
+    let report = copied.reconcile_crypto(&|chain, tx| indexer.receipt(chain, tx)).unwrap();
+    assert_eq!((report.checked, report.changed), (1, 1));
+    assert_eq!(copied.state("a").unwrap().credits, dec("30"));
+    let held = store.read(|tx| Ok(tx.all_references()?)).unwrap();
+    assert_eq!(held.iter().map(|r| r.reference).collect::<Vec<_>>(), [checkout.reference]);
+    assert!(copied.verify_integrity().unwrap().ok);
 }

@@ -406,6 +406,19 @@ pub struct StoredObservation {
     pub seen_at: OffsetDateTime,
 }
 
+/// A reference a payment took: `reference` of the token `(chain_id, token)`, held until
+/// `held_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceClaim {
+    pub chain_id: u64,
+    pub token: String,
+    pub reference: u64,
+    pub user_id: String,
+    pub payment_id: String,
+    #[serde(with = "crate::time_util::serde_iso")]
+    pub held_until: OffsetDateTime,
+}
+
 /// What a transaction's receipt says now, as the host's node reads it for
 /// [`reconcile_crypto`](crate::Billing::reconcile_crypto).
 #[derive(Debug, Clone, PartialEq, Eq)]

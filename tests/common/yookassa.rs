@@ -43,6 +43,22 @@ pub fn paying_fixture(
     (fake, f)
 }
 
+/// `user` buys `purchase` and pays; the notification is applied. The engine's payment id.
+pub fn buy_and_pay(
+    fake: &FakeYooKassa,
+    f: &super::Fixture,
+    user: &str,
+    purchase: billing_engine::Purchase<'_>,
+    save_method: bool,
+    key: &str,
+) -> String {
+    let created = f.billing.create_payment(user, purchase, None, save_method, key, None).unwrap();
+    fake.pay(&created.yookassa_payment_id);
+    let outcome = deliver(&f.billing, &fake.notification("payment.succeeded", &created.yookassa_payment_id)).unwrap();
+    assert_eq!(outcome.status, billing_engine::WebhookStatus::Applied);
+    created.payment_id
+}
+
 /// Hands `body` to the engine as a notification from inside YooKassa's networks.
 pub fn deliver(
     billing: &billing_engine::Billing,

@@ -118,25 +118,10 @@ impl<S: Store> Billing<S> {
         idempotency_key: &str,
         contact: Option<&CustomerContact>,
     ) -> Result<CreatedPayment> {
-        let audit = self.audit_record("payment.create", Some(user_id));
-        let earlier = self.payment_by_key(user_id, Some(idempotency_key));
-        let created =
-            self.create_payment_in(user_id, purchase, return_url, save_payment_method, idempotency_key, contact)?;
-        self.audit_payment(audit, &created.payment_id, earlier.as_ref())?;
-        Ok(created)
-    }
-
-    fn create_payment_in(
-        &self,
-        user_id: &str,
-        purchase: Purchase<'_>,
-        return_url: Option<&str>,
-        save_payment_method: bool,
-        idempotency_key: &str,
-        contact: Option<&CustomerContact>,
-    ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
         input::id("idempotency_key", idempotency_key)?;
+        let audit = self.audit_record("payment.create", Some(user_id));
+        let earlier = self.payment_by_key(user_id, Some(idempotency_key))?;
         let contact = contact.map(|c| CustomerContact::new(c.email.as_deref(), c.phone.as_deref())).transpose()?;
         let contact = contact.as_ref();
         let setup = self.setup()?;
@@ -170,6 +155,7 @@ impl<S: Store> Billing<S> {
         payment.return_url = Some(return_url.clone());
         let payment = self.record_new_payment(payment, Some(idempotency_key), contact, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, true)?;
+        self.audit_payment(audit, &payment, earlier.as_ref())?;
         created(&payment)
     }
 
@@ -226,23 +212,12 @@ impl<S: Store> Billing<S> {
         return_url: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<CreatedPayment> {
-        let audit = self.audit_record("payment.card_binding", Some(user_id));
-        let earlier = self.payment_by_key(user_id, idempotency_key);
-        let created = self.start_card_binding_in(user_id, return_url, idempotency_key)?;
-        self.audit_payment(audit, &created.payment_id, earlier.as_ref())?;
-        Ok(created)
-    }
-
-    fn start_card_binding_in(
-        &self,
-        user_id: &str,
-        return_url: Option<&str>,
-        idempotency_key: Option<&str>,
-    ) -> Result<CreatedPayment> {
         input::id("user_id", user_id)?;
         if let Some(key) = idempotency_key {
             input::id("idempotency_key", key)?;
         }
+        let audit = self.audit_record("payment.card_binding", Some(user_id));
+        let earlier = self.payment_by_key(user_id, idempotency_key)?;
         let setup = self.setup()?;
         let return_url = self.return_url(setup, return_url)?;
         let now = self.now();
@@ -252,6 +227,7 @@ impl<S: Store> Billing<S> {
         payment.return_url = Some(return_url.clone());
         let payment = self.record_new_payment(payment, idempotency_key, None, now)?;
         let payment = self.send(setup, payment, PayWith::Redirect { return_url }, false)?;
+        self.audit_payment(audit, &payment, earlier.as_ref())?;
         created(&payment)
     }
 
@@ -270,7 +246,7 @@ impl<S: Store> Billing<S> {
         let before = self.store.read(|tx| Ok(tx.payment(payment_id)?)).ok().flatten();
         let audit = NewAuditRecord { user_id: before.as_ref().map(|p| p.user_id.clone()), ..audit };
         let refunded = self.refund_payment_in(payment_id, amount, idempotency_key)?;
-        self.audit_payment(audit, &refunded.id, before.as_ref())?;
+        self.audit_payment(audit, &refunded, before.as_ref())?;
         Ok(refunded)
     }
 
@@ -536,22 +512,20 @@ impl<S: Store> Billing<S> {
     }
 
     /// The payment an earlier call recorded under the user's `key`, for the audit log to
-    /// tell a replay from a new payment. Input not yet checked reads as none.
-    fn payment_by_key(&self, user_id: &str, key: Option<&str>) -> Option<Payment> {
-        let key =
-            key.filter(|key| input::id("idempotency_key", key).is_ok() && input::id("user_id", user_id).is_ok())?;
-        self.store.read(|tx| Ok(tx.payment_by_key(user_id, key)?)).ok().flatten().map(|(payment, _)| payment)
+    /// tell a replay from a new payment.
+    fn payment_by_key(&self, user_id: &str, key: Option<&str>) -> Result<Option<Payment>> {
+        let Some(key) = key else { return Ok(None) };
+        Ok(self.store.read(|tx| Ok(tx.payment_by_key(user_id, key)?))?.map(|(payment, _)| payment))
     }
 
-    /// Appends the record of an operation on the payment `payment_id`, with the payment
-    /// as it was (`before`) and as it is now. Payment operations span provider calls and
-    /// several transactions, so the record follows the call in a transaction of its own.
-    fn audit_payment(&self, audit: NewAuditRecord, payment_id: &str, before: Option<&Payment>) -> Result<()> {
-        let after = self.payment(payment_id)?;
-        let unchanged = before.is_some_and(|before| before == &after);
+    /// Appends the record of an operation on `after`, with the payment as it was
+    /// (`before`). Payment operations span provider calls and several transactions, so
+    /// the record follows the call in a transaction of its own.
+    fn audit_payment(&self, audit: NewAuditRecord, after: &Payment, before: Option<&Payment>) -> Result<()> {
+        let unchanged = before.is_some_and(|before| before == after);
         let record = NewAuditRecord { user_id: Some(after.user_id.clone()), ..audit }
-            .target(payment_id)
-            .change(before.map(payment_summary), Some(payment_summary(&after)))
+            .target(after.id.as_str())
+            .change(before.map(payment_summary), Some(payment_summary(after)))
             .outcome(if unchanged { AuditOutcome::Unchanged } else { AuditOutcome::Applied });
         self.append_audit(&record)
     }

@@ -78,7 +78,7 @@ pub use sqlite_writer::CommitStats;
 
 use crate::account::Account;
 use crate::audit::{AuditFilter, AuditRecord, NewAuditRecord};
-use crate::crypto::StoredObservation;
+use crate::crypto::{ReferenceClaim, StoredObservation};
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
 use crate::ledger::{LedgerEntry, NewEntry};
@@ -423,6 +423,14 @@ pub trait Transaction {
     fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64>;
 
     fn chain_head(&mut self, chain_id: u64) -> StoreResult<Option<u64>>;
+
+    /// Every transfer stored for `user_id` (`""`: those no payment holds), as first seen.
+    fn all_observations(&mut self, user_id: &str) -> StoreResult<Vec<StoredObservation>>;
+
+    /// Every reference taken, and every chain's highest block seen: for the copy.
+    fn all_references(&mut self) -> StoreResult<Vec<ReferenceClaim>>;
+
+    fn all_chain_heads(&mut self) -> StoreResult<Vec<(u64, u64)>>;
 
     /// The crypto payments a transfer can still move (pending, confirming, underpaid),
     /// and the credited ones updated at or after `since` (a reorg can still reverse

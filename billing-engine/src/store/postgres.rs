@@ -36,7 +36,7 @@ use super::{postgres_schema, DeliveryState, Store, StoreError, StoreResult, Tran
 use crate::account::{Account, Allowance, DayOps};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
-use crate::crypto::StoredObservation;
+use crate::crypto::{ReferenceClaim, StoredObservation};
 use crate::error::{BillingError, Result};
 use crate::events::{Event, NewEvent};
 use crate::ledger::{AllowancePeriod, LedgerEntry, NewEntry};
@@ -1085,20 +1085,7 @@ impl Transaction for PgTx<'_> {
             audit_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
         );
-        let params: [Param; 11] = [
-            &r.user_id.as_deref().unwrap_or(""),
-            &r.actor,
-            &r.action,
-            &r.target,
-            &r.outcome.as_str(),
-            &r.reason,
-            &r.before.as_ref().map(Json),
-            &r.after.as_ref().map(Json),
-            &r.error.as_ref().map(Json),
-            &r.request_id,
-            &to_millis(r.created_at),
-        ];
-        let rows = self.rows(sql, &params)?;
+        let rows = self.insert_audit(sql, r, None)?;
         rows.first().map(|row| row.get(0)).ok_or_else(|| StoreError::unavailable("the audit insert wrote no row"))
     }
 
@@ -1182,6 +1169,35 @@ impl Transaction for PgTx<'_> {
         let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
                    WHERE user_id = $1 AND payment_id = $2 ORDER BY seen_at, tx_hash, log_index";
         self.many(sql, &[&user_id, &payment_id], read_observation)
+    }
+
+    fn all_observations(&mut self, user_id: &str) -> StoreResult<Vec<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = $1 ORDER BY seen_at, tx_hash, log_index";
+        self.many(sql, &[&user_id], read_observation)
+    }
+
+    fn all_references(&mut self) -> StoreResult<Vec<ReferenceClaim>> {
+        let sql = "SELECT chain_id, token, reference, user_id, payment_id, held_until FROM crypto_references \
+                   ORDER BY chain_id, token, reference";
+        self.many(sql, &[], |row| {
+            let c = Cells::new(row, "crypto_references");
+            Ok(ReferenceClaim {
+                chain_id: c.get::<i64>(0)? as u64,
+                token: c.get(1)?,
+                reference: c.get::<i64>(2)? as u64,
+                user_id: c.get(3)?,
+                payment_id: c.get(4)?,
+                held_until: c.time(5)?,
+            })
+        })
+    }
+
+    fn all_chain_heads(&mut self) -> StoreResult<Vec<(u64, u64)>> {
+        self.many("SELECT chain_id, block_number FROM chain_heads ORDER BY chain_id", &[], |row| {
+            let c = Cells::new(row, "chain_heads");
+            Ok((c.get::<i64>(0)? as u64, c.get::<i64>(1)? as u64))
+        })
     }
 
     fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64> {
@@ -1574,6 +1590,7 @@ struct UserRows {
     lots: Vec<CreditLot>,
     allocations: Vec<(i64, Allocation)>,
     events: Vec<Event>,
+    observations: Vec<StoredObservation>,
 }
 
 impl PostgresStore {
@@ -1598,6 +1615,7 @@ impl PostgresStore {
             }
         }
         report.audit_records = self.copy_audit_log(source)?;
+        self.copy_crypto_state(source)?;
         // New entries get ids after the copied ones.
         let deadline = Instant::now() + self.options.lock_timeout;
         let mut conn = self.connection(deadline)?;
@@ -1611,6 +1629,28 @@ impl PostgresStore {
             )
             .map_err(pg_error)?;
         Ok(report)
+    }
+
+    /// Copies what crypto payments share across users: the references taken (one held
+    /// here already stays), the chain heads, and the transfers no payment holds.
+    fn copy_crypto_state(&self, source: &impl Store) -> Result<()> {
+        let references = source.read(|tx| Ok(tx.all_references()?))?;
+        let heads = source.read(|tx| Ok(tx.all_chain_heads()?))?;
+        let unmatched = source.read(|tx| Ok(tx.all_observations("")?))?;
+        let mut copy = |tx: &mut PgTx<'_>| -> Result<()> {
+            for r in &references {
+                let never = OffsetDateTime::UNIX_EPOCH;
+                tx.claim_reference(r.chain_id, &r.token, r.reference, &r.user_id, &r.payment_id, r.held_until, never)?;
+            }
+            for (chain_id, block) in &heads {
+                tx.raise_chain_head(*chain_id, *block)?;
+            }
+            for stored in &unmatched {
+                tx.save_observation("", stored)?;
+            }
+            Ok(())
+        };
+        self.run(|deadline| self.attempt_write(&[], &mut copy, deadline))
     }
 
     /// Copies the audit log with its ids, a page at a time; a record copied before is
@@ -1675,6 +1715,9 @@ impl PostgresStore {
             for event in &rows.events {
                 tx.copy_event(event)?;
             }
+            for stored in &rows.observations {
+                tx.save_observation(user_id, stored)?;
+            }
             Ok(true)
         };
         self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
@@ -1710,6 +1753,7 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         lots: tx.all_lots(user_id)?,
         allocations: tx.all_allocations(user_id)?,
         events: tx.user_events(user_id, 0, u32::MAX)?,
+        observations: tx.all_observations(user_id)?,
     })
 }
 
@@ -1749,26 +1793,50 @@ impl PgTx<'_> {
     /// how many rows it wrote.
     fn copy_audit(&mut self, r: &AuditRecord) -> StoreResult<u64> {
         let sql = concat!(
-            "INSERT INTO audit_log (id, ",
+            "INSERT INTO audit_log (",
             audit_columns!(),
-            ") OVERRIDING SYSTEM VALUE VALUES ($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT DO NOTHING"
+            ", id) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT DO NOTHING RETURNING id"
         );
-        let params: [Param; 12] = [
-            &r.user_id.as_deref().unwrap_or(""),
+        let record = NewAuditRecord {
+            user_id: r.user_id.clone(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            outcome: r.outcome,
+            reason: r.reason.clone(),
+            before: r.before.clone(),
+            after: r.after.clone(),
+            error: r.error.clone(),
+            request_id: r.request_id.clone(),
+            created_at: r.created_at,
+        };
+        Ok(self.insert_audit(sql, &record, Some(r.id))?.len() as u64)
+    }
+
+    /// Runs an insert of `audit_columns!` (and `id`, when given, as the last parameter).
+    fn insert_audit(&mut self, sql: &'static str, r: &NewAuditRecord, id: Option<i64>) -> StoreResult<Vec<Row>> {
+        let user_id = r.user_id.as_deref().unwrap_or("");
+        let (before, after, error) =
+            (r.before.as_ref().map(Json), r.after.as_ref().map(Json), r.error.as_ref().map(Json));
+        let (outcome, created_at) = (r.outcome.as_str(), to_millis(r.created_at));
+        let mut params: Vec<Param> = vec![
+            &user_id,
             &r.actor,
             &r.action,
             &r.target,
-            &r.outcome.as_str(),
+            &outcome,
             &r.reason,
-            &r.before.as_ref().map(Json),
-            &r.after.as_ref().map(Json),
-            &r.error.as_ref().map(Json),
+            &before,
+            &after,
+            &error,
             &r.request_id,
-            &to_millis(r.created_at),
-            &r.id,
+            &created_at,
         ];
-        self.execute(sql, &params)
+        if let Some(id) = &id {
+            params.push(id);
+        }
+        self.rows(sql, &params)
     }
 
     /// Stores a usage event of another store as it is, its id included.

@@ -21,7 +21,7 @@ use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
-use crate::crypto::StoredObservation;
+use crate::crypto::{ReferenceClaim, StoredObservation};
 use crate::error::{BillingError, Result};
 use crate::events::{Event, EventType, NewEvent};
 use crate::ledger::{AllowancePeriod, EntryKind, LedgerEntry, NewEntry};
@@ -932,6 +932,32 @@ impl Transaction for SqliteTx<'_> {
         let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
                    WHERE user_id = ?1 AND payment_id = ?2 ORDER BY seen_at, tx_hash, log_index";
         self.many(sql, params![user_id, payment_id], observation_from_row)
+    }
+
+    fn all_observations(&mut self, user_id: &str) -> StoreResult<Vec<StoredObservation>> {
+        let sql = "SELECT payment_id, observation, seen_at FROM crypto_observations \
+                   WHERE user_id = ?1 ORDER BY seen_at, tx_hash, log_index";
+        self.many(sql, [user_id], observation_from_row)
+    }
+
+    fn all_references(&mut self) -> StoreResult<Vec<ReferenceClaim>> {
+        let sql = "SELECT chain_id, token, reference, user_id, payment_id, held_until FROM crypto_references \
+                   ORDER BY chain_id, token, reference";
+        self.many(sql, [], |row| {
+            Ok(ReferenceClaim {
+                chain_id: row.get::<_, i64>(0)? as u64,
+                token: row.get(1)?,
+                reference: row.get::<_, i64>(2)? as u64,
+                user_id: row.get(3)?,
+                payment_id: row.get(4)?,
+                held_until: from_millis(row.get(5)?),
+            })
+        })
+    }
+
+    fn all_chain_heads(&mut self) -> StoreResult<Vec<(u64, u64)>> {
+        let sql = "SELECT chain_id, block_number FROM chain_heads ORDER BY chain_id";
+        self.many(sql, [], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
     }
 
     fn raise_chain_head(&mut self, chain_id: u64, block: u64) -> StoreResult<u64> {
