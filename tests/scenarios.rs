@@ -394,7 +394,8 @@ fn views_have_the_seed_003_shapes() {
     assert_eq!(
         me,
         json!({"plan_code": "FREE", "plan_name": "Free", "expires_at": null, "is_active": false,
-        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3, "credits_expiring": []})
+        "daily_photo_limit": 3, "used_today": 0, "remaining_today": 3, "credits_expiring": [],
+        "last_payment": null})
     );
     f.billing.activate_subscription("w", "standard", "p").unwrap();
     let details = serde_json::to_value(f.billing.subscription_details("w").unwrap()).unwrap();

@@ -276,7 +276,7 @@ impl<S: Store> Billing<S> {
             }
         }
         // A higher block confirms the transfers of other payments on the chain too.
-        for payment_id in self.settle_open_payments(&chains)? {
+        for payment_id in self.settle_confirming_payments(&chains)? {
             if !outcome.payments.contains(&payment_id) {
                 outcome.payments.push(payment_id);
             }
@@ -324,19 +324,20 @@ impl<S: Store> Billing<S> {
         self.store.read(|tx| Ok(tx.reference_holder(o.chain_id, &o.token, reference)?))
     }
 
-    /// Settles the open crypto payments on `chains` (all of them when empty), user by
-    /// user; the ones whose state changed.
-    fn settle_open_payments(&self, chains: &[u64]) -> Result<Vec<String>> {
+    /// Settles the payments on `chains` whose transfers wait for confirmations, user by
+    /// user (the only ones a higher block moves); the ones whose state changed. Each is
+    /// read first, and locked only when it is one of them.
+    fn settle_confirming_payments(&self, chains: &[u64]) -> Result<Vec<String>> {
         let now = self.now();
+        let waiting = |payment: &Payment| {
+            payment.crypto.as_ref().is_some_and(|c| c.state == CryptoState::Confirming && chains.contains(&c.chain_id))
+        };
         let mut changed = Vec::new();
         for (user_id, payment_id) in self.store.read(|tx| Ok(tx.crypto_payments_to_check(now - RECENT)?))? {
-            let moved = self.store.write(&user_id, |tx| {
-                let Some(payment) = tx.payment(&payment_id)? else { return Ok(false) };
-                let on_chain =
-                    payment.crypto.as_ref().is_some_and(|c| chains.is_empty() || chains.contains(&c.chain_id));
-                Ok(on_chain && self.settle_crypto_payment(tx, &user_id, &payment_id, now)?)
-            })?;
-            if moved {
+            if !self.store.read(|tx| Ok(tx.payment(&payment_id)?))?.is_some_and(|p| waiting(&p)) {
+                continue;
+            }
+            if self.store.write(&user_id, |tx| self.settle_crypto_payment(tx, &user_id, &payment_id, now))? {
                 changed.push(payment_id);
             }
         }
