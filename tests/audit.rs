@@ -135,7 +135,8 @@ fn the_log_pages_by_id_and_filters_by_every_field() {
         }
     }
     let all = log(&f, AuditFilter::default());
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), 7, "six grants and the catalog the engine opened with");
+    assert_eq!(all[6].action, "catalog.load");
     let first = f.billing.audit_log(&AuditFilter::default(), 4, None).unwrap();
     let rest = f.billing.audit_log(&AuditFilter::default(), 4, Some(first[3].id)).unwrap();
     assert_eq!([first, rest].concat(), all);
@@ -158,4 +159,26 @@ fn the_schema_refuses_to_change_or_delete_a_record() {
         assert!(refusal.contains("append-only"), "{refusal}");
     }
     assert_eq!(f.db.rows("audit_log", "id"), before);
+}
+
+/// A catalog reload (a deploy of new tariffs) is recorded when an engine opens with a
+/// catalog that differs from the last one recorded, with the prices before and after.
+#[test]
+fn opening_with_a_changed_catalog_records_the_reload() {
+    let f = Fixture::shared();
+    let loads = |billing: &billing_engine::Billing| {
+        billing.audit_log(&AuditFilter { action: Some("catalog.load".into()), ..Default::default() }, 10, None).unwrap()
+    };
+    assert_eq!(loads(&f.billing).len(), 1, "the first open");
+    drop(billing_engine::Billing::open(&f.db.location, common::catalog()).unwrap());
+    assert_eq!(loads(&f.billing).len(), 1, "the same catalog again: nothing new");
+    let text =
+        std::fs::read_to_string(common::tariffs_path()).unwrap().replace(r#"price = "299.00""#, r#"price = "349.00""#);
+    let changed =
+        billing_engine::Billing::open(&f.db.location, billing_engine::Catalog::from_toml(&text).unwrap()).unwrap();
+    let records = loads(&changed);
+    assert_eq!(records.len(), 2);
+    let price = |value: &Option<serde_json::Value>| value.as_ref().unwrap()["plans"][1]["price"].clone();
+    assert_eq!((price(&records[0].before), price(&records[0].after)), (json!("299.00"), json!("349.00")));
+    assert_eq!(records[0].actor, "system");
 }

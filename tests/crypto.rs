@@ -44,6 +44,20 @@ fn event_types(f: &Fixture, user: &str) -> Vec<EventType> {
     f.billing.user_events(user, 0, 1000).unwrap().iter().map(|e| e.event_type).collect()
 }
 
+/// The consumer's events once at least `n` are pollable: on PostgreSQL an event is handed
+/// out once every older transaction on the server has ended, and the tests beside this
+/// one hold that back for a moment.
+fn poll_at_least(f: &Fixture, consumer: &str, n: usize) -> Vec<billing_engine::Event> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = f.billing.poll_events(consumer, 100).unwrap();
+        if events.len() >= n || std::time::Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn checkout(f: &Fixture, user: &str, purchase: Purchase<'_>, key: &str) -> CryptoCheckout {
     f.billing.create_crypto_payment(user, purchase, 1, key).unwrap()
 }
@@ -90,7 +104,7 @@ fn the_seed_004_lifecycle_checkout_transfer_confirmations_credit_plan_changed_th
     assert_eq!(activation.unwrap().idempotency_key.as_deref(), Some(credit_key.as_str()), "keyed by the chain triple");
 
     // The quota service consumes plan.changed.v1.
-    let events = f.billing.poll_events("quota-service", 100).unwrap();
+    let events = poll_at_least(&f, "quota-service", event_types(&f, USER).len());
     let changed = events.iter().find(|e| e.event_type == EventType::PlanChanged).expect("plan.changed.v1");
     assert_eq!((changed.user_id.as_str(), &changed.payload["plan_code"]), (USER, &json!("basic")));
     let succeeded = events.iter().find(|e| e.event_type == EventType::PaymentSucceeded).unwrap();
@@ -113,8 +127,7 @@ fn the_seed_004_lifecycle_checkout_transfer_confirmations_credit_plan_changed_th
     assert_eq!(outcome.applied, 1);
     assert_eq!(state(&f, &checkout.payment_id), CryptoState::Reorged);
     assert!(!f.billing.subscription_details(USER).unwrap().is_active, "the plan bought with it ends");
-    let after: Vec<EventType> =
-        f.billing.poll_events("quota-service", 100).unwrap().iter().map(|e| e.event_type).collect();
+    let after: Vec<EventType> = poll_at_least(&f, "quota-service", 2).iter().map(|e| e.event_type).collect();
     assert_eq!(after, [EventType::PaymentReversed, EventType::PlanChanged]);
     assert_eq!(f.billing.payments(USER, 10).unwrap().results[0].status, "failed");
     assert!(f.billing.verify_integrity().unwrap().ok, "the ledger still proves every balance");
@@ -327,4 +340,40 @@ fn sixteen_concurrent_deliveries_of_one_transfer_credit_once() {
 fn second_handle(f: &Fixture) -> billing_engine::Billing {
     let billing = billing_engine::Billing::open_with_clock(&f.db.location, common::catalog(), f.clock.clone()).unwrap();
     billing.with_crypto(Arc::new(AlchemyNotify::new(SIGNING_KEY).unwrap())).unwrap()
+}
+
+#[test]
+fn an_operator_refund_on_chain_takes_back_what_the_payment_bought_once() {
+    let (indexer, f) = setup();
+    let checkout = checkout(&f, USER, Purchase::Package("credits_20"), "a");
+    let mined = indexer.pay(&checkout.amount);
+    indexer.mine(11);
+    deliver(&f, &mined.notification).unwrap();
+    reconcile(&f, &indexer);
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("30"));
+    let refund_tx = format!("0x{}", "ab".repeat(32));
+    let early = checkout_refund_refusal(&f);
+    assert!(matches!(early, BillingError::InvalidArgument { field: "payment_id", .. }), "{early}");
+    let bad = f.billing.refund_crypto_payment(&checkout.payment_id, "0xnope").unwrap_err();
+    assert!(matches!(bad, BillingError::InvalidArgument { field: "tx_hash", .. }), "{bad}");
+
+    let refunded = f.billing.refund_crypto_payment(&checkout.payment_id, &refund_tx).unwrap();
+    assert_eq!(refunded.crypto.as_ref().unwrap().state, CryptoState::Refunded);
+    assert_eq!(refunded.refund_id.as_deref(), Some(refund_tx.as_str()));
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"), "the package's credits went back");
+    assert_eq!(f.billing.refund_crypto_payment(&checkout.payment_id, &refund_tx).unwrap(), refunded, "once");
+    let history = f.billing.payments(USER, 10).unwrap().results;
+    assert_eq!(history.iter().find(|p| p.id == checkout.payment_id).unwrap().status, "refunded");
+    assert_eq!(event_types(&f, USER).last(), Some(&EventType::PaymentRefunded));
+    // A reorg seen after the refund changes nothing more.
+    deliver(&f, &indexer.reorg(&mined.tx_hash)).unwrap();
+    assert_eq!(state(&f, &checkout.payment_id), CryptoState::Refunded);
+    assert_eq!(f.billing.state(USER).unwrap().credits, dec("10"));
+    assert!(f.billing.verify_integrity().unwrap().ok);
+}
+
+/// A payment not yet credited cannot be refunded: there is nothing to take back.
+fn checkout_refund_refusal(f: &Fixture) -> BillingError {
+    let pending = checkout(f, USER, Purchase::Package("credits_20"), "pending");
+    f.billing.refund_crypto_payment(&pending.payment_id, &format!("0x{}", "cd".repeat(32))).unwrap_err()
 }

@@ -192,7 +192,7 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let audit_log = |billing: &Billing| billing.audit_log(&Default::default(), 100, None).unwrap();
     let (before, entries) = (states(&source), ledgers(&source));
     let (outbox, audit) = (events(&source), audit_log(&source));
-    assert_eq!(audit.len(), 2, "the import and the activation");
+    assert_eq!(audit.len(), 3, "the catalog opened with, the import and the activation");
     drop(source);
 
     let target = TestDb::postgres();
@@ -207,7 +207,7 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
     assert!(
-        stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events) and 2 audit records"),
+        stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events) and 3 audit records"),
         "{stdout}"
     );
     assert!(stdout.contains("ok = true"), "{stdout}");

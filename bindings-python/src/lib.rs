@@ -625,6 +625,10 @@ impl NativeBilling {
         run(py, || self.0.reconcile_crypto(&read))
     }
 
+    fn refund_crypto_payment(&self, py: Python<'_>, payment_id: &str, tx_hash: &str) -> PyResult<Payment> {
+        run(py, || self.0.refund_crypto_payment(payment_id, tx_hash))
+    }
+
     /// The transfers of a crypto payment, as JSON.
     fn crypto_transfers_json(&self, py: Python<'_>, payment_id: &str) -> PyResult<String> {
         let transfers = run(py, || self.0.crypto_transfers(payment_id))?;

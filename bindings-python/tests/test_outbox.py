@@ -143,3 +143,6 @@ def test_crypto_checkout_confirmations_credit_and_a_forged_notification(
     def broken(chain_id: int, tx_hash: str) -> be.TxReceipt:
         raise RuntimeError("node down")
     assert crypto.reconcile_crypto(broken).errors == 1
+    refunded = crypto.refund_crypto_payment(checkout.payment_id, "0x" + "ab" * 32)
+    assert refunded.crypto is not None and refunded.crypto["state"] == "refunded"
+    assert crypto.state("ann").credits == Decimal("10")

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use super::checkout::{payment_summary, Purchase};
+use super::checkout::{payment_summary, unknown_payment, Purchase};
 use super::Billing;
 use crate::audit::AuditOutcome;
 use crate::crypto::{
@@ -468,6 +468,49 @@ impl<S: Store> Billing<S> {
         }
         self.append_audit(&audit.change(None, Some(json!(report))))?;
         Ok(report)
+    }
+
+    /// Records that the money of a credited crypto payment went back to the payer: the
+    /// operator sent it on chain in the transaction `tx_hash`. What the payment bought is
+    /// taken back as a full refund of a card payment is (a package's credits, the unused
+    /// part of a plan's period), the payment is `refunded`, and `payment.refunded.v1` is
+    /// written. A repeat changes nothing. Only a `succeeded` or `overpaid` payment can be
+    /// refunded (INVALID_ARGUMENT `payment_id` otherwise).
+    pub fn refund_crypto_payment(&self, payment_id: &str, tx_hash: &str) -> Result<Payment> {
+        input::id("payment_id", payment_id)?;
+        let tx_hash = crypto::tx_hash(tx_hash)
+            .ok_or_else(|| BillingError::invalid("tx_hash", "a transaction hash: 0x and 64 hex digits"))?;
+        let owner = self.payment(payment_id)?.user_id;
+        let audit = self.audit_record("payment.crypto_refund", Some(&owner)).target(payment_id);
+        let key = format!("crypto-refund:{payment_id}");
+        let request = Request { action: "refund_crypto_payment", target: payment_id, amount: None, metadata: None };
+        let now = self.now();
+        self.store.write(&owner, |tx| {
+            let mut payment = tx.payment(payment_id)?.ok_or_else(|| unknown_payment(payment_id))?;
+            let mut details = payment.crypto.clone().ok_or_else(|| {
+                BillingError::invalid("payment_id", format!("payment {payment_id} is not a crypto payment"))
+            })?;
+            if details.state == CryptoState::Refunded {
+                tx.append_audit(&audit.clone().outcome(AuditOutcome::Unchanged))?;
+                return Ok(payment);
+            }
+            if !details.state.is_credited() {
+                let message = format!("payment {payment_id} is {}; only a credited one can be refunded", details.state);
+                return Err(BillingError::invalid("payment_id", message));
+            }
+            let before = payment_summary(&payment);
+            let mut account = self.current_account(tx, &owner, now)?;
+            let refundable = payment.refundable();
+            let entry = payment::refund_effects(&mut payment, Some(&tx_hash), refundable, &mut account, now);
+            self.record(tx, &mut account, entry.keyed(&key, &request))?;
+            tx.update_account(&account)?;
+            details.state = CryptoState::Refunded;
+            payment.crypto = Some(details);
+            payment.updated_at = now;
+            tx.update_payment(&payment)?;
+            tx.append_audit(&audit.clone().change(Some(before), Some(payment_summary(&payment))))?;
+            Ok(payment)
+        })
     }
 
     /// The transfers seen of a crypto payment, with the raw payloads they came with.

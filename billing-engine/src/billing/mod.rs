@@ -134,7 +134,9 @@ impl Billing<Database> {
         local: impl Into<LocalOptions>,
     ) -> Result<Self> {
         let store = Database::open(location, catalog.lock_timeout, local.into())?;
-        Ok(Self::new(store, catalog, clock))
+        let billing = Self::new(store, catalog, clock);
+        billing.record_catalog()?;
+        Ok(billing)
     }
 }
 

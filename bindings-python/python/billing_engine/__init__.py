@@ -1097,6 +1097,11 @@ class Billing:
             raise TypeError("argument `fetch` must be callable")
         return _call(self._native.reconcile_crypto, fetch)
 
+    def refund_crypto_payment(self, payment_id: str, tx_hash: str) -> Payment:
+        """Records that a credited crypto payment's money went back to the payer in the
+        transaction ``tx_hash``: what it bought is taken back, and it is ``refunded``."""
+        return _call(self._native.refund_crypto_payment, payment_id, tx_hash)
+
     def crypto_transfers(self, payment_id: str) -> List[Dict[str, Any]]:
         """The transfers seen of a crypto payment, each with the raw payload it came in."""
         transfers: List[Dict[str, Any]] = json.loads(_call(self._native.crypto_transfers_json, payment_id))
