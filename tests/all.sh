@@ -15,7 +15,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features bi
 
 # The conformance suite again on the other stores, through the same test code: SQLite's
 # `:memory:` and PostgreSQL (a schema of its own per test).
-CONFORMANCE="--test scenarios --test race --test payments --test yookassa_shop --test model --test plan_cards --test batch --test metering --test lots --test events --test audit --test crypto"
+CONFORMANCE="--test scenarios --test race --test payments --test yookassa_shop --test model --test plan_cards --test batch --test metering --test lots --test events --test audit --test crypto --test overview"
 BILLING_TEST_STORE=memory cargo test -q -p billing-engine --features postgres $CONFORMANCE
 BILLING_TEST_STORE=postgres cargo test -q -p billing-engine --features postgres $CONFORMANCE
 echo "conformance suite: sqlite file, :memory:, postgresql"

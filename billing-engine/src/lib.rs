@@ -26,6 +26,7 @@
 //! - [`usage`]: metered usage: quota windows, checks, overage and holds;
 //! - [`receipt`]: 54-FZ receipts and the rules they follow;
 //! - [`events`]: the domain events each change writes to the outbox;
+//! - [`analytics`]: MRR, churn and revenue, from purchased periods and money movements;
 //! - [`audit`]: who did what: the append-only audit log and the actor of a call;
 //! - [`standard_webhooks`]: how HTTP delivery of events is signed;
 //! - [`plan_card`]: what each plan card of a pricing screen shows and offers;
@@ -38,6 +39,7 @@
 
 pub mod account;
 pub mod alchemy;
+pub mod analytics;
 pub mod audit;
 mod billing;
 pub mod catalog;
@@ -70,8 +72,10 @@ pub mod webhook;
 pub mod yookassa;
 
 pub use audit::{AuditContext, AuditFilter, AuditOutcome, AuditRecord};
+pub use analytics::{CurrencyAmount, Overview, PaymentCount, RevenuePoint, Segment, TransactionFilter};
 pub use billing::{
-    Billing, CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, ImportedSubscription, Purchase,
+    Billing, CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, Granularity, ImportedSubscription,
+    MoneyMovement, Purchase,
 };
 #[cfg(feature = "http")]
 pub use billing::{DeliveryOutcome, DeliveryReport, EventEndpoint};

@@ -41,9 +41,11 @@ mod delivery;
 mod metering;
 mod notifications;
 mod outbox;
+mod overview;
 mod renewals;
 
 pub use checkout::Purchase;
+pub use overview::{Granularity, MoneyMovement};
 pub use crypto_payments::{CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome};
 #[cfg(feature = "http")]
 pub use delivery::{DeliveryOutcome, DeliveryReport, EventEndpoint};
@@ -654,9 +656,9 @@ impl<S: Store> Billing<S> {
     // ---- helpers ----
 
     /// Applies `entry` to `account`, appends it with the balance it leaves, carries out
-    /// what it does to the credit lots, and appends the events it causes: the one way
-    /// the engine writes an entry, so its balance snapshot, the lots and the outbox are
-    /// always right.
+    /// what it does to the credit lots, and appends the events and the overview's
+    /// records it causes: the one way the engine writes an entry, so its balance
+    /// snapshot, the lots, the outbox and the overview are always right.
     fn record(&self, tx: &mut dyn Transaction, account: &mut Account, mut entry: NewEntry) -> Result<LedgerEntry> {
         let before = account.credits;
         account
@@ -668,6 +670,7 @@ impl<S: Store> Billing<S> {
         for event in events::from_entry(&stored) {
             tx.append_event(&event)?;
         }
+        self.record_analytics(tx, &stored)?;
         Ok(stored)
     }
 

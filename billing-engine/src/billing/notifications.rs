@@ -299,6 +299,7 @@ impl<S: Store> Billing<S> {
         if let Some(event) = events::from_payment(payment, now) {
             tx.append_event(&event)?;
         }
+        self.record_payment_outcome(tx, payment, now)?;
         let mut account = self.current_account(tx, &payment.user_id, now)?;
         let entries = payment::status_effects(payment, &mut account, &self.catalog, now)?;
         if entries.is_empty() {

@@ -60,6 +60,7 @@ macro_rules! audit_columns {
     };
 }
 
+mod analytics_sql;
 mod database;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -77,6 +78,7 @@ pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use sqlite_writer::CommitStats;
 
 use crate::account::Account;
+use crate::analytics::{MoneyBucket, MoneyRecord, PeriodKind, PeriodRecord, Segment, TransactionFilter};
 use crate::audit::{AuditFilter, AuditRecord, NewAuditRecord};
 use crate::crypto::{ReferenceClaim, StoredObservation};
 use crate::error::{BillingError, Result};
@@ -431,6 +433,41 @@ pub trait Transaction {
     fn all_references(&mut self) -> StoreResult<Vec<ReferenceClaim>>;
 
     fn all_chain_heads(&mut self) -> StoreResult<Vec<(u64, u64)>>;
+
+    // ---- the overview's records (`crate::analytics`) ----
+
+    /// Appends a purchased period (or a cut of one). Never changed or removed.
+    fn append_period(&mut self, period: &PeriodRecord) -> StoreResult<()>;
+
+    /// Every period row of a user, as written.
+    fn user_periods(&mut self, user_id: &str) -> StoreResult<Vec<PeriodRecord>>;
+
+    /// Appends a money movement. Never changed or removed.
+    fn append_money(&mut self, money: &MoneyRecord) -> StoreResult<()>;
+
+    /// The periods in force at `at`, summed per plan, currency and network (monthly
+    /// values in micro-units in `Segment::mrr`'s place are converted by the caller).
+    fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>>;
+
+    /// Per currency, the users with a period in force at `at`.
+    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Per kind, the periods bought in `[from, to)`.
+    fn period_counts(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(PeriodKind, u64)>>;
+
+    /// Per currency, the users paying at `from` and no longer at `to`, and their monthly
+    /// value at `from` (micro-units).
+    fn churned(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(String, u64, i64)>>;
+
+    /// Money movements in `[from, to)`, summed per bucket of `bucket_ms`, currency, kind
+    /// and provider.
+    fn money_buckets(&mut self, from: OffsetDateTime, to: OffsetDateTime, bucket_ms: i64)
+        -> StoreResult<Vec<MoneyBucket>>;
+
+    /// Up to `limit` money movements matching `filter` with ids below `before`, newest
+    /// first, with their ids.
+    fn money_records(&mut self, filter: &TransactionFilter, before: Option<i64>, limit: u32)
+        -> StoreResult<Vec<(i64, MoneyRecord)>>;
 
     /// The crypto payments a transfer can still move (pending, confirming, underpaid),
     /// and the credited ones updated at or after `since` (a reorg can still reverse

@@ -32,8 +32,10 @@ use serde::de::DeserializeOwned;
 use time::{Date, OffsetDateTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::analytics_sql as sql;
 use super::{postgres_schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
+use crate::analytics::{self, MoneyBucket, MoneyRecord, PeriodRecord, Segment, TransactionFilter};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
 use crate::crypto::{ReferenceClaim, StoredObservation};
@@ -1101,6 +1103,148 @@ impl Transaction for PgTx<'_> {
         let params: [Param; 6] =
             [&f.user_id, &f.actor, &f.action, &outcome, &before.unwrap_or(i64::MAX), &i64::from(limit)];
         self.many(sql, &params, read_audit)
+    }
+
+    fn append_period(&mut self, p: &PeriodRecord) -> StoreResult<()> {
+        let params: [Param; 12] = [
+            &p.user_id,
+            &p.payment_id,
+            &p.plan_code,
+            &p.kind.as_str(),
+            &to_millis(p.starts_at),
+            &to_millis(p.ends_at),
+            &p.weight(),
+            &p.monthly_micros,
+            &p.currency,
+            &p.network,
+            &p.provider,
+            &to_millis(p.created_at),
+        ];
+        self.change_one(sql::INSERT_PERIOD, &params, "the period insert wrote no row")
+    }
+
+    fn user_periods(&mut self, user_id: &str) -> StoreResult<Vec<PeriodRecord>> {
+        self.many(sql::USER_PERIODS, &[&user_id], |row| {
+            let c = Cells::new(row, "purchased_periods");
+            Ok(PeriodRecord {
+                user_id: c.get(0)?,
+                payment_id: c.get(1)?,
+                plan_code: c.get(2)?,
+                kind: c.named(3)?,
+                starts_at: c.time(4)?,
+                ends_at: c.time(5)?,
+                monthly_micros: c.get(7)?,
+                currency: c.get(8)?,
+                network: c.get(9)?,
+                provider: c.get(10)?,
+                created_at: c.time(11)?,
+            })
+        })
+    }
+
+    fn append_money(&mut self, m: &MoneyRecord) -> StoreResult<()> {
+        let params: [Param; 10] = [
+            &m.user_id,
+            &m.payment_id,
+            &m.kind.as_str(),
+            &m.micros,
+            &m.currency,
+            &m.provider,
+            &m.network,
+            &m.plan_code,
+            &m.package_code,
+            &to_millis(m.at),
+        ];
+        self.change_one(sql::INSERT_MONEY, &params, "the money insert wrote no row")
+    }
+
+    fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>> {
+        self.many(sql::SEGMENTS_AT, &[&to_millis(at)], |row| {
+            let c = Cells::new(row, "purchased_periods");
+            let micros: i64 = c.get(4)?;
+            let segment = Segment {
+                plan_code: c.get(0)?,
+                currency: c.get(1)?,
+                network: c.get(2)?,
+                subscriptions: c.get::<i64>(3)?.max(0) as u64,
+                mrr: analytics::from_micros(micros),
+            };
+            Ok((segment, micros))
+        })
+    }
+
+    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>> {
+        self.many(sql::PAYING_USERS_AT, &[&to_millis(at)], |row| {
+            let c = Cells::new(row, "purchased_periods");
+            Ok((c.get(0)?, c.get::<i64>(1)? as u64))
+        })
+    }
+
+    fn period_counts(
+        &mut self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<(analytics::PeriodKind, u64)>> {
+        self.many(sql::PERIOD_COUNTS, &[&to_millis(from), &to_millis(to)], |row| {
+            let c = Cells::new(row, "purchased_periods");
+            Ok((c.named(0)?, c.get::<i64>(1)? as u64))
+        })
+    }
+
+    fn churned(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(String, u64, i64)>> {
+        self.many(sql::CHURNED, &[&to_millis(from), &to_millis(to)], |row| {
+            let c = Cells::new(row, "purchased_periods");
+            Ok((c.get(0)?, c.get::<i64>(1)? as u64, c.get(2)?))
+        })
+    }
+
+    fn money_buckets(
+        &mut self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<MoneyBucket>> {
+        self.many(sql::MONEY_BUCKETS, &[&bucket_ms, &to_millis(from), &to_millis(to)], |row| {
+            let c = Cells::new(row, "money_movements");
+            Ok(MoneyBucket {
+                start_ms: c.get(0)?,
+                currency: c.get(1)?,
+                kind: c.named(2)?,
+                provider: c.get(3)?,
+                micros: c.get(4)?,
+                count: c.get::<i64>(5)? as u64,
+            })
+        })
+    }
+
+    fn money_records(
+        &mut self,
+        f: &TransactionFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, MoneyRecord)>> {
+        let (from, to) = (f.from.map_or(i64::MIN, to_millis), f.to.map_or(i64::MAX, to_millis));
+        let min = f.min_amount.map_or(i64::MIN, analytics::to_micros);
+        let max = f.max_amount.map_or(i64::MAX, analytics::to_micros);
+        let (before, limit) = (before.unwrap_or(i64::MAX), i64::from(limit));
+        let params: [Param; 10] =
+            [&f.status, &f.provider, &f.network, &f.plan_code, &from, &to, &min, &max, &before, &limit];
+        self.many(sql::MONEY_RECORDS, &params, |row| {
+            let c = Cells::new(row, "money_movements");
+            let record = MoneyRecord {
+                user_id: c.get(1)?,
+                payment_id: c.get(2)?,
+                kind: c.named(3)?,
+                micros: c.get(4)?,
+                currency: c.get(5)?,
+                provider: c.get(6)?,
+                network: c.get(7)?,
+                plan_code: c.get(8)?,
+                package_code: c.get(9)?,
+                at: c.time(10)?,
+            };
+            Ok((c.get(0)?, record))
+        })
     }
 
     fn claim_reference(

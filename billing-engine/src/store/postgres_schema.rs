@@ -307,6 +307,54 @@ const MIGRATIONS: &[&str] = &[
         block_number BIGINT NOT NULL
     );
     "#,
+    // 6: the overview's purchased periods and money movements, as the SQLite schema's
+    // version 8.
+    r#"
+    CREATE TABLE purchased_periods (
+        user_id        TEXT NOT NULL,
+        id             BIGINT GENERATED ALWAYS AS IDENTITY,
+        payment_id     TEXT,
+        plan_code      TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        starts_at      BIGINT NOT NULL,
+        ends_at        BIGINT NOT NULL,
+        weight         BIGINT NOT NULL,
+        monthly_micros BIGINT NOT NULL,
+        currency       TEXT NOT NULL,
+        network        TEXT,
+        provider       TEXT NOT NULL,
+        created_at     BIGINT NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at);
+    CREATE INDEX periods_by_creation ON purchased_periods (created_at);
+
+    CREATE TABLE money_movements (
+        user_id      TEXT NOT NULL,
+        id           BIGINT GENERATED ALWAYS AS IDENTITY,
+        payment_id   TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        micros       BIGINT NOT NULL,
+        currency     TEXT NOT NULL,
+        provider     TEXT NOT NULL,
+        network      TEXT,
+        plan_code    TEXT,
+        package_code TEXT,
+        at           BIGINT NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX money_by_time ON money_movements (at);
+    CREATE INDEX money_by_id ON money_movements (id);
+
+    CREATE FUNCTION analytics_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER periods_no_change BEFORE UPDATE OR DELETE ON purchased_periods
+        FOR EACH ROW EXECUTE FUNCTION analytics_refuse_change();
+    CREATE TRIGGER money_no_change BEFORE UPDATE OR DELETE ON money_movements
+        FOR EACH ROW EXECUTE FUNCTION analytics_refuse_change();
+    "#,
 ];
 
 /// Brings the schema of the connection's current schema (`search_path`) up to date, in

@@ -301,6 +301,53 @@ const MIGRATIONS: &[&str] = &[
         block_number INTEGER NOT NULL
     );
     "#,
+    // 8: what the operators' overview reads: the purchased periods (a cut is a row of
+    // its own, weight -1) and the money movements, both append-only. Amounts are
+    // micro-units (10^-6), so that SQLite sums them exactly.
+    r#"
+    CREATE TABLE purchased_periods (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id        TEXT NOT NULL,
+        payment_id     TEXT,
+        plan_code      TEXT NOT NULL,
+        kind           TEXT NOT NULL,       -- new, renewal, reactivation, cut
+        starts_at      INTEGER NOT NULL,    -- unix ms
+        ends_at        INTEGER NOT NULL,
+        weight         INTEGER NOT NULL,    -- 1, or -1 for a cut
+        monthly_micros INTEGER NOT NULL,
+        currency       TEXT NOT NULL,
+        network        TEXT,
+        provider       TEXT NOT NULL,
+        created_at     INTEGER NOT NULL
+    );
+    CREATE INDEX periods_by_user ON purchased_periods (user_id, id);
+    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at);
+    CREATE INDEX periods_by_creation ON purchased_periods (created_at);
+
+    CREATE TABLE money_movements (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id      TEXT NOT NULL,
+        payment_id   TEXT NOT NULL,
+        kind         TEXT NOT NULL,         -- gross, refund, reversal, failed
+        micros       INTEGER NOT NULL,
+        currency     TEXT NOT NULL,
+        provider     TEXT NOT NULL,
+        network      TEXT,
+        plan_code    TEXT,
+        package_code TEXT,
+        at           INTEGER NOT NULL       -- unix ms
+    );
+    CREATE INDEX money_by_time ON money_movements (at);
+
+    CREATE TRIGGER periods_no_update BEFORE UPDATE ON purchased_periods
+    BEGIN SELECT RAISE(ABORT, 'purchased periods are append-only'); END;
+    CREATE TRIGGER periods_no_delete BEFORE DELETE ON purchased_periods
+    BEGIN SELECT RAISE(ABORT, 'purchased periods are append-only'); END;
+    CREATE TRIGGER money_no_update BEFORE UPDATE ON money_movements
+    BEGIN SELECT RAISE(ABORT, 'money movements are append-only'); END;
+    CREATE TRIGGER money_no_delete BEFORE DELETE ON money_movements
+    BEGIN SELECT RAISE(ABORT, 'money movements are append-only'); END;
+    "#,
 ];
 
 /// The version `migrate` brings a database to.

@@ -17,8 +17,10 @@ use time::{Date, OffsetDateTime};
 
 use super::sqlite_error::SqliteError;
 use super::sqlite_writer::{CommitStats, Writer};
+use super::analytics_sql as sql;
 use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
+use crate::analytics::{self, MoneyBucket, MoneyKind, MoneyRecord, PeriodKind, PeriodRecord, Segment, TransactionFilter};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
 use crate::crypto::{ReferenceClaim, StoredObservation};
@@ -865,6 +867,151 @@ impl Transaction for SqliteTx<'_> {
         self.many(sql, params![f.user_id, f.actor, f.action, outcome, before, limit], audit_from_row)
     }
 
+    fn append_period(&mut self, p: &PeriodRecord) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(sql::INSERT_PERIOD).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            p.user_id,
+            p.payment_id,
+            p.plan_code,
+            p.kind.as_str(),
+            to_millis(p.starts_at),
+            to_millis(p.ends_at),
+            p.weight(),
+            p.monthly_micros,
+            p.currency,
+            p.network,
+            p.provider,
+            to_millis(p.created_at),
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn user_periods(&mut self, user_id: &str) -> StoreResult<Vec<PeriodRecord>> {
+        self.many(sql::USER_PERIODS, [user_id], |row| {
+            in_table("purchased_periods", row, |row| {
+                Ok(PeriodRecord {
+                    user_id: row.get(0)?,
+                    payment_id: row.get(1)?,
+                    plan_code: row.get(2)?,
+                    kind: parsed(row, 3)?,
+                    starts_at: from_millis(row.get(4)?),
+                    ends_at: from_millis(row.get(5)?),
+                    monthly_micros: row.get(7)?,
+                    currency: row.get(8)?,
+                    network: row.get(9)?,
+                    provider: row.get(10)?,
+                    created_at: from_millis(row.get(11)?),
+                })
+            })
+        })
+    }
+
+    fn append_money(&mut self, m: &MoneyRecord) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(sql::INSERT_MONEY).map_err(SqliteError::from)?;
+        stmt.execute(params![
+            m.user_id,
+            m.payment_id,
+            m.kind.as_str(),
+            m.micros,
+            m.currency,
+            m.provider,
+            m.network,
+            m.plan_code,
+            m.package_code,
+            to_millis(m.at),
+        ])
+        .map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>> {
+        self.many(sql::SEGMENTS_AT, [to_millis(at)], |row| {
+            let micros: i64 = row.get(4)?;
+            let segment = Segment {
+                plan_code: row.get(0)?,
+                currency: row.get(1)?,
+                network: row.get(2)?,
+                subscriptions: row.get::<_, i64>(3)?.max(0) as u64,
+                mrr: analytics::from_micros(micros),
+            };
+            Ok((segment, micros))
+        })
+    }
+
+    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>> {
+        self.many(sql::PAYING_USERS_AT, [to_millis(at)], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
+    }
+
+    fn period_counts(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(PeriodKind, u64)>> {
+        self.many(sql::PERIOD_COUNTS, [to_millis(from), to_millis(to)], |row| {
+            in_table("purchased_periods", row, |row| Ok((parsed(row, 0)?, row.get::<_, i64>(1)? as u64)))
+        })
+    }
+
+    fn churned(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(String, u64, i64)>> {
+        self.many(sql::CHURNED, [to_millis(from), to_millis(to)], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get(2)?))
+        })
+    }
+
+    fn money_buckets(
+        &mut self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<MoneyBucket>> {
+        self.many(sql::MONEY_BUCKETS, [bucket_ms, to_millis(from), to_millis(to)], |row| {
+            in_table("money_movements", row, |row| {
+                Ok(MoneyBucket {
+                    start_ms: row.get(0)?,
+                    currency: row.get(1)?,
+                    kind: parsed(row, 2)?,
+                    provider: row.get(3)?,
+                    micros: row.get(4)?,
+                    count: row.get::<_, i64>(5)? as u64,
+                })
+            })
+        })
+    }
+
+    fn money_records(
+        &mut self,
+        f: &TransactionFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, MoneyRecord)>> {
+        let params = params![
+            f.status,
+            f.provider,
+            f.network,
+            f.plan_code,
+            f.from.map_or(i64::MIN, to_millis),
+            f.to.map_or(i64::MAX, to_millis),
+            f.min_amount.map_or(i64::MIN, analytics::to_micros),
+            f.max_amount.map_or(i64::MAX, analytics::to_micros),
+            before.unwrap_or(i64::MAX),
+            limit,
+        ];
+        self.many(sql::MONEY_RECORDS, params, |row| {
+            in_table("money_movements", row, |row| {
+                let record = MoneyRecord {
+                    user_id: row.get(1)?,
+                    payment_id: row.get(2)?,
+                    kind: parsed(row, 3)?,
+                    micros: row.get(4)?,
+                    currency: row.get(5)?,
+                    provider: row.get(6)?,
+                    network: row.get(7)?,
+                    plan_code: row.get(8)?,
+                    package_code: row.get(9)?,
+                    at: from_millis(row.get(10)?),
+                };
+                Ok((row.get(0)?, record))
+            })
+        })
+    }
+
     fn claim_reference(
         &mut self,
         chain_id: u64,
@@ -1296,7 +1443,9 @@ parse_column_by_name!(
     LotCategory,
     LotSource,
     EventType,
-    AuditOutcome
+    AuditOutcome,
+    PeriodKind,
+    MoneyKind
 );
 
 fn parsed<T: ParseColumn>(row: &Row, idx: usize) -> rusqlite::Result<T> {

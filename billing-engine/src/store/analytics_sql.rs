@@ -1,0 +1,47 @@
+//! The analytics queries, one text for both backends: `$n` parameters (SQLite reads them
+//! as named parameters bound in order), `CAST(... AS BIGINT)` for sums, no `::` casts.
+
+pub(super) const INSERT_PERIOD: &str = "INSERT INTO purchased_periods (user_id, payment_id, plan_code, kind, starts_at, \
+     ends_at, weight, monthly_micros, currency, network, provider, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+pub(super) const USER_PERIODS: &str = "SELECT user_id, payment_id, plan_code, kind, starts_at, ends_at, weight, \
+     monthly_micros, currency, network, provider, created_at FROM purchased_periods WHERE user_id = $1 ORDER BY id";
+
+pub(super) const INSERT_MONEY: &str = "INSERT INTO money_movements (user_id, payment_id, kind, micros, currency, \
+     provider, network, plan_code, package_code, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Per plan, currency and network: the periods in force at `$1` and their monthly value.
+pub(super) const SEGMENTS_AT: &str = "SELECT plan_code, currency, network, CAST(SUM(weight) AS BIGINT), \
+     CAST(SUM(monthly_micros) AS BIGINT) FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 \
+     GROUP BY plan_code, currency, network HAVING SUM(weight) > 0 ORDER BY plan_code, currency, network";
+
+/// Per currency: the users with a period in force at `$1`.
+pub(super) const PAYING_USERS_AT: &str = "SELECT currency, COUNT(*) FROM (SELECT user_id, currency \
+     FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 GROUP BY user_id, currency \
+     HAVING SUM(weight) > 0) paying GROUP BY currency ORDER BY currency";
+
+/// Per kind: the periods bought in `[$1, $2)`.
+pub(super) const PERIOD_COUNTS: &str = "SELECT kind, COUNT(*) FROM purchased_periods \
+     WHERE created_at >= $1 AND created_at < $2 AND kind <> 'cut' GROUP BY kind ORDER BY kind";
+
+/// Per currency: the users paying at `$1` and no longer at `$2`, and their monthly value at `$1`.
+pub(super) const CHURNED: &str = "WITH before_window AS (SELECT user_id, currency, SUM(monthly_micros) AS micros \
+     FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 GROUP BY user_id, currency HAVING SUM(weight) > 0), \
+     after_window AS (SELECT user_id FROM purchased_periods WHERE starts_at <= $2 AND ends_at > $2 \
+     GROUP BY user_id HAVING SUM(weight) > 0) \
+     SELECT currency, COUNT(*), CAST(SUM(micros) AS BIGINT) FROM before_window \
+     WHERE user_id NOT IN (SELECT user_id FROM after_window) GROUP BY currency ORDER BY currency";
+
+/// Money in `[$2, $3)`, summed per bucket of `$1` milliseconds, currency, kind and provider.
+/// (Each `$n` first appears in order: SQLite numbers them as they come.)
+pub(super) const MONEY_BUCKETS: &str = "SELECT (at / $1) * $1 AS bucket, currency, kind, provider, \
+     CAST(SUM(micros) AS BIGINT), COUNT(*) FROM money_movements WHERE at >= $2 AND at < $3 \
+     GROUP BY bucket, currency, kind, provider ORDER BY bucket, currency, kind, provider";
+
+/// Money movements matching the filter, with ids below `$9`, newest first, at most `$10`.
+pub(super) const MONEY_RECORDS: &str = "SELECT id, user_id, payment_id, kind, micros, currency, provider, network, \
+     plan_code, package_code, at FROM money_movements \
+     WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) AND (CAST($2 AS TEXT) IS NULL OR provider = $2) \
+     AND (CAST($3 AS TEXT) IS NULL OR network = $3) AND (CAST($4 AS TEXT) IS NULL OR plan_code = $4) \
+     AND at >= $5 AND at < $6 AND micros >= $7 AND micros <= $8 AND id < $9 ORDER BY id DESC LIMIT $10";
