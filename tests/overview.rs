@@ -83,10 +83,7 @@ fn the_overview_matches_a_hand_calculation_of_every_formula() {
         overview.revenue.iter().map(|p| (p.start.clone(), p.gross, p.net)).collect();
     assert_eq!(
         revenue,
-        [
-            (day(29).date().to_string(), dec("299"), dec("299")),
-            (day(45).date().to_string(), dec("299"), dec("299")),
-        ]
+        [(day(29).date().to_string(), dec("299"), dec("299")), (day(45).date().to_string(), dec("299"), dec("299")),]
     );
     let payments: Vec<(&str, &str, u64)> =
         overview.payments.iter().map(|p| (p.status.as_str(), p.provider.as_str(), p.count)).collect();
@@ -123,7 +120,12 @@ fn revenue_series_and_transactions_support_the_page() {
     let big = TransactionFilter { min_amount: Some(dec("600")), ..Default::default() };
     let amounts: Vec<Decimal> = f.billing.transactions(&big, 100, None).unwrap().iter().map(|t| t.amount).collect();
     assert_eq!(amounts, [dec("699"), dec("7990")]);
-    let window = TransactionFilter { from: Some(day(20)), to: Some(day(50)), plan_code: Some("basic".into()), ..Default::default() };
+    let window = TransactionFilter {
+        from: Some(day(20)),
+        to: Some(day(50)),
+        plan_code: Some("basic".into()),
+        ..Default::default()
+    };
     assert_eq!(f.billing.transactions(&window, 100, None).unwrap().len(), 2);
     let page = f.billing.transactions(&TransactionFilter::default(), 3, Some(all[2].id)).unwrap();
     assert_eq!(page, all[3..6]);
@@ -144,4 +146,34 @@ fn the_records_are_append_only() {
     }
     assert_eq!(f.billing.overview(None, 30).unwrap().mrr, rub("299"));
     let _ = f.clock.now();
+}
+
+#[test]
+fn metrics_text_counts_charges_refusals_payments_webhooks_and_quota() {
+    let (_fake, f) = history();
+    f.billing.register_user("m", true).unwrap();
+    for i in 0..3 {
+        f.billing.charge("m", "generation", &format!("g{i}"), None).unwrap();
+    }
+    f.billing.charge("m", "generation", "g0", None).unwrap(); // a replay counts nothing
+    let refused = f.billing.charge("ghost", "generation", "x", None).unwrap_err();
+    assert_eq!(refused.code(), "UNKNOWN_USER");
+    let usage = std::collections::BTreeMap::from([("requests".to_owned(), 1u64)]);
+    f.billing.check_usage("m", &usage).unwrap();
+    let text = f.billing.metrics_text();
+    for line in [
+        r#"billing_charges_total{source="freemium"} 3"#,
+        r#"billing_refusals_total{call="charge",code="UNKNOWN_USER"} 1"#,
+        r#"billing_payments_total{status="succeeded",provider="yookassa"} 7"#,
+        r#"billing_payments_total{status="refunded",provider="yookassa"} 0"#,
+        r#"billing_webhook_outcomes_total{provider="yookassa",outcome="applied"} 6"#,
+        r#"billing_quota_checks_total{metric="requests",outcome="allowed"} 1"#,
+        "billing_charge_seconds_count 3",
+    ] {
+        if line.ends_with(" 0") {
+            assert!(!text.contains(line.trim_end_matches(" 0")), "{line} is not counted\n{text}");
+        } else {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
 }

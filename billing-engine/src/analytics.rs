@@ -26,7 +26,11 @@ const MICROS: i64 = 1_000_000;
 
 /// An amount as micro-units, rounded half away from zero at the 6th place.
 pub fn to_micros(amount: Decimal) -> i64 {
-    (amount * Decimal::from(MICROS)).round().to_i64().unwrap_or(if amount.is_sign_negative() { i64::MIN } else { i64::MAX })
+    (amount * Decimal::from(MICROS)).round().to_i64().unwrap_or(if amount.is_sign_negative() {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 pub fn from_micros(micros: i64) -> Decimal {
@@ -183,8 +187,12 @@ pub fn cuts(periods: &[PeriodRecord], from: OffsetDateTime, now: OffsetDateTime)
         .iter()
         .filter(|period| period.kind != PeriodKind::Cut)
         .filter_map(|period| {
-            let in_force_until =
-                periods.iter().filter(|cut| of_period(period, cut)).map(|cut| cut.starts_at).min().unwrap_or(period.ends_at);
+            let in_force_until = periods
+                .iter()
+                .filter(|cut| of_period(period, cut))
+                .map(|cut| cut.starts_at)
+                .min()
+                .unwrap_or(period.ends_at);
             let start = from.max(period.starts_at);
             (start < in_force_until).then(|| PeriodRecord { ends_at: in_force_until, ..period.cut_from(start, now) })
         })

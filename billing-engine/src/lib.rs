@@ -53,6 +53,7 @@ mod http;
 pub mod input;
 pub mod ledger;
 pub mod lots;
+mod metrics;
 pub mod payment;
 pub mod plan_card;
 pub mod provider;
@@ -71,8 +72,8 @@ pub mod webhook;
 #[cfg(feature = "yookassa")]
 pub mod yookassa;
 
-pub use audit::{AuditContext, AuditFilter, AuditOutcome, AuditRecord};
 pub use analytics::{CurrencyAmount, Overview, PaymentCount, RevenuePoint, Segment, TransactionFilter};
+pub use audit::{AuditContext, AuditFilter, AuditOutcome, AuditRecord};
 pub use billing::{
     Billing, CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, Granularity, ImportedSubscription,
     MoneyMovement, Purchase,

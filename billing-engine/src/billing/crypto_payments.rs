@@ -243,7 +243,9 @@ impl<S: Store> Billing<S> {
     /// Every outcome, a rejection included, is in the audit log (`webhook.crypto`).
     pub fn handle_crypto_webhook(&self, body: &[u8], headers: &[(String, String)]) -> Result<CryptoWebhookOutcome> {
         let audit = self.audit_record("webhook.crypto", None);
-        let outcome = self.audited(&audit, || self.apply_crypto_notification(body, headers))?;
+        let outcome = self.audited(&audit, || self.apply_crypto_notification(body, headers));
+        self.count_webhook("crypto", &outcome, |o| if o.applied > 0 { "applied" } else { "duplicate" });
+        let outcome = outcome?;
         let record = audit
             .outcome(if outcome.applied > 0 { AuditOutcome::Applied } else { AuditOutcome::Unchanged })
             .change(None, Some(json!(outcome)));

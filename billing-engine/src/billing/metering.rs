@@ -47,12 +47,27 @@ impl<S: Store> Billing<S> {
         input::id("user_id", user_id)?;
         usage::checked_usage(&self.catalog, usage)?;
         let now = self.now();
-        self.store.read(|tx| {
+        let checked = self.store.read(|tx| {
             let view = self.read_view(tx, user_id, now)?;
             let windows = usage::windows_at(&view.account, &self.catalog, now);
             let counters = live_counters(tx, user_id, &windows, &view.expired_holds)?;
             usage::check(&windows, &counters, usage, view.account.credits)
-        })
+        })?;
+        let outcome = if checked.0.allowed { "allowed" } else { "refused" };
+        for metric in &checked.0.metrics {
+            self.metrics.quota(&metric.metric, outcome);
+        }
+        Ok(checked)
+    }
+
+    /// Counts a hold's settlement (or placement), or its refusal, for `metrics_text`.
+    fn count_hold(&self, event: &str, call: &str, hold: Result<Hold>) -> Result<Hold> {
+        match &hold {
+            Ok(hold) if !hold.replayed => self.metrics.hold(event),
+            Ok(_) => {}
+            Err(refusal) => self.metrics.refused(call, refusal.code()),
+        }
+        hold
     }
 
     /// Records usage that happened. It is never refused for a quota: usage past one is
@@ -92,7 +107,7 @@ impl<S: Store> Billing<S> {
         fingerprint.part(Some(action));
         requests.iter().for_each(|r| r.fingerprint_into(&mut fingerprint));
         let fingerprint = fingerprint.finish();
-        self.store.write(user_id, |tx| {
+        let tracked = self.store.write(user_id, |tx| {
             let (earlier, hash) = tx.usage_by_key(user_id, idempotency_key)?;
             if !earlier.is_empty() {
                 if hash.as_deref() != Some(fingerprint.as_str()) {
@@ -122,7 +137,11 @@ impl<S: Store> Billing<S> {
                 tx.update_account(&account)?;
             }
             Ok(records)
-        })
+        })?;
+        for record in tracked.iter().filter(|r| !r.replayed) {
+            self.metrics.quota(&record.metric, if record.over_limit { "over_limit" } else { "tracked" });
+        }
+        Ok(tracked)
     }
 
     /// Appends one event in the windows that held its time and moves their counters;
@@ -259,7 +278,7 @@ impl<S: Store> Billing<S> {
         let request =
             Request { action: "reserve", target: operation.unwrap_or(""), amount: None, metadata: Some(&body) };
         let now = self.now();
-        self.store.write(user_id, |tx| {
+        let placed = self.store.write(user_id, |tx| {
             if let Some(placed) = replay(tx, user_id, idempotency_key, &request)? {
                 return replayed_hold(tx, &placed);
             }
@@ -281,7 +300,8 @@ impl<S: Store> Billing<S> {
             tx.insert_hold(&hold)?;
             tx.update_account(&account)?;
             Ok(hold)
-        })
+        });
+        self.count_hold("placed", "reserve", placed)
     }
 
     /// Settles a hold with the usage the work really took (`None`: what was held). Less
@@ -304,9 +324,10 @@ impl<S: Store> Billing<S> {
         labels.check()?;
         let body = json!({ "actual": actual, "labels": labels });
         let request = Request { action: "capture", target: hold_id, amount: None, metadata: Some(&body) };
-        self.settle(hold_id, idempotency_key, &request, |tx, account, hold, now| {
+        let captured = self.settle(hold_id, idempotency_key, &request, |tx, account, hold, now| {
             self.capture_in(tx, account, hold, actual, labels, now)
-        })
+        });
+        self.count_hold("captured", "capture", captured)
     }
 
     /// Gives back everything a hold reserved. A hold settles once: a settled hold is
@@ -315,12 +336,13 @@ impl<S: Store> Billing<S> {
         input::id("hold_id", hold_id)?;
         input::id("idempotency_key", idempotency_key)?;
         let request = Request { action: "release", target: hold_id, amount: None, metadata: None };
-        self.settle(hold_id, idempotency_key, &request, |tx, account, hold, now| {
+        let released = self.settle(hold_id, idempotency_key, &request, |tx, account, hold, now| {
             let entry = hold_undone(tx, account, hold, EntryKind::HoldReleased, now)?;
             move_held(tx, hold, -1)?;
             hold.status = HoldStatus::Released;
             Ok(entry)
-        })
+        });
+        self.count_hold("released", "release", released)
     }
 
     /// The frame of capture and release: the key's replay, the hold's owner and lock,

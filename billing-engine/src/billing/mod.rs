@@ -25,6 +25,7 @@ use crate::ledger::{
     LedgerEntry, LotTerms, Mismatch, NewEntry, Request, FREEMIUM_OWNER,
 };
 use crate::lots::{GrantTerms, LotCategory, LotSource};
+use crate::metrics::Metrics;
 use crate::payment::PaymentHistoryItem;
 use crate::plan_card::{self, PlanCard};
 use crate::store::{Database, LocalOptions, Store, Transaction};
@@ -45,10 +46,10 @@ mod overview;
 mod renewals;
 
 pub use checkout::Purchase;
-pub use overview::{Granularity, MoneyMovement};
 pub use crypto_payments::{CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome};
 #[cfg(feature = "http")]
 pub use delivery::{DeliveryOutcome, DeliveryReport, EventEndpoint};
+pub use overview::{Granularity, MoneyMovement};
 
 /// The billing engine over a [`Store`]. Cheap to share: wrap it in an `Arc` and use it
 /// from every thread.
@@ -59,6 +60,8 @@ pub struct Billing<S: Store = Database> {
     payments: Option<checkout::PaymentSetup>,
     /// Where crypto transfers are heard of (`with_crypto`).
     crypto: Option<Arc<dyn CryptoProvider>>,
+    /// What this handle counts for Prometheus (`metrics_text`).
+    metrics: Arc<Metrics>,
 }
 
 /// A charge's input, checked: what [`Billing::charge_in`] runs.
@@ -144,7 +147,14 @@ impl Billing<Database> {
 
 impl<S: Store> Billing<S> {
     pub fn new(store: S, catalog: Catalog, clock: Arc<dyn Clock>) -> Self {
-        Self { store, catalog: Arc::new(catalog), clock, payments: None, crypto: None }
+        Self {
+            store,
+            catalog: Arc::new(catalog),
+            clock,
+            payments: None,
+            crypto: None,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -294,14 +304,29 @@ impl<S: Store> Billing<S> {
         idempotency_key: &str,
         metadata: Option<Value>,
     ) -> Result<Charge> {
-        let charge = self.checked_charge(user_id, operation, idempotency_key, metadata.as_ref())?;
-        let now = self.now();
-        self.store.write(user_id, |tx| {
-            let mut accounts = WorkingAccounts::default();
-            let charged = self.charge_in(tx, &mut accounts, &charge, now)?;
-            accounts.save(tx)?;
-            Ok(charged)
-        })
+        let started = std::time::Instant::now();
+        let charged = self.checked_charge(user_id, operation, idempotency_key, metadata.as_ref()).and_then(|charge| {
+            let now = self.now();
+            self.store.write(user_id, |tx| {
+                let mut accounts = WorkingAccounts::default();
+                let charged = self.charge_in(tx, &mut accounts, &charge, now)?;
+                accounts.save(tx)?;
+                Ok(charged)
+            })
+        });
+        self.count_charge("charge", &charged, started);
+        charged
+    }
+
+    /// Counts a charge's source, or its refusal's code, for `metrics_text`.
+    fn count_charge(&self, call: &str, charged: &Result<Charge>, started: std::time::Instant) {
+        match charged {
+            Ok(charge) if !charge.replayed => {
+                self.metrics.charged(charge.source.as_str(), started.elapsed().as_secs_f64())
+            }
+            Ok(_) => {}
+            Err(refusal) => self.metrics.refused(call, refusal.code()),
+        }
     }
 
     /// Many charges, of any users, in one transaction with one commit: each request is
@@ -326,6 +351,7 @@ impl<S: Store> Billing<S> {
         requests: impl ExactSizeIterator<Item = Result<&'r ChargeRequest>>,
     ) -> Result<Vec<Result<Charge>>> {
         input::batch_size(requests.len())?;
+        let started = std::time::Instant::now();
         let checked: Vec<Result<CheckedCharge<'_>>> = requests
             .map(|r| {
                 r.and_then(|r| self.checked_charge(&r.user_id, &r.operation, &r.idempotency_key, r.metadata.as_ref()))
@@ -347,13 +373,17 @@ impl<S: Store> Billing<S> {
             Ok(results)
         })?;
         let mut charged = charged.into_iter();
-        Ok(checked
+        let results: Vec<Result<Charge>> = checked
             .into_iter()
             .map(|c| match c {
                 Ok(_) => charged.next().expect("one result per valid request"),
                 Err(invalid) => Err(invalid),
             })
-            .collect())
+            .collect();
+        for result in &results {
+            self.count_charge("charge_batch", result, started);
+        }
+        Ok(results)
     }
 
     /// A charge's input, checked before any store access.

@@ -41,7 +41,9 @@ impl<S: Store> Billing<S> {
         headers: &[(String, String)],
     ) -> Result<WebhookOutcome> {
         let audit = self.audit_record("webhook.yookassa", None);
-        let outcome = self.audited(&audit, || self.handle_yookassa_notification(body, remote_addr, headers))?;
+        let outcome = self.audited(&audit, || self.handle_yookassa_notification(body, remote_addr, headers));
+        self.count_webhook("yookassa", &outcome, |o| o.status.as_str());
+        let outcome = outcome?;
         self.audit_webhook(audit, &outcome)?;
         Ok(outcome)
     }

@@ -84,7 +84,9 @@ impl<S: Store> Billing<S> {
                 self.cut_periods(tx, &entry.user_id, at, at)?;
             }
             EntryKind::PurchaseRefund => {
-                if let Some(end) = meta.and_then(|m| m["subscription_expires_at"].as_str()).and_then(time_util::parse_iso) {
+                if let Some(end) =
+                    meta.and_then(|m| m["subscription_expires_at"].as_str()).and_then(time_util::parse_iso)
+                {
                     self.cut_periods(tx, &entry.user_id, end, at)?;
                 }
                 let payment = entry.reference.as_deref().map(|id| tx.payment(id)).transpose()?.flatten();
@@ -148,15 +150,28 @@ impl<S: Store> Billing<S> {
     }
 
     /// Takes back, from `from`, what the user's periods still have in force.
-    fn cut_periods(&self, tx: &mut dyn Transaction, user_id: &str, from: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
+    fn cut_periods(
+        &self,
+        tx: &mut dyn Transaction,
+        user_id: &str,
+        from: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         for cut in analytics::cuts(&tx.user_periods(user_id)?, from, now) {
             tx.append_period(&cut)?;
         }
         Ok(())
     }
 
-    /// A payment that reached its status: a `gross` or a `failed` money movement.
-    pub(super) fn record_payment_outcome(&self, tx: &mut dyn Transaction, payment: &Payment, now: OffsetDateTime) -> Result<()> {
+    /// A payment that reached its status: a `gross` or a `failed` money movement, and its
+    /// count in `metrics_text` (counted as the transaction writes it: a write the store
+    /// runs again after a conflict may count twice).
+    pub(super) fn record_payment_outcome(
+        &self,
+        tx: &mut dyn Transaction,
+        payment: &Payment,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         let kind = match payment.status {
             _ if payment.purpose == Purpose::CardBinding => return Ok(()),
             PaymentStatus::Succeeded => MoneyKind::Gross,
@@ -164,7 +179,26 @@ impl<S: Store> Billing<S> {
             _ => return Ok(()),
         };
         let amount = if kind == MoneyKind::Gross { payment.amount } else { Decimal::ZERO };
-        Ok(tx.append_money(&money(payment, kind, amount, now))?)
+        let record = money(payment, kind, amount, now);
+        self.metrics.payment(payment.history_status(), &record.provider);
+        Ok(tx.append_money(&record)?)
+    }
+
+    /// The Prometheus exposition (OpenMetrics text) of what this handle counted since it
+    /// opened: charges by source, refusals by call and code, payments by outcome and
+    /// provider, webhook outcomes, charge durations (the wait for the user's lock
+    /// included) and writes that found the store busy, holds, and quota checks.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
+    }
+
+    /// Counts a notification's outcome for `metrics_text`.
+    pub(super) fn count_webhook<T>(&self, provider: &str, result: &Result<T>, outcome: impl Fn(&T) -> &str) {
+        match result {
+            Ok(value) => self.metrics.webhook(provider, outcome(value)),
+            Err(BillingError::InvalidWebhook { .. }) => self.metrics.webhook(provider, "rejected"),
+            Err(_) => self.metrics.webhook(provider, "failed"),
+        }
     }
 
     // ---- reading them
@@ -207,7 +241,10 @@ impl<S: Store> Billing<S> {
                 renewals: counts.get(&PeriodKind::Renewal).copied().unwrap_or(0),
                 reactivations: counts.get(&PeriodKind::Reactivation).copied().unwrap_or(0),
                 churned: churned.iter().map(|(_, users, _)| users).sum(),
-                subscriber_churn: ratio(churned.iter().map(|(_, n, _)| n).sum(), paying_before.iter().map(|(_, n)| n).sum()),
+                subscriber_churn: ratio(
+                    churned.iter().map(|(_, n, _)| n).sum(),
+                    paying_before.iter().map(|(_, n)| n).sum(),
+                ),
                 mrr_churn: churned
                     .iter()
                     .filter_map(|(currency, _, lost)| {
@@ -251,7 +288,12 @@ impl<S: Store> Billing<S> {
         before: Option<i64>,
     ) -> Result<Vec<MoneyMovement>> {
         input::page_size(limit)?;
-        for (field, value) in [("status", &filter.status), ("provider", &filter.provider), ("network", &filter.network), ("plan_code", &filter.plan_code)] {
+        for (field, value) in [
+            ("status", &filter.status),
+            ("provider", &filter.provider),
+            ("network", &filter.network),
+            ("plan_code", &filter.plan_code),
+        ] {
             if let Some(value) = value {
                 input::id(field, value)?;
             }
@@ -349,6 +391,10 @@ fn payment_counts(buckets: &[analytics::MoneyBucket]) -> Vec<PaymentCount> {
     }
     counts
         .into_iter()
-        .map(|((status, provider), count)| PaymentCount { status: status.to_owned(), provider: provider.to_owned(), count })
+        .map(|((status, provider), count)| PaymentCount {
+            status: status.to_owned(),
+            provider: provider.to_owned(),
+            count,
+        })
         .collect()
 }

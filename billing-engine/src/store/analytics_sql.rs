@@ -1,7 +1,8 @@
 //! The analytics queries, one text for both backends: `$n` parameters (SQLite reads them
 //! as named parameters bound in order), `CAST(... AS BIGINT)` for sums, no `::` casts.
 
-pub(super) const INSERT_PERIOD: &str = "INSERT INTO purchased_periods (user_id, payment_id, plan_code, kind, starts_at, \
+pub(super) const INSERT_PERIOD: &str =
+    "INSERT INTO purchased_periods (user_id, payment_id, plan_code, kind, starts_at, \
      ends_at, weight, monthly_micros, currency, network, provider, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 

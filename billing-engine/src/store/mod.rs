@@ -461,13 +461,21 @@ pub trait Transaction {
 
     /// Money movements in `[from, to)`, summed per bucket of `bucket_ms`, currency, kind
     /// and provider.
-    fn money_buckets(&mut self, from: OffsetDateTime, to: OffsetDateTime, bucket_ms: i64)
-        -> StoreResult<Vec<MoneyBucket>>;
+    fn money_buckets(
+        &mut self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<MoneyBucket>>;
 
     /// Up to `limit` money movements matching `filter` with ids below `before`, newest
     /// first, with their ids.
-    fn money_records(&mut self, filter: &TransactionFilter, before: Option<i64>, limit: u32)
-        -> StoreResult<Vec<(i64, MoneyRecord)>>;
+    fn money_records(
+        &mut self,
+        filter: &TransactionFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, MoneyRecord)>>;
 
     /// The crypto payments a transfer can still move (pending, confirming, underpaid),
     /// and the credited ones updated at or after `since` (a reorg can still reverse

@@ -15,12 +15,14 @@ use rusqlite::{params, CachedStatement, Connection, OpenFlags, OptionalExtension
 use rust_decimal::Decimal;
 use time::{Date, OffsetDateTime};
 
+use super::analytics_sql as sql;
 use super::sqlite_error::SqliteError;
 use super::sqlite_writer::{CommitStats, Writer};
-use super::analytics_sql as sql;
 use super::{schema, DeliveryState, Store, StoreError, StoreResult, Transaction};
 use crate::account::{Account, Allowance, DayOps};
-use crate::analytics::{self, MoneyBucket, MoneyKind, MoneyRecord, PeriodKind, PeriodRecord, Segment, TransactionFilter};
+use crate::analytics::{
+    self, MoneyBucket, MoneyKind, MoneyRecord, PeriodKind, PeriodRecord, Segment, TransactionFilter,
+};
 use crate::audit::{AuditFilter, AuditOutcome, AuditRecord, NewAuditRecord};
 use crate::catalog::ChargeSource;
 use crate::crypto::{ReferenceClaim, StoredObservation};

@@ -1,0 +1,149 @@
+//! What an engine handle counts for Prometheus (issue 18): charges by source, refusals by
+//! code, payments by outcome and provider, webhook outcomes, how long writes take (the
+//! lock wait is most of it under contention) and how many found the store busy, holds,
+//! and quota checks. Counted in this process, since it started; encoded by the
+//! `prometheus-client` crate in the OpenMetrics text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Source {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    call: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PaymentLabels {
+    status: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    metric: String,
+    outcome: String,
+}
+
+/// The counters of one engine handle.
+pub(crate) struct Metrics {
+    registry: Registry,
+    charges: Family<Source, Counter>,
+    refusals: Family<Refusal, Counter>,
+    payments: Family<PaymentLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
+    charge_seconds: Histogram,
+    busy: Counter,
+    holds: Family<HoldLabels, Counter>,
+    quota: Family<QuotaLabels, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("billing");
+        let metrics = Self {
+            charges: Family::default(),
+            refusals: Family::default(),
+            payments: Family::default(),
+            webhooks: Family::default(),
+            // 50 µs to about 3 s.
+            charge_seconds: Histogram::new(exponential_buckets(0.00005, 3.0, 11)),
+            busy: Counter::default(),
+            holds: Family::default(),
+            quota: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("charges", "Charges by the source that paid", metrics.charges.clone());
+        registry.register("refusals", "Refused calls by call and error code", metrics.refusals.clone());
+        registry.register("payments", "Payments that ended, by outcome and provider", metrics.payments.clone());
+        registry.register("webhook_outcomes", "Provider notifications by outcome", metrics.webhooks.clone());
+        registry.register(
+            "charge_seconds",
+            "How long a charge took, its wait for the user's lock included",
+            metrics.charge_seconds.clone(),
+        );
+        registry.register("store_busy", "Writes that found the store locked past the timeout", metrics.busy.clone());
+        registry.register("holds", "Holds placed, captured, released and expired", metrics.holds.clone());
+        registry.register(
+            "quota_checks",
+            "Quota checks and tracked usage by metric and outcome",
+            metrics.quota.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    pub(crate) fn charged(&self, source: &str, seconds: f64) {
+        self.charges.get_or_create(&Source { source: source.to_owned() }).inc();
+        self.charge_seconds.observe(seconds);
+    }
+
+    pub(crate) fn refused(&self, call: &str, code: &str) {
+        self.refusals.get_or_create(&Refusal { call: call.to_owned(), code: code.to_owned() }).inc();
+        if code == "BUSY" {
+            self.busy.inc();
+        }
+    }
+
+    pub(crate) fn payment(&self, status: &str, provider: &str) {
+        self.payments.get_or_create(&PaymentLabels { status: status.to_owned(), provider: provider.to_owned() }).inc();
+    }
+
+    pub(crate) fn webhook(&self, provider: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels { provider: provider.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+    }
+
+    pub(crate) fn hold(&self, event: &str) {
+        self.holds.get_or_create(&HoldLabels { event: event.to_owned() }).inc();
+    }
+
+    pub(crate) fn quota(&self, metric: &str, outcome: &str) {
+        self.quota.get_or_create(&QuotaLabels { metric: metric.to_owned(), outcome: outcome.to_owned() }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub(crate) fn text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String never fails");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_exposition_with_their_labels() {
+        let metrics = Metrics::new();
+        metrics.charged("credits", 0.001);
+        metrics.charged("credits", 0.002);
+        metrics.refused("charge", "BUSY");
+        let text = metrics.text();
+        assert!(text.contains(r#"billing_charges_total{source="credits"} 2"#), "{text}");
+        assert!(text.contains(r#"billing_refusals_total{call="charge",code="BUSY"} 1"#), "{text}");
+        assert!(text.contains("billing_store_busy_total 1"), "{text}");
+        assert!(text.contains("billing_charge_seconds_count 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
