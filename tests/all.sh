@@ -33,6 +33,11 @@ echo "quickstart demo: ok"
 # The Python binding, installed the way users install it (`pip install ./bindings-python`,
 # maturin as the PEP 517 backend) into a venv of its own; then its tests, the type check
 # of the package and its stubs, and the FastAPI and Django examples.
+# The operators' page is tested in a real browser: Debian's chromium, headless, through
+# Debian's chromedriver (no browser download), installed when missing.
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || install_debian_packages chromium chromium-driver
+command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    || { echo "chromium and chromedriver are needed for the browser test and could not be installed" >&2; exit 1; }
 VENV=target/python-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bindings-python/requirements-test.txt

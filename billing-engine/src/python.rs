@@ -12,8 +12,11 @@ use serde::Serialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+use crate::analytics::{CurrencyAmount, Overview, PaymentCount, RevenuePoint, Segment};
 use crate::audit::{AuditOutcome, AuditRecord};
-use crate::billing::{CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, DeliveryOutcome, DeliveryReport};
+use crate::billing::{
+    CryptoCheckout, CryptoReconcileReport, CryptoWebhookOutcome, DeliveryOutcome, DeliveryReport, MoneyMovement,
+};
 use crate::events::{Event, EventType};
 use crate::lots::{CreditLot, ExpiringCredits, LotCategory, LotSource};
 use crate::payment::CryptoHistory;
@@ -108,6 +111,7 @@ macro_rules! plain_results {
             CryptoHistory,
             CryptoReconcileReport,
             CryptoWebhookOutcome,
+            CurrencyAmount,
             CustomerContact,
             DeliveryReport,
             DueReport,
@@ -119,13 +123,18 @@ macro_rules! plain_results {
             IntegrityReport,
             MetricCheck,
             Mismatch,
+            MoneyMovement,
+            Overview,
             PaidPeriod,
+            PaymentCount,
             PaymentHistory,
             PaymentHistoryItem,
             PaymentMethodView,
             PlanCard,
             Quote,
             Refund,
+            RevenuePoint,
+            Segment,
             SubscriptionDetails,
             SubscriptionPlan,
             UsageAmount,

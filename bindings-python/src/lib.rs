@@ -25,6 +25,7 @@ use billing_engine::{
     SubscriptionDetails, SubscriptionPlan, SystemClock, WebhookOutcome, YooKassaConfig,
 };
 use billing_engine::{CreditLot, ExpiringCredits, GrantTerms};
+use billing_engine::{CurrencyAmount, MoneyMovement, Overview, PaymentCount, RevenuePoint, Segment, TransactionFilter};
 use billing_engine::{
     Entitlement, Entitlements, HeldUsage, Hold, MetricCheck, UsageAmount, UsageCheck, UsageGroup, UsageLabels,
     UsageRecord, UsageRequest, UsageSummary, UsageTotal,
@@ -677,6 +678,41 @@ impl NativeBilling {
         run(py, || self.0.resume_delivery(consumer))
     }
 
+    // ---- the operators' overview
+
+    #[pyo3(signature = (at, window_days))]
+    fn overview(&self, py: Python<'_>, at: Option<&str>, window_days: u32) -> PyResult<Overview> {
+        run(py, || {
+            let at = at.map(|at| input::moment("at", at)).transpose()?;
+            self.0.overview(at, window_days)
+        })
+    }
+
+    fn revenue_series(&self, py: Python<'_>, from: &str, to: &str, granularity: &str) -> PyResult<Vec<RevenuePoint>> {
+        run(py, || {
+            let (from, to) = (input::moment("from", from)?, input::moment("to", to)?);
+            self.0.revenue_series(from, to, granularity.parse()?)
+        })
+    }
+
+    /// `filter_json` is a `TransactionFilter` as JSON (times RFC 3339, amounts decimal strings).
+    fn transactions(
+        &self,
+        py: Python<'_>,
+        filter_json: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> PyResult<Vec<MoneyMovement>> {
+        run(py, || {
+            let filter = input::json::<TransactionFilter>("filter", Some(filter_json))?.unwrap_or_default();
+            self.0.transactions(&filter, limit, before)
+        })
+    }
+
+    fn metrics_text(&self) -> String {
+        self.0.metrics_text()
+    }
+
     // ---- the audit log
 
     #[pyo3(signature = (user_id, actor, action, outcome, limit, before))]
@@ -776,6 +812,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CryptoWebhookOutcome>()?;
     m.add_class::<DeliveryReport>()?;
     m.add_class::<Event>()?;
+    m.add_class::<CurrencyAmount>()?;
+    m.add_class::<MoneyMovement>()?;
+    m.add_class::<Overview>()?;
+    m.add_class::<PaymentCount>()?;
+    m.add_class::<RevenuePoint>()?;
+    m.add_class::<Segment>()?;
     m.add_function(wrap_pyfunction!(in_audit_context, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(billing_engine::_restore, m)?)?;

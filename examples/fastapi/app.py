@@ -1,7 +1,8 @@
 """A FastAPI backend on billing_engine: the seed 003 endpoints a frontend calls, seed 000's
 state, ledger and charge endpoints, seed 001's usage endpoints with a chat completion that
 meters its model call, the YooKassa webhook, and seed 004's crypto checkout and the
-indexer's webhook (``ALCHEMY_SIGNING_KEY``). ``../billing_workers.py`` runs beside it: the events
+indexer's webhook (``ALCHEMY_SIGNING_KEY``), the operators' overview page
+(``/admin/overview``, behind ``BILLING_ADMIN_TOKEN``) and Prometheus' ``/metrics``. ``../billing_workers.py`` runs beside it: the events
 consumer, the HTTP delivery of events and the crypto reconciler.
 
     BILLING_DB=billing.sqlite3 BILLING_TARIFFS=../web_tariffs.toml uvicorn --factory app:app_from_env
@@ -30,12 +31,13 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Union
 from fastapi import Depends, FastAPI, Header, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import admin
 import billing_engine as be
 from schemas import (
     MAX_ID,
@@ -175,11 +177,20 @@ class BodyTooLarge(Exception):
     pass
 
 
-def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAPI:
+def create_app(
+    billing: be.Billing,
+    model: Optional[ChatModel] = None,
+    *,
+    admin_token: Optional[str] = None,
+    currency: str = "RUB",
+) -> FastAPI:
+    """The service over ``billing``. ``admin_token`` opens the operators' pages
+    (``/admin/overview``), which show money in ``currency``, the catalog's."""
     app = FastAPI(title="billing", version="1")
     app.state.billing = billing
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     chat_model: ChatModel = model or FakeModel()
+    app.include_router(admin.router(billing, admin_token, currency))
 
     # Every error answers {"code", "message", "details"}: the engine's, and the HTTP
     # layer's own. None repeats more than a bounded part of the request.
@@ -362,6 +373,13 @@ def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAP
         )
         return {"hold_id": captured.id, "status": captured.status, "text": answer.text, "usage": actual, "replayed": False}
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        # Prometheus scrapes this handle's counters; serve it where only Prometheus reaches.
+        return PlainTextResponse(
+            billing.metrics_text(), media_type="application/openmetrics-text; version=1.0.0; charset=utf-8"
+        )
+
     @app.get("/billing/entitlements", response_model=Entitlements, responses=errors(404))
     def entitlements(user: str = Depends(current_user)) -> Dict[str, Any]:
         return billing.entitlements(user).to_dict()
@@ -386,10 +404,12 @@ def create_app(billing: be.Billing, model: Optional[ChatModel] = None) -> FastAP
 def app_from_env() -> FastAPI:
     tariffs = os.environ.get("BILLING_TARIFFS", str(Path(__file__).parents[1] / "web_tariffs.toml"))
     yookassa = be.YooKassaConfig.from_env() if os.environ.get("YOOKASSA_SHOP_ID") else None
+    catalog = be.Catalog.from_toml_file(tariffs)
     billing = be.Billing.open(
         os.environ.get("BILLING_DB", "billing.sqlite3"),
-        be.Catalog.from_toml_file(tariffs),
+        catalog,
         yookassa=yookassa,
         alchemy_signing_key=os.environ.get("ALCHEMY_SIGNING_KEY"),
     )
-    return create_app(billing)
+    currency = str(catalog.to_dict()["currency"])
+    return create_app(billing, admin_token=os.environ.get("BILLING_ADMIN_TOKEN"), currency=currency)

@@ -64,6 +64,7 @@ __all__ = [
     "CryptoHistory",
     "CryptoReconcileReport",
     "CryptoWebhookOutcome",
+    "CurrencyAmount",
     "DailyLimitReached",
     "DeliveryReport",
     "DueReport",
@@ -89,11 +90,14 @@ __all__ = [
     "ManualClock",
     "MetricCheck",
     "Mismatch",
+    "MoneyMovement",
     "NoPaymentMethod",
     "NoSubscription",
     "NotEnoughCredits",
+    "Overview",
     "PaidPeriod",
     "Payment",
+    "PaymentCount",
     "PaymentError",
     "PaymentHistory",
     "PaymentHistoryItem",
@@ -102,6 +106,8 @@ __all__ = [
     "QuotaExceeded",
     "Quote",
     "Refund",
+    "RevenuePoint",
+    "Segment",
     "StorageError",
     "StorageFull",
     "SubscriptionDetails",
@@ -504,6 +510,12 @@ from ._native import (  # noqa: E402
     CryptoWebhookOutcome,
     DeliveryReport,
     Event,
+    CurrencyAmount,
+    MoneyMovement,
+    Overview,
+    PaymentCount,
+    RevenuePoint,
+    Segment,
 )
 
 
@@ -1145,6 +1157,47 @@ class Billing:
 
     def resume_delivery(self, consumer: str = "webhooks") -> None:
         _call(self._native.resume_delivery, consumer)
+
+    # ---- the operators' overview (docs/OVERVIEW.md)
+
+    def overview(self, at: Optional[Moment] = None, *, window_days: int = 30) -> Overview:
+        """MRR, ARPU, active subscriptions, churn, revenue per day and payment counts at
+        ``at`` (now) over the ``window_days`` before it."""
+        return _call(self._native.overview, None if at is None else _moment("at", at), _count("window_days", window_days))
+
+    def revenue_series(self, from_: Moment, to: Moment, *, granularity: str = "day") -> List[RevenuePoint]:
+        """Gross, refunds and net per ``day``, ``week`` or ``month`` and currency."""
+        return _call(self._native.revenue_series, _moment("from_", from_), _moment("to", to), granularity)
+
+    def transactions(
+        self,
+        *,
+        status: Optional[str] = None,
+        provider: Optional[str] = None,
+        network: Optional[str] = None,
+        plan_code: Optional[str] = None,
+        from_: Optional[Moment] = None,
+        to: Optional[Moment] = None,
+        min_amount: Optional[Money] = None,
+        max_amount: Optional[Money] = None,
+        limit: int = 50,
+        before: Optional[int] = None,
+    ) -> List[MoneyMovement]:
+        """Money movements (``gross``, ``refund``, ``reversal``, ``failed``), newest first,
+        matching every filter given; pass the last one's ``id`` as ``before`` for more."""
+        if before is not None:
+            _id_number("before", before)
+        filters = {
+            "status": status, "provider": provider, "network": network, "plan_code": plan_code,
+            "from": None if from_ is None else _moment("from_", from_), "to": None if to is None else _moment("to", to),
+            "min_amount": None if min_amount is None else _money("min_amount", min_amount),
+            "max_amount": None if max_amount is None else _money("max_amount", max_amount),
+        }
+        return _call(self._native.transactions, json.dumps(filters), _count("limit", limit), before)
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition (OpenMetrics text) of what this handle counted."""
+        return self._native.metrics_text()
 
     # ---- the audit log
 

@@ -148,6 +148,10 @@ class NativeBilling:
         self, endpoint_url: str, secret: str, consumer: str, limit: int, timeout_s: float
     ) -> DeliveryReport: ...
     def resume_delivery(self, consumer: str) -> None: ...
+    def overview(self, at: Optional[str], window_days: int) -> Overview: ...
+    def revenue_series(self, from_: str, to: str, granularity: str) -> List[RevenuePoint]: ...
+    def transactions(self, filter_json: str, limit: int, before: Optional[int]) -> List[MoneyMovement]: ...
+    def metrics_text(self) -> str: ...
     def audit_log(
         self,
         user_id: Optional[str],
@@ -573,3 +577,56 @@ class CreditLot(_Result):
     expires_at: Optional[datetime]
     source: LotSource
     reference: Optional[str]
+
+class CurrencyAmount(_Result):
+    currency: str
+    amount: Decimal
+
+class Segment(_Result):
+    plan_code: str
+    currency: str
+    network: Optional[str]
+    subscriptions: int
+    mrr: Decimal
+
+class RevenuePoint(_Result):
+    start: str
+    currency: str
+    gross: Decimal
+    refunds: Decimal
+    net: Decimal
+
+class PaymentCount(_Result):
+    status: str
+    provider: str
+    count: int
+
+class Overview(_Result):
+    at: datetime
+    window_start: datetime
+    mrr: List[CurrencyAmount]
+    arpu: List[CurrencyAmount]
+    paying_users: int
+    active_subscriptions: int
+    segments: List[Segment]
+    new_subscriptions: int
+    renewals: int
+    reactivations: int
+    churned: int
+    subscriber_churn: Decimal
+    mrr_churn: List[CurrencyAmount]
+    revenue: List[RevenuePoint]
+    payments: List[PaymentCount]
+
+class MoneyMovement(_Result):
+    id: int
+    user_id: str
+    payment_id: str
+    status: str
+    amount: Decimal
+    currency: str
+    provider: str
+    network: Optional[str]
+    plan_code: Optional[str]
+    package_code: Optional[str]
+    at: datetime
