@@ -15,7 +15,8 @@ transaction (goal: 250k charges/s), and 8 threads at FULL with shared commits ag
 same 8 threads with one commit each (goal: 4x). Ledger growth: goal at most 1.15x the 1k cost.
 Metering: `check_usage` and `track_usage` against the floor's charge, `track_usage_batch`
 of 1,000 records (goal: 200k records/s), and `check_usage` with 1k and 10M usage events
-stored (goal: flat).
+stored (goal: flat). The operators' `overview` at 1M users against the bare SQL sum of their
+MRR (benches/overview.rs; goal: under a second).
 
 The PostgreSQL benchmark uses the server at BILLING_TEST_POSTGRES, or starts a throwaway
 cluster with tests/postgres_cluster.sh.
@@ -77,6 +78,16 @@ def main():
     for events in ("1000", "10000000"):
         cost = mean_ns("check_growth", "check_usage", events)
         print(f"  {int(events):>10,} events  {cost / 1000:8.1f} us  {cost / base:.2f}x of 1k  (goal: flat)")
+    if "--report" not in sys.argv:
+        subprocess.run(
+            ["cargo", "bench", "-p", "billing-engine", "--bench", "overview", "--", "--noplot"], cwd=ROOT, check=True
+        )
+    if (CRITERION / "overview" / "engine").exists():
+        engine, floor = mean_ns("overview", "engine"), mean_ns("overview", "floor_mrr_sum")
+        print("
+overview at 1M users (one period and one payment each, half of them in force):")
+        print(f"  overview {engine / 1e6:8.1f} ms  floor (the MRR sum alone) {floor / 1e6:8.1f} ms  "
+              f"ratio {floor / engine:.2f}x  (goal: under a second)")
     if "--report" not in sys.argv and "--no-postgres" not in sys.argv:
         print("\ncharge on PostgreSQL (charges/s; engine and floor in the same run):")
         bench = "cargo bench -q -p billing-engine --features postgres --bench postgres"

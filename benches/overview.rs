@@ -4,7 +4,8 @@
 //!
 //! The fixture is what a million users leave in the overview's records: one purchased
 //! period each (monthly plans bought over the last 60 days, so about half are in force
-//! now, and a tenth of those renewed), and a payment each, written straight into the
+//! now, and a tenth of those renewed), the churn of the half whose month is over, and a
+//! payment each, written straight into the
 //! engine's tables in one transaction (a million engine calls would take the benchmark's
 //! time, and the records' shape is the engine's). Under `cargo test --benches` it runs
 //! once on 10k users.
@@ -41,6 +42,13 @@ fn fill(path: &Path, users: i64, now: OffsetDateTime) {
                  299000000, 'RUB', NULL, 'yookassa', ?4)",
             )
             .unwrap();
+        let mut churn = tx
+            .prepare(
+                "INSERT INTO purchased_periods (user_id, payment_id, plan_code, kind, starts_at, ends_at, weight, \
+                 monthly_micros, currency, network, provider, created_at) VALUES (?1, ?2, 'basic', 'churn', ?3, ?3, 0, \
+                 299000000, 'RUB', NULL, 'yookassa', ?3)",
+            )
+            .unwrap();
         let mut money = tx
             .prepare(
                 "INSERT INTO money_movements (user_id, payment_id, kind, micros, currency, provider, network, \
@@ -56,6 +64,9 @@ fn fill(path: &Path, users: i64, now: OffsetDateTime) {
             let start = now_ms - (n * 7919 % 60) * day;
             let kind = if n % 10 == 0 { "renewal" } else { "new" };
             period.execute(params![user, payment, kind, start, start + 30 * day]).unwrap();
+            if start + 30 * day <= now_ms {
+                churn.execute(params![user, payment, start + 30 * day]).unwrap();
+            }
             money.execute(params![user, payment, start]).unwrap();
         }
     }

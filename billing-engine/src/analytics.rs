@@ -61,6 +61,9 @@ pub enum PeriodKind {
     Reactivation,
     /// The part of a period taken back.
     Cut,
+    /// A subscription ended with nobody paying on (it expired, was canceled at once or
+    /// refunded away): weight 0, the monthly value it took, at the instant it ended.
+    Churn,
 }
 
 impl PeriodKind {
@@ -70,6 +73,7 @@ impl PeriodKind {
             Self::Renewal => "renewal",
             Self::Reactivation => "reactivation",
             Self::Cut => "cut",
+            Self::Churn => "churn",
         }
     }
 }
@@ -78,7 +82,10 @@ impl std::str::FromStr for PeriodKind {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        [Self::New, Self::Renewal, Self::Reactivation, Self::Cut].into_iter().find(|k| k.as_str() == s).ok_or(())
+        [Self::New, Self::Renewal, Self::Reactivation, Self::Cut, Self::Churn]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -106,13 +113,13 @@ pub struct PeriodRecord {
 }
 
 impl PeriodRecord {
-    /// +1 for a period, −1 for a cut: the sum over rows covering an instant counts the
-    /// periods in force.
+    /// +1 for a period, −1 for a cut, 0 for a churn: the sum over rows covering an
+    /// instant counts the periods in force.
     pub fn weight(&self) -> i64 {
-        if self.kind == PeriodKind::Cut {
-            -1
-        } else {
-            1
+        match self.kind {
+            PeriodKind::Cut => -1,
+            PeriodKind::Churn => 0,
+            _ => 1,
         }
     }
 
@@ -197,6 +204,32 @@ pub fn cuts(periods: &[PeriodRecord], from: OffsetDateTime, now: OffsetDateTime)
             (start < in_force_until).then(|| PeriodRecord { ends_at: in_force_until, ..period.cut_from(start, now) })
         })
         .collect()
+}
+
+/// The monthly value `periods` (a user's rows) have in force at `at`, and the currency
+/// and plan of the row that brings it.
+pub fn in_force(periods: &[PeriodRecord], at: OffsetDateTime) -> Option<(i64, &PeriodRecord)> {
+    let covering: Vec<&PeriodRecord> = periods.iter().filter(|p| p.starts_at <= at && at < p.ends_at).collect();
+    let weight: i64 = covering.iter().map(|p| p.weight()).sum();
+    let value: i64 = covering.iter().map(|p| p.monthly_micros).sum();
+    let row = covering.into_iter().find(|p| p.weight() > 0)?;
+    (weight > 0).then_some((value, row))
+}
+
+/// The `churn` row of a subscription whose paid time ended at `ended_at` (the user's rows
+/// written before): none when nothing was in force just before, or when that end is
+/// marked already.
+pub fn churn(periods: &[PeriodRecord], ended_at: OffsetDateTime) -> Option<PeriodRecord> {
+    let marked = periods.iter().any(|p| p.kind == PeriodKind::Churn && p.created_at == ended_at);
+    let (value, row) = in_force(periods, ended_at - time::Duration::milliseconds(1))?;
+    (!marked).then(|| PeriodRecord {
+        kind: PeriodKind::Churn,
+        starts_at: ended_at,
+        ends_at: ended_at,
+        monthly_micros: value,
+        created_at: ended_at,
+        ..row.clone()
+    })
 }
 
 /// An amount of one currency or token.

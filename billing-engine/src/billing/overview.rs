@@ -83,6 +83,10 @@ impl<S: Store> Billing<S> {
             EntryKind::SubscriptionCanceled if meta.is_some_and(|m| m["immediate"] == serde_json::json!(true)) => {
                 self.cut_periods(tx, &entry.user_id, at, at)?;
             }
+            EntryKind::SubscriptionExpired => {
+                let ended = meta.and_then(|m| m["expires_at"].as_str()).and_then(time_util::parse_iso).unwrap_or(at);
+                self.mark_churn(tx, &entry.user_id, ended)?;
+            }
             EntryKind::PurchaseRefund => {
                 if let Some(end) =
                     meta.and_then(|m| m["subscription_expires_at"].as_str()).and_then(time_util::parse_iso)
@@ -157,8 +161,27 @@ impl<S: Store> Billing<S> {
         from: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<()> {
-        for cut in analytics::cuts(&tx.user_periods(user_id)?, from, now) {
-            tx.append_period(&cut)?;
+        let periods = tx.user_periods(user_id)?;
+        let cuts = analytics::cuts(&periods, from, now);
+        for cut in &cuts {
+            tx.append_period(cut)?;
+        }
+        // Nothing in force from the cut on: the user churned then.
+        let after: Vec<PeriodRecord> = periods.into_iter().chain(cuts).collect();
+        if from <= now && analytics::in_force(&after, from).is_none() {
+            self.mark_churn(tx, user_id, from)?;
+        }
+        Ok(())
+    }
+
+    /// Marks, once, that the user's paid time ended at `ended_at` with nothing after it.
+    fn mark_churn(&self, tx: &mut dyn Transaction, user_id: &str, ended_at: OffsetDateTime) -> Result<()> {
+        let periods = tx.user_periods(user_id)?;
+        if analytics::in_force(&periods, ended_at).is_some() {
+            return Ok(());
+        }
+        if let Some(churn) = analytics::churn(&periods, ended_at) {
+            tx.append_period(&churn)?;
         }
         Ok(())
     }
@@ -215,10 +238,13 @@ impl<S: Store> Billing<S> {
         let at = at.unwrap_or_else(|| self.now());
         let start = at - Duration::days(window_days.into());
         self.store.read(|tx| {
+            // One subscription at most is in force per user (a second plan is refused while
+            // one is active), so the subscriptions in force count the paying users.
             let segments = tx.segments_at(at)?;
-            let paying = tx.paying_users_at(at)?;
-            let paying_before = tx.paying_users_at(start)?;
-            let mrr_before = sum_by_currency(tx.segments_at(start)?.iter().map(|(s, m)| (s.currency.as_str(), *m)));
+            let segments_before = tx.segments_at(start)?;
+            let paying = count_by_currency(&segments);
+            let paying_before = count_by_currency(&segments_before);
+            let mrr_before = sum_by_currency(segments_before.iter().map(|(s, m)| (s.currency.as_str(), *m)));
             let mrr = sum_by_currency(segments.iter().map(|(s, micros)| (s.currency.as_str(), *micros)));
             let counts: BTreeMap<PeriodKind, u64> = tx.period_counts(start, at)?.into_iter().collect();
             let churned = tx.churned(start, at)?;
@@ -336,6 +362,15 @@ fn money(payment: &Payment, kind: MoneyKind, amount: Decimal, at: OffsetDateTime
 
 fn amount(currency: &str, amount: Decimal) -> CurrencyAmount {
     CurrencyAmount { currency: currency.to_owned(), amount: amount.normalize() }
+}
+
+/// Per currency, the subscriptions in force in `segments`.
+fn count_by_currency(segments: &[(analytics::Segment, i64)]) -> Vec<(String, u64)> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (segment, _) in segments {
+        *counts.entry(segment.currency.clone()).or_default() += segment.subscriptions;
+    }
+    counts.into_iter().collect()
 }
 
 fn sum_by_currency<'a>(rows: impl Iterator<Item = (&'a str, i64)>) -> BTreeMap<String, i64> {

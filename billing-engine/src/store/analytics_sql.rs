@@ -17,22 +17,16 @@ pub(super) const SEGMENTS_AT: &str = "SELECT plan_code, currency, network, CAST(
      CAST(SUM(monthly_micros) AS BIGINT) FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 \
      GROUP BY plan_code, currency, network HAVING SUM(weight) > 0 ORDER BY plan_code, currency, network";
 
-/// Per currency: the users with a period in force at `$1`.
-pub(super) const PAYING_USERS_AT: &str = "SELECT currency, COUNT(*) FROM (SELECT user_id, currency \
-     FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 GROUP BY user_id, currency \
-     HAVING SUM(weight) > 0) paying GROUP BY currency ORDER BY currency";
-
 /// Per kind: the periods bought in `[$1, $2)`.
 pub(super) const PERIOD_COUNTS: &str = "SELECT kind, COUNT(*) FROM purchased_periods \
-     WHERE created_at >= $1 AND created_at < $2 AND kind <> 'cut' GROUP BY kind ORDER BY kind";
+     WHERE created_at >= $1 AND created_at < $2 AND kind IN ('new', 'renewal', 'reactivation') \
+     GROUP BY kind ORDER BY kind";
 
-/// Per currency: the users paying at `$1` and no longer at `$2`, and their monthly value at `$1`.
-pub(super) const CHURNED: &str = "WITH before_window AS (SELECT user_id, currency, SUM(monthly_micros) AS micros \
-     FROM purchased_periods WHERE starts_at <= $1 AND ends_at > $1 GROUP BY user_id, currency HAVING SUM(weight) > 0), \
-     after_window AS (SELECT user_id FROM purchased_periods WHERE starts_at <= $2 AND ends_at > $2 \
-     GROUP BY user_id HAVING SUM(weight) > 0) \
-     SELECT currency, COUNT(*), CAST(SUM(micros) AS BIGINT) FROM before_window \
-     WHERE user_id NOT IN (SELECT user_id FROM after_window) GROUP BY currency ORDER BY currency";
+/// Per currency: the subscriptions that ended in `($1, $2]` with nobody paying on, and the
+/// monthly value they took with them (the `churn` rows).
+pub(super) const CHURNED: &str = "SELECT currency, COUNT(*), CAST(SUM(monthly_micros) AS BIGINT) \
+     FROM purchased_periods WHERE kind = 'churn' AND created_at > $1 AND created_at <= $2 \
+     GROUP BY currency ORDER BY currency";
 
 /// Money in `[$2, $3)`, summed per bucket of `$1` milliseconds, currency, kind and provider.
 /// (Each `$n` first appears in order: SQLite numbers them as they come.)

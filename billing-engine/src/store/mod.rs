@@ -449,14 +449,11 @@ pub trait Transaction {
     /// values in micro-units in `Segment::mrr`'s place are converted by the caller).
     fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>>;
 
-    /// Per currency, the users with a period in force at `at`.
-    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>>;
-
     /// Per kind, the periods bought in `[from, to)`.
     fn period_counts(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(PeriodKind, u64)>>;
 
-    /// Per currency, the users paying at `from` and no longer at `to`, and their monthly
-    /// value at `from` (micro-units).
+    /// Per currency, the subscriptions that ended in `(from, to]` with nobody paying on
+    /// (the `churn` rows), and the monthly value they took (micro-units).
     fn churned(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(String, u64, i64)>>;
 
     /// Money movements in `[from, to)`, summed per bucket of `bucket_ms`, currency, kind

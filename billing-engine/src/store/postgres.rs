@@ -1173,13 +1173,6 @@ impl Transaction for PgTx<'_> {
         })
     }
 
-    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>> {
-        self.many(sql::PAYING_USERS_AT, &[&to_millis(at)], |row| {
-            let c = Cells::new(row, "purchased_periods");
-            Ok((c.get(0)?, c.get::<i64>(1)? as u64))
-        })
-    }
-
     fn period_counts(
         &mut self,
         from: OffsetDateTime,

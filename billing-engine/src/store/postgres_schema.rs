@@ -326,8 +326,11 @@ const MIGRATIONS: &[&str] = &[
         created_at     BIGINT NOT NULL,
         PRIMARY KEY (user_id, id)
     );
-    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at);
-    CREATE INDEX periods_by_creation ON purchased_periods (created_at);
+    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at)
+        INCLUDE (weight, monthly_micros, currency, plan_code, network);
+    CREATE INDEX periods_by_creation ON purchased_periods (created_at, kind);
+    CREATE INDEX periods_churned ON purchased_periods (created_at) INCLUDE (currency, monthly_micros)
+        WHERE kind = 'churn';
 
     CREATE TABLE money_movements (
         user_id      TEXT NOT NULL,
@@ -343,7 +346,7 @@ const MIGRATIONS: &[&str] = &[
         at           BIGINT NOT NULL,
         PRIMARY KEY (user_id, id)
     );
-    CREATE INDEX money_by_time ON money_movements (at);
+    CREATE INDEX money_by_time ON money_movements (at) INCLUDE (currency, kind, provider, micros);
     CREATE INDEX money_by_id ON money_movements (id);
 
     CREATE FUNCTION analytics_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -302,7 +302,8 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 8: what the operators' overview reads: the purchased periods (a cut is a row of
-    // its own, weight -1) and the money movements, both append-only. Amounts are
+    // its own, weight -1; a churn, weight 0, marks a subscription ending with nobody
+    // paying on) and the money movements, both append-only. Amounts are
     // micro-units (10^-6), so that SQLite sums them exactly.
     r#"
     CREATE TABLE purchased_periods (
@@ -310,7 +311,7 @@ const MIGRATIONS: &[&str] = &[
         user_id        TEXT NOT NULL,
         payment_id     TEXT,
         plan_code      TEXT NOT NULL,
-        kind           TEXT NOT NULL,       -- new, renewal, reactivation, cut
+        kind           TEXT NOT NULL,       -- new, renewal, reactivation, cut, churn
         starts_at      INTEGER NOT NULL,    -- unix ms
         ends_at        INTEGER NOT NULL,
         weight         INTEGER NOT NULL,    -- 1, or -1 for a cut
@@ -321,8 +322,10 @@ const MIGRATIONS: &[&str] = &[
         created_at     INTEGER NOT NULL
     );
     CREATE INDEX periods_by_user ON purchased_periods (user_id, id);
-    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at);
-    CREATE INDEX periods_by_creation ON purchased_periods (created_at);
+    -- Covering: what is in force at an instant is read from the index alone.
+    CREATE INDEX periods_by_end ON purchased_periods (ends_at, starts_at, weight, monthly_micros, currency, plan_code, network);
+    CREATE INDEX periods_by_creation ON purchased_periods (created_at, kind);
+    CREATE INDEX periods_churned ON purchased_periods (created_at, currency, monthly_micros) WHERE kind = 'churn';
 
     CREATE TABLE money_movements (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -337,7 +340,7 @@ const MIGRATIONS: &[&str] = &[
         package_code TEXT,
         at           INTEGER NOT NULL       -- unix ms
     );
-    CREATE INDEX money_by_time ON money_movements (at);
+    CREATE INDEX money_by_time ON money_movements (at, currency, kind, provider, micros);
 
     CREATE TRIGGER periods_no_update BEFORE UPDATE ON purchased_periods
     BEGIN SELECT RAISE(ABORT, 'purchased periods are append-only'); END;

@@ -941,10 +941,6 @@ impl Transaction for SqliteTx<'_> {
         })
     }
 
-    fn paying_users_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(String, u64)>> {
-        self.many(sql::PAYING_USERS_AT, [to_millis(at)], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
-    }
-
     fn period_counts(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<(PeriodKind, u64)>> {
         self.many(sql::PERIOD_COUNTS, [to_millis(from), to_millis(to)], |row| {
             in_table("purchased_periods", row, |row| Ok((parsed(row, 0)?, row.get::<_, i64>(1)? as u64)))
