@@ -350,6 +350,42 @@ pub struct Overview {
 mod tests {
     use super::*;
 
+    fn period(kind: PeriodKind, from: i64, to: i64, micros: i64) -> PeriodRecord {
+        let day = |n: i64| time::macros::datetime!(2026-01-01 00:00 UTC) + time::Duration::days(n);
+        PeriodRecord {
+            user_id: "u".into(),
+            payment_id: Some("p".into()),
+            plan_code: "basic".into(),
+            kind,
+            starts_at: day(from),
+            ends_at: day(to),
+            monthly_micros: micros,
+            currency: "RUB".into(),
+            network: None,
+            provider: "yookassa".into(),
+            created_at: day(from),
+        }
+    }
+
+    #[test]
+    fn a_second_cut_takes_back_only_what_the_first_left_and_churn_is_marked_once() {
+        let day = |n: i64| time::macros::datetime!(2026-01-01 00:00 UTC) + time::Duration::days(n);
+        let mut rows = vec![period(PeriodKind::New, 0, 30, 299)];
+        let first = cuts(&rows, day(20), day(5));
+        assert_eq!((first[0].starts_at, first[0].ends_at, first[0].monthly_micros), (day(20), day(30), -299));
+        rows.extend(first);
+        let second = cuts(&rows, day(10), day(10));
+        assert_eq!((second[0].starts_at, second[0].ends_at), (day(10), day(20)), "not again over [20, 30)");
+        rows.extend(second);
+        assert_eq!(in_force(&rows, day(9)).map(|(v, _)| v), Some(299));
+        assert!(in_force(&rows, day(10)).is_none() && in_force(&rows, day(25)).is_none());
+        let churn_row = churn(&rows, day(10)).unwrap();
+        assert_eq!((churn_row.kind, churn_row.weight(), churn_row.monthly_micros), (PeriodKind::Churn, 0, 299));
+        rows.push(churn_row);
+        assert_eq!(churn(&rows, day(10)), None, "marked once");
+        assert!(cuts(&rows, day(5), day(12)).iter().all(|c| c.ends_at == day(10)));
+    }
+
     #[test]
     fn a_periods_monthly_value_follows_its_length() {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
