@@ -77,8 +77,10 @@ fn every_table_of_user_data_leads_its_keys_with_user_id() {
             "holds",
             "ledger",
             "lot_allocations",
+            "money_movements",
             "payment_methods",
             "payments",
+            "purchased_periods",
             "usage_counters",
             "usage_events",
             "user_locks"
@@ -98,7 +100,7 @@ fn servers_that_open_a_new_database_at_once_migrate_it_once_and_a_newer_schema_i
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.rows("billing_schema", "version"), ["(5)"], "the newest version, written once");
+    assert_eq!(db.rows("billing_schema", "version"), ["(6)"], "the newest version, written once");
     db.execute("UPDATE billing_schema SET version = 99");
     let err = Billing::open(&db.location, common::catalog()).map(drop).unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR");
