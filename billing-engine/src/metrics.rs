@@ -2,7 +2,8 @@
 //! code, payments by outcome and provider, webhook outcomes, how long writes take (the
 //! lock wait is most of it under contention) and how many found the store busy, holds,
 //! and quota checks. Counted in this process, since it started; encoded by the
-//! `prometheus-client` crate in the OpenMetrics text format.
+//! `prometheus-client` crate in the OpenMetrics text format. Labels are the engine's own
+//! `&'static` names (a metric's name aside), so counting a charge allocates nothing.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,36 +13,36 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Source {
-    source: String,
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Refusal {
-    call: String,
-    code: String,
+    call: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
-    status: String,
-    provider: String,
+    status: &'static str,
+    provider: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
-    provider: String,
-    outcome: String,
+    provider: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HoldLabels {
-    event: String,
+    event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QuotaLabels {
     metric: String,
-    outcome: String,
+    outcome: &'static str,
 }
 
 /// The counters of one engine handle.
@@ -91,34 +92,32 @@ impl Metrics {
         Self { registry, ..metrics }
     }
 
-    pub(crate) fn charged(&self, source: &str, seconds: f64) {
-        self.charges.get_or_create(&Source { source: source.to_owned() }).inc();
+    pub(crate) fn charged(&self, source: &'static str, seconds: f64) {
+        self.charges.get_or_create(&Source { source }).inc();
         self.charge_seconds.observe(seconds);
     }
 
-    pub(crate) fn refused(&self, call: &str, code: &str) {
-        self.refusals.get_or_create(&Refusal { call: call.to_owned(), code: code.to_owned() }).inc();
+    pub(crate) fn refused(&self, call: &'static str, code: &'static str) {
+        self.refusals.get_or_create(&Refusal { call, code }).inc();
         if code == "BUSY" {
             self.busy.inc();
         }
     }
 
-    pub(crate) fn payment(&self, status: &str, provider: &str) {
-        self.payments.get_or_create(&PaymentLabels { status: status.to_owned(), provider: provider.to_owned() }).inc();
+    pub(crate) fn payment(&self, status: &'static str, provider: &'static str) {
+        self.payments.get_or_create(&PaymentLabels { status, provider }).inc();
     }
 
-    pub(crate) fn webhook(&self, provider: &str, outcome: &str) {
-        self.webhooks
-            .get_or_create(&WebhookLabels { provider: provider.to_owned(), outcome: outcome.to_owned() })
-            .inc();
+    pub(crate) fn webhook(&self, provider: &'static str, outcome: &'static str) {
+        self.webhooks.get_or_create(&WebhookLabels { provider, outcome }).inc();
     }
 
-    pub(crate) fn hold(&self, event: &str) {
-        self.holds.get_or_create(&HoldLabels { event: event.to_owned() }).inc();
+    pub(crate) fn hold(&self, event: &'static str) {
+        self.holds.get_or_create(&HoldLabels { event }).inc();
     }
 
-    pub(crate) fn quota(&self, metric: &str, outcome: &str) {
-        self.quota.get_or_create(&QuotaLabels { metric: metric.to_owned(), outcome: outcome.to_owned() }).inc();
+    pub(crate) fn quota(&self, metric: &str, outcome: &'static str) {
+        self.quota.get_or_create(&QuotaLabels { metric: metric.to_owned(), outcome }).inc();
     }
 
     /// The OpenMetrics text exposition.

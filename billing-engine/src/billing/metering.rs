@@ -61,7 +61,7 @@ impl<S: Store> Billing<S> {
     }
 
     /// Counts a hold's settlement (or placement), or its refusal, for `metrics_text`.
-    fn count_hold(&self, event: &str, call: &str, hold: Result<Hold>) -> Result<Hold> {
+    fn count_hold(&self, event: &'static str, call: &'static str, hold: Result<Hold>) -> Result<Hold> {
         match &hold {
             Ok(hold) if !hold.replayed => self.metrics.hold(event),
             Ok(_) => {}

@@ -319,7 +319,7 @@ impl<S: Store> Billing<S> {
     }
 
     /// Counts a charge's source, or its refusal's code, for `metrics_text`.
-    fn count_charge(&self, call: &str, charged: &Result<Charge>, started: std::time::Instant) {
+    fn count_charge(&self, call: &'static str, charged: &Result<Charge>, started: std::time::Instant) {
         match charged {
             Ok(charge) if !charge.replayed => {
                 self.metrics.charged(charge.source.as_str(), started.elapsed().as_secs_f64())

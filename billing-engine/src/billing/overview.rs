@@ -203,7 +203,7 @@ impl<S: Store> Billing<S> {
         };
         let amount = if kind == MoneyKind::Gross { payment.amount } else { Decimal::ZERO };
         let record = money(payment, kind, amount, now);
-        self.metrics.payment(payment.history_status(), &record.provider);
+        self.metrics.payment(payment.history_status(), provider_of(payment));
         Ok(tx.append_money(&record)?)
     }
 
@@ -216,7 +216,12 @@ impl<S: Store> Billing<S> {
     }
 
     /// Counts a notification's outcome for `metrics_text`.
-    pub(super) fn count_webhook<T>(&self, provider: &str, result: &Result<T>, outcome: impl Fn(&T) -> &str) {
+    pub(super) fn count_webhook<T>(
+        &self,
+        provider: &'static str,
+        result: &Result<T>,
+        outcome: impl Fn(&T) -> &'static str,
+    ) {
         match result {
             Ok(value) => self.metrics.webhook(provider, outcome(value)),
             Err(BillingError::InvalidWebhook { .. }) => self.metrics.webhook(provider, "rejected"),
@@ -345,6 +350,15 @@ impl<S: Store> Billing<S> {
 }
 
 /// A payment's money movement of `kind`.
+/// The provider a payment went through, as money records and metrics name it.
+fn provider_of(payment: &Payment) -> &'static str {
+    if payment.crypto.is_some() {
+        "crypto"
+    } else {
+        "yookassa"
+    }
+}
+
 fn money(payment: &Payment, kind: MoneyKind, amount: Decimal, at: OffsetDateTime) -> MoneyRecord {
     MoneyRecord {
         user_id: payment.user_id.clone(),
@@ -352,7 +366,7 @@ fn money(payment: &Payment, kind: MoneyKind, amount: Decimal, at: OffsetDateTime
         kind,
         micros: analytics::to_micros(amount),
         currency: payment.currency.clone(),
-        provider: if payment.crypto.is_some() { "crypto" } else { "yookassa" }.to_owned(),
+        provider: provider_of(payment).to_owned(),
         network: payment.crypto.as_ref().map(|c| c.network.clone()),
         plan_code: payment.plan_code.clone(),
         package_code: payment.package_code.clone(),
