@@ -18,7 +18,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 import uvicorn
@@ -26,7 +26,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import billing_engine as be
 
@@ -120,6 +121,16 @@ def card(browser: WebDriver, key: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f"#kpi-{key} .value").text
 
 
+def navigate(browser: WebDriver, action: Callable[[], None]) -> None:
+    """Runs an action that loads a new page and waits until the old page is gone and the new
+    one has loaded, so that nothing reads an element of the page being replaced."""
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    action()
+    wait = WebDriverWait(browser, 10)
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def rows(browser: WebDriver) -> List[str]:
     return [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#transactions tr")[1:]]
 
@@ -152,7 +163,8 @@ def test_the_overview_page_shows_the_hand_calculated_numbers_and_its_filter_narr
     # Seven money movements: five payments, the renewal... and the refund.
     assert len(rows(browser)) == 7
     Select(browser.find_element(By.NAME, "status")).select_by_value("refund")
-    browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "#filters button").click)
+    assert "status=refund" in browser.current_url
     filtered = rows(browser)
     assert len(filtered) == 1 and "refund" in filtered[0] and "u4" in filtered[0], filtered
 
@@ -161,7 +173,7 @@ def test_the_overview_page_shows_the_hand_calculated_numbers_and_its_filter_narr
     browser.save_screenshot(str(SCREENSHOT))
 
     # One payment's page: its status history and ledger entries.
-    browser.find_element(By.CSS_SELECTOR, "#transactions a").click()
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "#transactions a").click)
     history = browser.find_element(By.ID, "history").text
     entries = browser.find_element(By.ID, "entries").text
     assert "payment.succeeded.v1" in history and "subscription_activated" in entries, (history, entries)
