@@ -44,20 +44,6 @@ fn event_types(f: &Fixture, user: &str) -> Vec<EventType> {
     f.billing.user_events(user, 0, 1000).unwrap().iter().map(|e| e.event_type).collect()
 }
 
-/// The consumer's events once at least `n` are pollable: on PostgreSQL an event is handed
-/// out once every older transaction on the server has ended, and the tests beside this
-/// one hold that back for a moment.
-fn poll_at_least(f: &Fixture, consumer: &str, n: usize) -> Vec<billing_engine::Event> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let events = f.billing.poll_events(consumer, 100).unwrap();
-        if events.len() >= n || std::time::Instant::now() > deadline {
-            return events;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 fn checkout(f: &Fixture, user: &str, purchase: Purchase<'_>, key: &str) -> CryptoCheckout {
     f.billing.create_crypto_payment(user, purchase, 1, key).unwrap()
 }
@@ -104,7 +90,7 @@ fn the_seed_004_lifecycle_checkout_transfer_confirmations_credit_plan_changed_th
     assert_eq!(activation.unwrap().idempotency_key.as_deref(), Some(credit_key.as_str()), "keyed by the chain triple");
 
     // The quota service consumes plan.changed.v1.
-    let events = poll_at_least(&f, "quota-service", event_types(&f, USER).len());
+    let events = f.poll_at_least("quota-service", event_types(&f, USER).len());
     let changed = events.iter().find(|e| e.event_type == EventType::PlanChanged).expect("plan.changed.v1");
     assert_eq!((changed.user_id.as_str(), &changed.payload["plan_code"]), (USER, &json!("basic")));
     let succeeded = events.iter().find(|e| e.event_type == EventType::PaymentSucceeded).unwrap();
@@ -127,7 +113,7 @@ fn the_seed_004_lifecycle_checkout_transfer_confirmations_credit_plan_changed_th
     assert_eq!(outcome.applied, 1);
     assert_eq!(state(&f, &checkout.payment_id), CryptoState::Reorged);
     assert!(!f.billing.subscription_details(USER).unwrap().is_active, "the plan bought with it ends");
-    let after: Vec<EventType> = poll_at_least(&f, "quota-service", 2).iter().map(|e| e.event_type).collect();
+    let after: Vec<EventType> = f.poll_at_least("quota-service", 2).iter().map(|e| e.event_type).collect();
     assert_eq!(after, [EventType::PaymentReversed, EventType::PlanChanged]);
     assert_eq!(f.billing.payments(USER, 10).unwrap().results[0].status, "failed");
     assert!(f.billing.verify_integrity().unwrap().ok, "the ledger still proves every balance");

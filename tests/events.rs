@@ -32,21 +32,6 @@ fn events_of(f: &Fixture, user: &str) -> Vec<Event> {
     f.billing.user_events(user, 0, 1000).unwrap()
 }
 
-/// Every event, oldest first, once at least `n` are pollable, through a consumer of its
-/// own (polling never moves a cursor). On PostgreSQL an event is pollable once every
-/// transaction older than its own has ended, on the whole server: the tests running
-/// beside this one hold it back for a moment.
-fn pollable(f: &Fixture, n: usize) -> Vec<Event> {
-    let deadline = Instant::now() + StdDuration::from_secs(30);
-    loop {
-        let events = f.billing.poll_events("test-reader", 1000).unwrap();
-        if events.len() >= n || Instant::now() > deadline {
-            return events;
-        }
-        thread::sleep(StdDuration::from_millis(10));
-    }
-}
-
 fn types_of(events: &[Event], user: &str) -> Vec<EventType> {
     events.iter().filter(|e| e.user_id == user).map(|e| e.event_type).collect()
 }
@@ -203,7 +188,7 @@ fn cursors_move_forward_per_consumer_and_acknowledge_only_stored_events() {
         f.billing.register_user(user, true).unwrap();
         f.billing.grant_credits(user, dec("1"), "g", "support").unwrap();
     }
-    let all = pollable(&f, 6);
+    let all = f.poll_at_least("test-reader", 6);
     let first = f.billing.poll_events("crm", 4).unwrap();
     assert_eq!(first.len(), 4);
     assert_eq!(f.billing.poll_events("crm", 4).unwrap(), first, "polling does not move the cursor");
@@ -359,7 +344,7 @@ fn delivery_posts_signed_events_in_order_and_retries_by_the_schedule() {
         f.billing.register_user(user, true).unwrap();
     }
     f.billing.grant_credits("a", dec("3"), "g", "support").unwrap();
-    let events = pollable(&f, 3);
+    let events = f.poll_at_least("test-reader", 3);
     let endpoint = EventEndpoint::new(&receiver.url, SECRET).unwrap();
 
     // The first attempt fails: nothing is acknowledged, and the next waits 5 s.
@@ -395,7 +380,7 @@ fn delivery_posts_signed_events_in_order_and_retries_by_the_schedule() {
     // Up to date: nothing is sent again. A new event goes out on the next call.
     assert_eq!(f.billing.deliver_events(&endpoint, 100).unwrap().delivered, 0);
     f.billing.grant_credits("b", dec("1"), "g", "support").unwrap();
-    pollable(&f, 4);
+    f.poll_at_least("test-reader", 4);
     assert_eq!(f.billing.deliver_events(&endpoint, 100).unwrap().delivered, 1);
     assert_eq!(receiver.attempts().len(), 6);
 }
@@ -406,7 +391,7 @@ fn gone_stops_delivery_until_it_is_resumed() {
     let f = Fixture::new();
     f.billing.register_user("a", true).unwrap();
     f.billing.grant_credits("a", dec("3"), "g", "support").unwrap();
-    pollable(&f, 2);
+    f.poll_at_least("test-reader", 2);
     let endpoint = EventEndpoint::new(&receiver.url, SECRET).unwrap();
     receiver.answer(json!([{ "status": 204 }, { "status": 410 }]));
     let report = f.billing.deliver_events(&endpoint, 100).unwrap();
@@ -427,7 +412,7 @@ fn a_wrong_secret_is_refused_by_the_receiver_and_retried() {
     let receiver = Receiver::start();
     let f = Fixture::new();
     f.billing.register_user("a", true).unwrap();
-    pollable(&f, 1);
+    f.poll_at_least("test-reader", 1);
     let other = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let endpoint = EventEndpoint::new(&receiver.url, other).unwrap();
     let report = f.billing.deliver_events(&endpoint, 100).unwrap();

@@ -12,8 +12,10 @@ pub mod yookassa;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread;
+use std::time::{Duration as StdDuration, Instant};
 
-use billing_engine::{Billing, Catalog, ManualClock, YooKassaConfig};
+use billing_engine::{Billing, Catalog, Event, ManualClock, YooKassaConfig};
 use rust_decimal::Decimal;
 
 pub const START: &str = "2026-01-01T12:00:00Z";
@@ -233,6 +235,22 @@ impl Fixture {
 
     pub fn advance_hours(&self, hours: i64) {
         self.clock.advance(time::Duration::hours(hours)).unwrap();
+    }
+
+    /// `consumer`'s pollable events, once at least `n` are (or after 30 s, so that the
+    /// caller's assertion shows what there was). Polling never moves a cursor. On
+    /// PostgreSQL an event is pollable once every transaction older than its own has
+    /// ended on the whole server, so the tests running beside this one hold it back for a
+    /// moment.
+    pub fn poll_at_least(&self, consumer: &str, n: usize) -> Vec<Event> {
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        loop {
+            let events = self.billing.poll_events(consumer, 1000).unwrap();
+            if events.len() >= n || Instant::now() > deadline {
+                return events;
+            }
+            thread::sleep(StdDuration::from_millis(10));
+        }
     }
 
     /// Every row of every table, to show a refused call changed nothing.
