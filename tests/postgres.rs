@@ -194,6 +194,10 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let audit_log = |billing: &Billing| billing.audit_log(&Default::default(), 100, None).unwrap();
     let (before, entries) = (states(&source), ledgers(&source));
     let (outbox, audit) = (events(&source), audit_log(&source));
+    let at = time::OffsetDateTime::now_utc();
+    let overview = |billing: &Billing| billing.overview(Some(at), 30).unwrap();
+    let counted = overview(&source);
+    assert_eq!(counted.active_subscriptions, 1);
     assert_eq!(audit.len(), 3, "the catalog opened with, the import and the activation");
     drop(source);
 
@@ -209,7 +213,9 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
     assert!(
-        stdout.contains("copied 2 users (8 ledger entries, 0 payments, 2 usage events) and 3 audit records"),
+        stdout.contains(
+            "copied 2 users (8 ledger entries, 0 payments, 2 usage events, 1 overview rows) and 3 audit records"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("ok = true"), "{stdout}");
@@ -218,6 +224,7 @@ fn copy_to_postgres_carries_a_sqlite_file_over_with_its_ids_keys_and_balances() 
     assert_eq!(states(&copied), before);
     assert_eq!(ledgers(&copied), entries, "the same entries, ids and all");
     assert_eq!((events(&copied), audit_log(&copied)), (outbox, audit), "the outbox and the audit log came along");
+    assert_eq!(overview(&copied), counted, "b's period, activated by hand, counts there too");
     let replay = copied.charge("a", "generation", "gen-1", Some(serde_json::json!({"chat": 7}))).unwrap();
     assert!(replay.replayed && replay.id == charge.id, "a key replays after the move");
     let conflict = copied.charge("a", "generation", "gen-1", None).unwrap_err();
@@ -408,9 +415,11 @@ fn calls_go_on_after_every_pooled_connection_is_ended() {
 
 /// A crypto payment moved mid-way (a transfer seen, not yet confirmed) completes on
 /// PostgreSQL: its transfers, its reference and the chain's head come along, so the
-/// worker credits it there and a new checkout cannot take its reference.
+/// worker credits it there and a new checkout cannot take its reference. The overview's
+/// record comes along too: a plan bought and paid before the move counts the same there,
+/// and its money movement keeps its id.
 #[test]
-fn copy_to_postgres_carries_crypto_payments_their_transfers_and_references() {
+fn copy_to_postgres_carries_crypto_payments_their_transfers_references_and_the_overview() {
     use billing_engine::alchemy::AlchemyNotify;
     use billing_engine::store::SqliteStore;
     use common::indexer::{FakeIndexer, SIGNING_KEY};
@@ -422,21 +431,37 @@ fn copy_to_postgres_carries_crypto_payments_their_transfers_and_references() {
     let file = TestDb::on_file();
     let source = with_crypto(Billing::open(&file.location, common::catalog()).unwrap());
     source.register_user("a", true).unwrap();
+    source.register_user("b", true).unwrap();
+    let plan = source.create_crypto_payment("b", billing_engine::Purchase::Plan("basic"), 1, "k").unwrap();
+    let paid = indexer.pay(&plan.amount);
+    source.handle_crypto_webhook(&paid.notification.body, &paid.notification.headers).unwrap();
+    indexer.mine(11);
+    source.reconcile_crypto(&|chain, tx| indexer.receipt(chain, tx)).unwrap();
     let checkout = source.create_crypto_payment("a", billing_engine::Purchase::Package("credits_20"), 1, "k").unwrap();
     let mined = indexer.pay(&checkout.amount);
     source.handle_crypto_webhook(&mined.notification.body, &mined.notification.headers).unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    let overview = |billing: &Billing| billing.overview(Some(at), 30).unwrap();
+    let transactions = |billing: &Billing| billing.transactions(&Default::default(), 100, None).unwrap();
+    let (counted, moved) = (overview(&source), transactions(&source));
+    assert_eq!((counted.active_subscriptions, moved.len()), (1, 1), "b's plan is in force and paid");
     drop(source);
 
     let target = TestDb::postgres();
     let store = PostgresStore::open(&target.location, PostgresOptions::default()).unwrap();
-    store.copy_from(&SqliteStore::open(&file.location, Default::default()).unwrap()).unwrap();
+    let report = store.copy_from(&SqliteStore::open(&file.location, Default::default()).unwrap()).unwrap();
+    assert_eq!(report.overview_rows, 2, "b's period and its payment");
     let copied = with_crypto(Billing::open(&target.location, common::catalog()).unwrap());
+    assert_eq!((overview(&copied), transactions(&copied)), (counted, moved.clone()), "the same numbers there");
     assert_eq!(copied.crypto_transfers(&checkout.payment_id).unwrap().len(), 1);
     indexer.mine(11);
     let report = copied.reconcile_crypto(&|chain, tx| indexer.receipt(chain, tx)).unwrap();
-    assert_eq!((report.checked, report.changed), (1, 1));
+    assert_eq!((report.checked, report.errors), (2, 0), "a's open payment and b's recent one");
     assert_eq!(copied.state("a").unwrap().credits, dec("30"));
+    let after = transactions(&copied);
+    assert!(after.len() == 2 && after[0].id > moved[0].id, "new movements follow the copied ones: {after:?}");
     let held = store.read(|tx| Ok(tx.all_references()?)).unwrap();
-    assert_eq!(held.iter().map(|r| r.reference).collect::<Vec<_>>(), [checkout.reference]);
+    assert_eq!(held.len(), 2, "both references came along: {held:?}");
+    assert!(held.iter().any(|r| r.reference == checkout.reference));
     assert!(copied.verify_integrity().unwrap().ok);
 }

@@ -214,6 +214,25 @@ pub struct AuditRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// A stored record written again elsewhere, as a copy between stores does (its id aside).
+impl From<&AuditRecord> for NewAuditRecord {
+    fn from(r: &AuditRecord) -> Self {
+        Self {
+            user_id: r.user_id.clone(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            outcome: r.outcome,
+            reason: r.reason.clone(),
+            before: r.before.clone(),
+            after: r.after.clone(),
+            error: r.error.clone(),
+            request_id: r.request_id.clone(),
+            created_at: r.created_at,
+        }
+    }
+}
+
 /// Which records [`audit_log`](crate::Billing::audit_log) reads: all that match every
 /// field given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -31,6 +31,27 @@ pub struct Db {
     _dir: tempfile::TempDir,
 }
 
+/// The tables a refused call must leave as they were.
+const USER_TABLES: [&str; 17] = [
+    "accounts",
+    "ledger",
+    "payments",
+    "payment_methods",
+    "customer_contacts",
+    "usage_events",
+    "usage_counters",
+    "holds",
+    "credit_lots",
+    "lot_allocations",
+    "events",
+    "event_consumers",
+    "crypto_references",
+    "crypto_observations",
+    "chain_heads",
+    "purchased_periods",
+    "money_movements",
+];
+
 impl Db {
     pub fn open(setup: impl FnOnce(Billing) -> Billing) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -40,11 +61,12 @@ impl Db {
         Self { billing, reader, _dir: dir }
     }
 
-    /// Every row of every table.
+    /// Every row of every table of user data. (Not the audit log: it records refusals
+    /// too, by design.)
     pub fn dump(&self) -> Vec<String> {
         let conn = self.reader.lock().unwrap();
         let mut rows = Vec::new();
-        for table in ["accounts", "ledger", "payments", "payment_methods", "usage_events", "usage_counters", "holds", "credit_lots", "lot_allocations"] {
+        for table in USER_TABLES {
             let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
             let n = stmt.column_count();
             let mut query = stmt.query([]).unwrap();

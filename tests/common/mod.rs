@@ -261,6 +261,9 @@ impl Fixture {
             self.db.rows("payments", "id"),
             self.db.rows("payment_methods", "user_id"),
             self.db.rows("customer_contacts", "user_id"),
+            self.db.rows("events", "event_id"),
+            self.db.rows("purchased_periods", "id"),
+            self.db.rows("money_movements", "id"),
         ]
     }
 }

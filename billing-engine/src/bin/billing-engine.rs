@@ -55,9 +55,15 @@ fn copy_to_postgres(from: &str, to: &str, tariffs: &str) -> Result<bool, String>
     let target = PostgresStore::open(to, options).map_err(failed)?;
     let report = target.copy_from(&source).map_err(failed)?;
     println!(
-        "copied {} users ({} ledger entries, {} payments, {} usage events) and {} audit records; \
-         {} users already there, left as they were",
-        report.users, report.entries, report.payments, report.usage_events, report.audit_records, report.skipped
+        "copied {} users ({} ledger entries, {} payments, {} usage events, {} overview rows) and {} audit \
+         records; {} users already there, left as they were",
+        report.users,
+        report.entries,
+        report.payments,
+        report.usage_events,
+        report.overview_rows,
+        report.audit_records,
+        report.skipped
     );
     let audit = Billing::new(target, catalog, Arc::new(SystemClock)).verify_integrity().map_err(failed)?;
     println!("verify_integrity: {} users, {} entries, ok = {}", audit.users_checked, audit.entries_checked, audit.ok);

@@ -34,9 +34,23 @@ pub(super) const MONEY_BUCKETS: &str = "SELECT (at / $1) * $1 AS bucket, currenc
      CAST(SUM(micros) AS BIGINT), COUNT(*) FROM money_movements WHERE at >= $2 AND at < $3 \
      GROUP BY bucket, currency, kind, provider ORDER BY bucket, currency, kind, provider";
 
+/// The columns a money movement is read by, its id first.
+macro_rules! money_columns {
+    () => {
+        "id, user_id, payment_id, kind, micros, currency, provider, network, plan_code, package_code, at"
+    };
+}
+
 /// Money movements matching the filter, with ids below `$9`, newest first, at most `$10`.
-pub(super) const MONEY_RECORDS: &str = "SELECT id, user_id, payment_id, kind, micros, currency, provider, network, \
-     plan_code, package_code, at FROM money_movements \
+pub(super) const MONEY_RECORDS: &str = concat!(
+    "SELECT ",
+    money_columns!(),
+    " FROM money_movements \
      WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) AND (CAST($2 AS TEXT) IS NULL OR provider = $2) \
      AND (CAST($3 AS TEXT) IS NULL OR network = $3) AND (CAST($4 AS TEXT) IS NULL OR plan_code = $4) \
-     AND at >= $5 AND at < $6 AND micros >= $7 AND micros <= $8 AND id < $9 ORDER BY id DESC LIMIT $10";
+     AND at >= $5 AND at < $6 AND micros >= $7 AND micros <= $8 AND id < $9 ORDER BY id DESC LIMIT $10"
+);
+
+/// Every money movement of user `$1`, oldest first.
+pub(super) const USER_MONEY: &str =
+    concat!("SELECT ", money_columns!(), " FROM money_movements WHERE user_id = $1 ORDER BY id");

@@ -445,6 +445,9 @@ pub trait Transaction {
     /// Appends a money movement. Never changed or removed.
     fn append_money(&mut self, money: &MoneyRecord) -> StoreResult<()>;
 
+    /// Every money movement of a user, oldest first, with its id.
+    fn user_money(&mut self, user_id: &str) -> StoreResult<Vec<(i64, MoneyRecord)>>;
+
     /// The periods in force at `at`, summed per plan, currency and network (monthly
     /// values in micro-units in `Segment::mrr`'s place are converted by the caller).
     fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>>;

@@ -1143,19 +1143,11 @@ impl Transaction for PgTx<'_> {
     }
 
     fn append_money(&mut self, m: &MoneyRecord) -> StoreResult<()> {
-        let params: [Param; 10] = [
-            &m.user_id,
-            &m.payment_id,
-            &m.kind.as_str(),
-            &m.micros,
-            &m.currency,
-            &m.provider,
-            &m.network,
-            &m.plan_code,
-            &m.package_code,
-            &to_millis(m.at),
-        ];
-        self.change_one(sql::INSERT_MONEY, &params, "the money insert wrote no row")
+        self.insert_money(sql::INSERT_MONEY, m, None)
+    }
+
+    fn user_money(&mut self, user_id: &str) -> StoreResult<Vec<(i64, MoneyRecord)>> {
+        self.many(sql::USER_MONEY, &[&user_id], read_money)
     }
 
     fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>> {
@@ -1222,22 +1214,7 @@ impl Transaction for PgTx<'_> {
         let (before, limit) = (before.unwrap_or(i64::MAX), i64::from(limit));
         let params: [Param; 10] =
             [&f.status, &f.provider, &f.network, &f.plan_code, &from, &to, &min, &max, &before, &limit];
-        self.many(sql::MONEY_RECORDS, &params, |row| {
-            let c = Cells::new(row, "money_movements");
-            let record = MoneyRecord {
-                user_id: c.get(1)?,
-                payment_id: c.get(2)?,
-                kind: c.named(3)?,
-                micros: c.get(4)?,
-                currency: c.get(5)?,
-                provider: c.get(6)?,
-                network: c.get(7)?,
-                plan_code: c.get(8)?,
-                package_code: c.get(9)?,
-                at: c.time(10)?,
-            };
-            Ok((c.get(0)?, record))
-        })
+        self.many(sql::MONEY_RECORDS, &params, read_money)
     }
 
     fn claim_reference(
@@ -1369,6 +1346,24 @@ impl Transaction for PgTx<'_> {
             [&consumer, &attempts, &state.next_attempt_at.map(to_millis), &state.stopped_at.map(to_millis)];
         self.change_one(sql, &params, "the delivery state was not saved")
     }
+}
+
+/// A money movement and its id, read by `money_columns!`.
+fn read_money(row: &Row) -> StoreResult<(i64, MoneyRecord)> {
+    let c = Cells::new(row, "money_movements");
+    let record = MoneyRecord {
+        user_id: c.get(1)?,
+        payment_id: c.get(2)?,
+        kind: c.named(3)?,
+        micros: c.get(4)?,
+        currency: c.get(5)?,
+        provider: c.get(6)?,
+        network: c.get(7)?,
+        plan_code: c.get(8)?,
+        package_code: c.get(9)?,
+        at: c.time(10)?,
+    };
+    Ok((c.get(0)?, record))
 }
 
 fn read_audit(row: &Row) -> StoreResult<AuditRecord> {
@@ -1709,6 +1704,9 @@ pub struct CopyReport {
     pub payments: u64,
     pub usage_events: u64,
     pub audit_records: u64,
+    /// The overview's rows: purchased periods (and their cuts and churns) and money
+    /// movements.
+    pub overview_rows: u64,
     /// Users the target already had, left as they are (a copy run again after it was
     /// stopped goes on where it stopped).
     pub skipped: u64,
@@ -1728,6 +1726,8 @@ struct UserRows {
     allocations: Vec<(i64, Allocation)>,
     events: Vec<Event>,
     observations: Vec<StoredObservation>,
+    periods: Vec<PeriodRecord>,
+    money: Vec<(i64, MoneyRecord)>,
 }
 
 impl PostgresStore {
@@ -1735,7 +1735,9 @@ impl PostgresStore {
     /// user, each in one transaction: accounts, ledger entries with their ids, keys and
     /// request fingerprints, payments with theirs, saved cards (saved at the time of the
     /// copy), usage events (ids and keys too), counters, holds, credit lots and their
-    /// allocations. Users this database already has are skipped. Stop the writers of
+    /// allocations, events, crypto transfers, and the overview's periods and money
+    /// movements (ids too). Then the audit log and what crypto payments share. Users this
+    /// database already has are skipped. Stop the writers of
     /// `source` first; run [`Billing::verify_integrity`](crate::Billing::verify_integrity)
     /// on this database after.
     pub fn copy_from(&self, source: &impl Store) -> Result<CopyReport> {
@@ -1747,6 +1749,7 @@ impl PostgresStore {
                 report.entries += rows.entries.len() as u64;
                 report.payments += rows.payments.len() as u64;
                 report.usage_events += rows.usage.len() as u64;
+                report.overview_rows += (rows.periods.len() + rows.money.len()) as u64;
             } else {
                 report.skipped += 1;
             }
@@ -1762,7 +1765,9 @@ impl PostgresStore {
                  SELECT setval(pg_get_serial_sequence('usage_events', 'id'),
                      GREATEST((SELECT max(id) FROM usage_events), 1));
                  SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
-                     GREATEST((SELECT max(id) FROM audit_log), 1));",
+                     GREATEST((SELECT max(id) FROM audit_log), 1));
+                 SELECT setval(pg_get_serial_sequence('money_movements', 'id'),
+                     GREATEST((SELECT max(id) FROM money_movements), 1));",
             )
             .map_err(pg_error)?;
         Ok(report)
@@ -1855,6 +1860,12 @@ impl PostgresStore {
             for stored in &rows.observations {
                 tx.save_observation(user_id, stored)?;
             }
+            for period in &rows.periods {
+                tx.append_period(period)?;
+            }
+            for (id, money) in &rows.money {
+                tx.insert_money(COPY_MONEY, money, Some(*id))?;
+            }
             Ok(true)
         };
         self.run(|deadline| self.attempt_write(&[user_id], &mut copy, deadline))
@@ -1891,6 +1902,8 @@ fn read_user(tx: &mut dyn Transaction, user_id: &str) -> Result<UserRows> {
         allocations: tx.all_allocations(user_id)?,
         events: tx.user_events(user_id, 0, u32::MAX)?,
         observations: tx.all_observations(user_id)?,
+        periods: tx.user_periods(user_id)?,
+        money: tx.user_money(user_id)?,
     })
 }
 
@@ -1910,6 +1923,11 @@ fn group_by_entry(allocations: &[(i64, Allocation)]) -> Vec<(i64, Vec<Allocation
 fn counted(amount: u64) -> StoreResult<i64> {
     i64::try_from(amount).map_err(|_| StoreError::unavailable("a usage amount past what the store holds"))
 }
+
+/// A money movement of another store, with its id (`$11`): PostgreSQL's copy.
+const COPY_MONEY: &str = "INSERT INTO money_movements (user_id, payment_id, kind, micros, currency, \
+     provider, network, plan_code, package_code, at, id) OVERRIDING SYSTEM VALUE \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 impl PgTx<'_> {
     /// Stores an event of another store as it is, its sequence included.
@@ -1935,20 +1953,7 @@ impl PgTx<'_> {
             ", id) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT DO NOTHING RETURNING id"
         );
-        let record = NewAuditRecord {
-            user_id: r.user_id.clone(),
-            actor: r.actor.clone(),
-            action: r.action.clone(),
-            target: r.target.clone(),
-            outcome: r.outcome,
-            reason: r.reason.clone(),
-            before: r.before.clone(),
-            after: r.after.clone(),
-            error: r.error.clone(),
-            request_id: r.request_id.clone(),
-            created_at: r.created_at,
-        };
-        Ok(self.insert_audit(sql, &record, Some(r.id))?.len() as u64)
+        Ok(self.insert_audit(sql, &NewAuditRecord::from(r), Some(r.id))?.len() as u64)
     }
 
     /// Runs an insert of `audit_columns!` (and `id`, when given, as the last parameter).
@@ -1974,6 +1979,27 @@ impl PgTx<'_> {
             params.push(id);
         }
         self.rows(sql, &params)
+    }
+
+    /// Runs an insert of a money movement (and its `id`, when given, as the last parameter).
+    fn insert_money(&mut self, sql: &'static str, m: &MoneyRecord, id: Option<i64>) -> StoreResult<()> {
+        let (kind, at) = (m.kind.as_str(), to_millis(m.at));
+        let mut params: Vec<Param> = vec![
+            &m.user_id,
+            &m.payment_id,
+            &kind,
+            &m.micros,
+            &m.currency,
+            &m.provider,
+            &m.network,
+            &m.plan_code,
+            &m.package_code,
+            &at,
+        ];
+        if let Some(id) = &id {
+            params.push(id);
+        }
+        self.change_one(sql, &params, "the money insert wrote no row")
     }
 
     /// Stores a usage event of another store as it is, its id included.

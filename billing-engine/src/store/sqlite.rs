@@ -927,6 +927,10 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
+    fn user_money(&mut self, user_id: &str) -> StoreResult<Vec<(i64, MoneyRecord)>> {
+        self.many(sql::USER_MONEY, [user_id], money_from_row)
+    }
+
     fn segments_at(&mut self, at: OffsetDateTime) -> StoreResult<Vec<(Segment, i64)>> {
         self.many(sql::SEGMENTS_AT, [to_millis(at)], |row| {
             let micros: i64 = row.get(4)?;
@@ -991,23 +995,7 @@ impl Transaction for SqliteTx<'_> {
             before.unwrap_or(i64::MAX),
             limit,
         ];
-        self.many(sql::MONEY_RECORDS, params, |row| {
-            in_table("money_movements", row, |row| {
-                let record = MoneyRecord {
-                    user_id: row.get(1)?,
-                    payment_id: row.get(2)?,
-                    kind: parsed(row, 3)?,
-                    micros: row.get(4)?,
-                    currency: row.get(5)?,
-                    provider: row.get(6)?,
-                    network: row.get(7)?,
-                    plan_code: row.get(8)?,
-                    package_code: row.get(9)?,
-                    at: from_millis(row.get(10)?),
-                };
-                Ok((row.get(0)?, record))
-            })
-        })
+        self.many(sql::MONEY_RECORDS, params, money_from_row)
     }
 
     fn claim_reference(
@@ -1138,6 +1126,25 @@ impl Transaction for SqliteTx<'_> {
         .map_err(SqliteError::from)?;
         Ok(())
     }
+}
+
+/// A money movement and its id, read by `money_columns!`.
+fn money_from_row(row: &Row) -> rusqlite::Result<(i64, MoneyRecord)> {
+    in_table("money_movements", row, |row| {
+        let record = MoneyRecord {
+            user_id: row.get(1)?,
+            payment_id: row.get(2)?,
+            kind: parsed(row, 3)?,
+            micros: row.get(4)?,
+            currency: row.get(5)?,
+            provider: row.get(6)?,
+            network: row.get(7)?,
+            plan_code: row.get(8)?,
+            package_code: row.get(9)?,
+            at: from_millis(row.get(10)?),
+        };
+        Ok((row.get(0)?, record))
+    })
 }
 
 fn audit_from_row(row: &Row) -> rusqlite::Result<AuditRecord> {
