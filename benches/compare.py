@@ -84,8 +84,7 @@ def main():
         )
     if (CRITERION / "overview" / "engine").exists():
         engine, floor = mean_ns("overview", "engine"), mean_ns("overview", "floor_mrr_sum")
-        print("
-overview at 1M users (one period and one payment each, half of them in force):")
+        print("\noverview at 1M users (one period and one payment each, half of them in force):")
         print(f"  overview {engine / 1e6:8.1f} ms  floor (the MRR sum alone) {floor / 1e6:8.1f} ms  "
               f"ratio {floor / engine:.2f}x  (goal: under a second)")
     if "--report" not in sys.argv and "--no-postgres" not in sys.argv:
