@@ -83,6 +83,8 @@ const MEMORY: &str = ":memory:";
 /// Takes the write lock before the first read: see the module docs.
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const BEGIN_READ: &str = "BEGIN DEFERRED";
+/// A user's lots with credits left: read on every write (unsorted: see `open_lots`).
+const OPEN_LOTS: &str = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = ?1 AND remaining <> '0'");
 const STATEMENT_CACHE: usize = 32;
 /// About the WAL's size at SQLite's automatic checkpoint (1000 pages of 4 KiB).
 const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
@@ -682,8 +684,7 @@ impl Transaction for SqliteTx<'_> {
         // Sorted here, as `expired_holds` is: with `ORDER BY id`, SQLite prepared the
         // statement anew on every run after a write to the table (measured: a third of
         // a charge paid from credits).
-        let sql = concat!("SELECT ", lot_columns!(), " FROM credit_lots WHERE user_id = ?1 AND remaining <> '0'");
-        let mut lots = self.many(sql, [user_id], lot_from_row)?;
+        let mut lots = self.many(OPEN_LOTS, [user_id], lot_from_row)?;
         lots.sort_by_key(|lot| lot.id);
         Ok(lots)
     }
@@ -1511,6 +1512,41 @@ mod tests {
 
     fn account(user: &str) -> Account {
         Account::new(user, from_millis(1_767_225_600_000), &catalog())
+    }
+
+    /// Every write reads the open lots: their statement must run as prepared, not be
+    /// prepared anew after each write to the table (SQLite did that while the query
+    /// had `ORDER BY id`, and it was a third of a charge).
+    #[test]
+    fn the_open_lots_query_is_not_prepared_anew_after_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store(&dir));
+        let conn = connect(Some(&dir.path().join("store.sqlite3")), &SqliteOptions::default()).unwrap();
+        let lot = CreditLot {
+            id: 1,
+            user_id: "u".to_owned(),
+            amount: Decimal::from(100),
+            remaining: Decimal::from(100),
+            priority: 0,
+            category: LotCategory::Paid,
+            effective_at: from_millis(1_767_225_600_000),
+            expires_at: None,
+            source: LotSource::Purchase,
+            reference: None,
+        };
+        in_transaction(&conn, BEGIN_WRITE, |conn| Ok(SqliteTx::new(conn).insert_lot(&lot)?)).unwrap();
+        for _ in 0..5 {
+            let drawn = in_transaction(&conn, BEGIN_WRITE, |conn| {
+                let mut tx = SqliteTx::new(conn);
+                let mut open = tx.open_lots("u")?;
+                open[0].remaining -= Decimal::ONE;
+                tx.update_lot(&open[0])?;
+                Ok(open[0].remaining)
+            });
+            assert!(drawn.unwrap() < Decimal::from(100));
+        }
+        let statement = conn.prepare_cached(OPEN_LOTS).unwrap();
+        assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     fn exists(store: &SqliteStore, user: &str) -> bool {
