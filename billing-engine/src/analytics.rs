@@ -66,28 +66,13 @@ pub enum PeriodKind {
     Churn,
 }
 
-impl PeriodKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Renewal => "renewal",
-            Self::Reactivation => "reactivation",
-            Self::Cut => "cut",
-            Self::Churn => "churn",
-        }
-    }
-}
-
-impl std::str::FromStr for PeriodKind {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        [Self::New, Self::Renewal, Self::Reactivation, Self::Cut, Self::Churn]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or(())
-    }
-}
+stored_names!(PeriodKind {
+    New => "new",
+    Renewal => "renewal",
+    Reactivation => "reactivation",
+    Cut => "cut",
+    Churn => "churn",
+});
 
 /// One row of purchased periods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,24 +129,7 @@ pub enum MoneyKind {
     Failed,
 }
 
-impl MoneyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gross => "gross",
-            Self::Refund => "refund",
-            Self::Reversal => "reversal",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl std::str::FromStr for MoneyKind {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        [Self::Gross, Self::Refund, Self::Reversal, Self::Failed].into_iter().find(|k| k.as_str() == s).ok_or(())
-    }
-}
+stored_names!(MoneyKind { Gross => "gross", Refund => "refund", Reversal => "reversal", Failed => "failed" });
 
 /// One money movement of a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,23 +91,7 @@ pub enum AuditOutcome {
     Rejected,
 }
 
-impl AuditOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Unchanged => "unchanged",
-            Self::Rejected => "rejected",
-        }
-    }
-}
-
-impl std::str::FromStr for AuditOutcome {
-    type Err = ();
-
-    fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        [Self::Applied, Self::Unchanged, Self::Rejected].into_iter().find(|o| o.as_str() == s).ok_or(())
-    }
-}
+stored_names!(AuditOutcome { Applied => "applied", Unchanged => "unchanged", Rejected => "rejected" });
 
 /// A record to append.
 #[derive(Debug, Clone, PartialEq)]

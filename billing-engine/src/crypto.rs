@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -283,21 +282,19 @@ pub enum CryptoState {
     Refunded,
 }
 
-impl CryptoState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Confirming => "confirming",
-            Self::Succeeded => "succeeded",
-            Self::Underpaid => "underpaid",
-            Self::Overpaid => "overpaid",
-            Self::Expired => "expired",
-            Self::Failed => "failed",
-            Self::Reorged => "reorged",
-            Self::Refunded => "refunded",
-        }
-    }
+stored_names!(CryptoState {
+    Pending => "pending",
+    Confirming => "confirming",
+    Succeeded => "succeeded",
+    Underpaid => "underpaid",
+    Overpaid => "overpaid",
+    Expired => "expired",
+    Failed => "failed",
+    Reorged => "reorged",
+    Refunded => "refunded",
+});
 
+impl CryptoState {
     /// Whether the payment was credited (and so a reorg now reverses it).
     pub fn is_credited(self) -> bool {
         matches!(self, Self::Succeeded | Self::Overpaid)
@@ -466,18 +463,6 @@ pub fn next_state(
         _ if received < price => CryptoState::Underpaid,
         _ if received > details.amount => CryptoState::Overpaid,
         _ => CryptoState::Succeeded,
-    }
-}
-
-impl FromStr for CryptoState {
-    type Err = ();
-
-    fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        use CryptoState::*;
-        [Pending, Confirming, Succeeded, Underpaid, Overpaid, Expired, Failed, Reorged, Refunded]
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or(())
     }
 }
 

@@ -11,7 +11,6 @@
 //! status (`from_payment`) or a usage event crossing its quota (`over_limit`).
 
 use std::fmt;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -61,34 +60,24 @@ impl EventType {
         Self::CreditsExpired,
         Self::UsageOverLimit,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PaymentSucceeded => "payment.succeeded.v1",
-            Self::PaymentFailed => "payment.failed.v1",
-            Self::PaymentRefunded => "payment.refunded.v1",
-            Self::PaymentReversed => "payment.reversed.v1",
-            Self::PlanChanged => "plan.changed.v1",
-            Self::SubscriptionRenewed => "subscription.renewed.v1",
-            Self::SubscriptionExpired => "subscription.expired.v1",
-            Self::CreditsGranted => "credits.granted.v1",
-            Self::CreditsExpired => "credits.expired.v1",
-            Self::UsageOverLimit => "usage.over_limit.v1",
-        }
-    }
 }
+
+stored_names!(EventType {
+    PaymentSucceeded => "payment.succeeded.v1",
+    PaymentFailed => "payment.failed.v1",
+    PaymentRefunded => "payment.refunded.v1",
+    PaymentReversed => "payment.reversed.v1",
+    PlanChanged => "plan.changed.v1",
+    SubscriptionRenewed => "subscription.renewed.v1",
+    SubscriptionExpired => "subscription.expired.v1",
+    CreditsGranted => "credits.granted.v1",
+    CreditsExpired => "credits.expired.v1",
+    UsageOverLimit => "usage.over_limit.v1",
+});
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventType {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or(())
     }
 }
 

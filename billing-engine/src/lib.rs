@@ -37,6 +37,31 @@
 //! - [`store`]: the persistence trait and the SQLite backend;
 //! - [`input`]: the checks on caller input, and the parsers bindings use for text arguments.
 
+/// An enum's names as stored and in JSON: `as_str`, and `FromStr` reading them back
+/// (`Err(())` for any other text). One home for every such enum.
+macro_rules! stored_names {
+    ($t:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        impl ::std::str::FromStr for $t {
+            type Err = ();
+
+            fn from_str(s: &str) -> ::std::result::Result<Self, ()> {
+                match s {
+                    $($name => Ok(Self::$variant),)*
+                    _ => Err(()),
+                }
+            }
+        }
+    };
+}
+
 pub mod account;
 pub mod alchemy;
 pub mod analytics;

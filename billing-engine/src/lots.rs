@@ -49,30 +49,6 @@ pub enum LotSource {
     RefundReissue,
 }
 
-/// Names as stored and in JSON, read back by `FromStr`.
-macro_rules! stored_names {
-    ($t:ty { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $name,)*
-                }
-            }
-        }
-
-        impl std::str::FromStr for $t {
-            type Err = ();
-
-            fn from_str(s: &str) -> Result<Self, ()> {
-                match s {
-                    $($name => Ok(Self::$variant),)*
-                    _ => Err(()),
-                }
-            }
-        }
-    };
-}
-
 stored_names!(LotCategory { Promotional => "promotional", Paid => "paid" });
 stored_names!(LotSource {
     FreeTrial => "free_trial",
